@@ -1,0 +1,88 @@
+// evograd C++ API: one EvoGrad meta-step for LibTorch users.
+//
+//   evograd::Options opt;
+//   opt.population = 2;
+//   evograd::EvoGrad meta(*model, vnet->parameters(), opt);
+//   auto r = meta.step([&] { return weighted_train_loss(); },
+//                      [&] { return clean_val_loss(); });
+//   // hyperparameters now hold their gradient in .grad(); step your optimiser.
+//
+// The routine mirrors the Python evograd.EvoGrad: candidates are written into
+// the parameters' own storage one at a time, each candidate's loss is
+// differentiated only with respect to the hyperparameters, theta* is written
+// in for one first-order validation backward, and everything (parameters,
+// their .grad, buffers) is restored exactly afterwards, also on error.
+#pragma once
+
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "evograd/evograd.h"
+
+namespace evograd {
+
+struct Options {
+  int64_t population = 2;
+  double sigma = 1e-3;
+  double temperature = 0.05;
+  std::string noise = "sign";  // "sign" (Rademacher) or "gauss"
+  bool antithetic = false;
+  // Base seed; step t uses seed + t. Unset: drawn from torch's default CPU
+  // generator at construction, so torch::manual_seed makes runs repeatable.
+  c10::optional<int64_t> seed;
+  // Every candidate's closure sees the same torch RNG state (dropout masks,
+  // random augmentation): differences between candidate losses then come from
+  // the weights alone, which lowers the variance of the hypergradient.
+  bool common_random_numbers = false;
+};
+
+struct StepResult {
+  torch::Tensor val_loss;  // scalar, detached, at theta*
+  torch::Tensor losses;    // [K] candidate training losses (float64)
+  torch::Tensor weights;   // [K] softmax(-losses / temperature)
+  int64_t seed;            // the noise seed this step used
+};
+
+using LossFn = std::function<torch::Tensor()>;
+
+class EvoGrad {
+ public:
+  // Explicit tensors to perturb and hyperparameters; buffers are restored
+  // after each step (pass a model's BatchNorm statistics here).
+  EvoGrad(std::vector<torch::Tensor> params, std::vector<torch::Tensor> hyperparams,
+          Options options = Options(), std::vector<torch::Tensor> buffers = {});
+  // Every parameter of the module that is not a hyperparameter is perturbed;
+  // all of its buffers are restored.
+  EvoGrad(torch::nn::Module& model, std::vector<torch::Tensor> hyperparams,
+          Options options = Options());
+  EvoGrad(const torch::jit::Module& model, std::vector<torch::Tensor> hyperparams,
+          Options options = Options());
+
+  // One meta-step: accumulates d val_loss / d lambda into each
+  // hyperparameter's .grad() and leaves the model as it found it.
+  StepResult step(const LossFn& train_loss, const LossFn& val_loss);
+
+  int64_t steps_taken() const { return step_; }
+  const Options& options() const { return options_; }
+  const std::vector<torch::Tensor>& params() const { return params_; }
+  const std::vector<torch::Tensor>& hyperparams() const { return hyper_; }
+
+ private:
+  void validate() const;
+
+  std::vector<torch::Tensor> params_;
+  std::vector<torch::Tensor> hyper_;
+  std::vector<torch::Tensor> buffers_;
+  Options options_;
+  int64_t seed_ = 0;
+  int64_t step_ = 0;
+};
+
+// Seed of step t for base seed s: (s + t) mod 2^63, the same in Python.
+int64_t step_seed(int64_t base, int64_t step);
+
+}  // namespace evograd

@@ -1,0 +1,274 @@
+// The C++ meta-step, thin over the evograd operators (called through the
+// dispatcher, so CPU and CUDA tensors both work and no kernel is named here).
+#include "evograd/evograd.hpp"
+
+#include <cmath>
+#include <limits>
+
+#include <ATen/core/dispatch/Dispatcher.h>
+
+namespace evograd {
+namespace {
+
+template <typename Sig>
+c10::TypedOperatorHandle<Sig> op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").template typed<Sig>();
+}
+
+using IntoSig = void(at::TensorList, at::TensorList, int64_t, int64_t, double,
+                     c10::string_view, bool);
+using CombineIntoSig = void(at::TensorList, const at::Tensor&, at::TensorList, double,
+                            int64_t, double, c10::string_view, bool);
+using WeightsSig = at::Tensor(const at::Tensor&, double);
+using ProjectSig = at::Tensor(at::TensorList, int64_t, int64_t, double, c10::string_view,
+                              bool);
+using CotangentSig = at::Tensor(const at::Tensor&, const at::Tensor&, double);
+
+bool same_storage(const torch::Tensor& a, const torch::Tensor& b) {
+  return a.defined() && b.defined() && a.is_same(b);
+}
+
+// Everything step() changes about the model, put back on scope exit.
+class Restorer {
+ public:
+  Restorer(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& buffers)
+      : params_(params), buffers_(buffers) {
+    torch::NoGradGuard no_grad;
+    for (const auto& p : params_) {
+      saved_.push_back(p.detach().clone());
+      grads_.push_back(p.grad());
+      flags_.push_back(p.requires_grad());
+    }
+    for (const auto& b : buffers_) saved_buffers_.push_back(b.detach().clone());
+    // Closures that call backward() must not touch the caller's gradients.
+    for (auto& p : params_) p.mutable_grad() = torch::Tensor();
+  }
+  const std::vector<torch::Tensor>& saved() const { return saved_; }
+  void restore_buffers() {
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < buffers_.size(); ++i) buffers_[i].copy_(saved_buffers_[i]);
+  }
+  void set_requires_grad(bool on) {
+    for (auto& p : params_) p.requires_grad_(on);
+  }
+  ~Restorer() {
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      params_[i].requires_grad_(flags_[i]);
+      params_[i].copy_(saved_[i]);
+      params_[i].mutable_grad() = grads_[i];
+    }
+    restore_buffers();
+  }
+
+ private:
+  std::vector<torch::Tensor> params_, buffers_;
+  std::vector<torch::Tensor> saved_, grads_, saved_buffers_;
+  std::vector<bool> flags_;
+};
+
+// Torch RNG states (CPU, and each CUDA device the parameters use), so every
+// candidate can replay the same random numbers.
+class RngSnapshot {
+ public:
+  explicit RngSnapshot(const std::vector<torch::Tensor>& params) {
+    gens_.push_back(at::detail::getDefaultCPUGenerator());
+    for (const auto& p : params) {
+      if (!p.is_cuda()) continue;
+      auto g = at::globalContext().defaultGenerator(p.device());
+      bool seen = false;
+      for (const auto& h : gens_) seen = seen || h == g;
+      if (!seen) gens_.push_back(g);
+    }
+    for (auto& g : gens_) {
+      std::lock_guard<std::mutex> lock(g.mutex());
+      states_.push_back(g.get_state());
+    }
+  }
+  void replay() {
+    for (size_t i = 0; i < gens_.size(); ++i) {
+      std::lock_guard<std::mutex> lock(gens_[i].mutex());
+      gens_[i].set_state(states_[i]);
+    }
+  }
+
+ private:
+  std::vector<at::Generator> gens_;
+  std::vector<torch::Tensor> states_;
+};
+
+double checked_loss(const torch::Tensor& loss, const char* which) {
+  TORCH_CHECK_TYPE(loss.defined(), "evograd: the ", which, " loss closure returned an undefined tensor");
+  TORCH_CHECK_VALUE(loss.numel() == 1, "evograd: the ", which,
+                    " loss must be a scalar, got shape ", loss.sizes());
+  TORCH_CHECK_TYPE(loss.is_floating_point(), "evograd: the ", which,
+                   " loss must be floating point, got ", loss.scalar_type());
+  const double v = loss.detach().to(torch::kCPU, torch::kDouble).item<double>();
+  TORCH_CHECK_VALUE(std::isfinite(v), "evograd: the ", which, " loss is not finite (", v, ")");
+  return v;
+}
+
+std::vector<torch::Tensor> without(const std::vector<torch::Tensor>& all,
+                                   const std::vector<torch::Tensor>& drop) {
+  std::vector<torch::Tensor> kept;
+  for (const auto& t : all) {
+    bool dropped = false;
+    for (const auto& d : drop) dropped = dropped || same_storage(t, d);
+    if (!dropped) kept.push_back(t);
+  }
+  return kept;
+}
+
+std::vector<torch::Tensor> jit_tensors(const torch::jit::Module& m, bool params) {
+  std::vector<torch::Tensor> out;
+  if (params) {
+    for (const auto& p : m.parameters()) out.push_back(p);
+  } else {
+    for (const auto& b : m.buffers()) out.push_back(b);
+  }
+  return out;
+}
+
+}  // namespace
+
+int64_t step_seed(int64_t base, int64_t step) {
+  const uint64_t s = static_cast<uint64_t>(base) + static_cast<uint64_t>(step);
+  return static_cast<int64_t>(s & 0x7fffffffffffffffULL);
+}
+
+EvoGrad::EvoGrad(std::vector<torch::Tensor> params, std::vector<torch::Tensor> hyperparams,
+                 Options options, std::vector<torch::Tensor> buffers)
+    : params_(std::move(params)),
+      hyper_(std::move(hyperparams)),
+      buffers_(std::move(buffers)),
+      options_(std::move(options)) {
+  validate();
+  seed_ = options_.seed.has_value()
+              ? *options_.seed
+              : torch::randint(0, int64_t(1) << 62, {1}, torch::kLong).item<int64_t>();
+}
+
+EvoGrad::EvoGrad(torch::nn::Module& model, std::vector<torch::Tensor> hyperparams,
+                 Options options)
+    : EvoGrad(without(model.parameters(), hyperparams), hyperparams, std::move(options),
+              model.buffers()) {}
+
+EvoGrad::EvoGrad(const torch::jit::Module& model, std::vector<torch::Tensor> hyperparams,
+                 Options options)
+    : EvoGrad(without(jit_tensors(model, true), hyperparams), hyperparams,
+              std::move(options), jit_tensors(model, false)) {}
+
+void EvoGrad::validate() const {
+  const auto& o = options_;
+  TORCH_CHECK_VALUE(o.population >= 2, "evograd: population must be >= 2, got ", o.population);
+  TORCH_CHECK_VALUE(!o.antithetic || o.population % 2 == 0,
+                    "evograd: antithetic noise needs an even population, got ", o.population);
+  TORCH_CHECK_VALUE(std::isfinite(o.sigma) && o.sigma > 0, "evograd: sigma must be > 0, got ",
+                    o.sigma);
+  TORCH_CHECK_VALUE(std::isfinite(o.temperature) && o.temperature > 0,
+                    "evograd: temperature must be > 0, got ", o.temperature);
+  TORCH_CHECK_VALUE(o.noise == "sign" || o.noise == "gauss", "evograd: unknown noise '",
+                    o.noise, "'; expected 'sign' or 'gauss'");
+  TORCH_CHECK_VALUE(!params_.empty(), "evograd: no parameters to perturb");
+  TORCH_CHECK_VALUE(!hyper_.empty(), "evograd: no hyperparameters");
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const auto& p = params_[i];
+    TORCH_CHECK_TYPE(p.defined() && p.is_floating_point(), "evograd: parameter ", i,
+                     " must be a floating-point tensor");
+    TORCH_CHECK_VALUE(p.is_leaf(), "evograd: parameter ", i, " is not a leaf tensor");
+    for (size_t j = 0; j < hyper_.size(); ++j)
+      TORCH_CHECK_VALUE(!same_storage(p, hyper_[j]) &&
+                            !(p.defined() && hyper_[j].defined() && p.is_alias_of(hyper_[j])),
+                        "evograd: parameter ", i, " is also hyperparameter ", j,
+                        "; the perturbed and hyperparameter sets must not overlap");
+  }
+  for (size_t j = 0; j < hyper_.size(); ++j) {
+    const auto& h = hyper_[j];
+    TORCH_CHECK_TYPE(h.defined() && h.is_floating_point(), "evograd: hyperparameter ", j,
+                     " must be a floating-point tensor");
+    TORCH_CHECK_VALUE(h.is_leaf() && h.requires_grad(), "evograd: hyperparameter ", j,
+                      " must be a leaf tensor that requires grad");
+  }
+}
+
+StepResult EvoGrad::step(const LossFn& train_loss, const LossFn& val_loss) {
+  TORCH_CHECK_VALUE(train_loss && val_loss, "evograd: step needs two loss closures");
+  const auto& o = options_;
+  const int64_t K = o.population;
+  const int64_t seed = step_seed(seed_, step_);
+  torch::AutoGradMode grad_on(true);
+
+  Restorer restore(params_, buffers_);
+  c10::optional<RngSnapshot> rng;
+  if (o.common_random_numbers) rng.emplace(params_);
+
+  // Candidates, one at a time: only lambda is differentiated.
+  restore.set_requires_grad(false);
+  std::vector<double> losses(K);
+  std::vector<std::vector<torch::Tensor>> dloss_dhyper(K);
+  for (int64_t k = 0; k < K; ++k) {
+    if (k > 0) restore.restore_buffers();
+    if (rng) rng->replay();
+    {
+      torch::NoGradGuard no_grad;
+      op<IntoSig>("evograd::perturb_into")
+          .call(restore.saved(), params_, seed, k, o.sigma, o.noise, o.antithetic);
+    }
+    auto loss = train_loss();
+    losses[k] = checked_loss(loss, "training");
+    TORCH_CHECK_VALUE(loss.requires_grad(),
+                      "evograd: the training loss does not depend on the hyperparameters");
+    auto g = torch::autograd::grad({loss.reshape({})}, hyper_, {}, false, false, true);
+    for (size_t j = 0; j < g.size(); ++j)
+      TORCH_CHECK_VALUE(g[j].defined(), "evograd: the training loss does not depend on "
+                        "hyperparameter ", j);
+    dloss_dhyper[k] = std::move(g);
+  }
+  auto losses_t = torch::tensor(losses, torch::kDouble);
+  auto weights = op<WeightsSig>("evograd::weights").call(losses_t, o.temperature);
+
+  // theta* and one first-order validation backward.
+  restore.restore_buffers();
+  {
+    torch::NoGradGuard no_grad;
+    op<CombineIntoSig>("evograd::combine_into")
+        .call(restore.saved(), losses_t, params_, o.temperature, seed, o.sigma, o.noise,
+              o.antithetic);
+  }
+  restore.set_requires_grad(true);
+  auto val = val_loss();
+  const double val_value = checked_loss(val, "validation");
+  TORCH_CHECK_VALUE(val.requires_grad(),
+                    "evograd: the validation loss does not depend on the parameters");
+  std::vector<torch::Tensor> inputs = params_;
+  for (const auto& h : hyper_) inputs.push_back(h);
+  auto grads = torch::autograd::grad({val.reshape({})}, inputs, {}, false, false, true);
+  std::vector<torch::Tensor> g(grads.begin(), grads.begin() + params_.size());
+  for (size_t i = 0; i < g.size(); ++i)
+    if (!g[i].defined()) g[i] = torch::zeros_like(params_[i]);
+
+  auto c = op<ProjectSig>("evograd::project").call(g, seed, K, o.sigma, o.noise, o.antithetic);
+  auto cot = op<CotangentSig>("evograd::loss_cotangent").call(losses_t, c, o.temperature);
+
+  {
+    torch::NoGradGuard no_grad;
+    auto cot_host = cot.to(torch::kDouble).cpu();
+    const double* cv = cot_host.data_ptr<double>();
+    for (size_t j = 0; j < hyper_.size(); ++j) {
+      auto total = torch::zeros_like(hyper_[j]);
+      for (int64_t k = 0; k < K; ++k) total.add_(dloss_dhyper[k][j], cv[k]);
+      const auto& direct = grads[params_.size() + j];
+      if (direct.defined()) total.add_(direct);
+      auto& hg = hyper_[j].mutable_grad();
+      if (hg.defined()) {
+        hg.add_(total);
+      } else {
+        hg = total;
+      }
+    }
+  }
+  ++step_;
+  return {torch::tensor(val_value, torch::kDouble), losses_t, weights.detach(), seed};
+}
+
+}  // namespace evograd

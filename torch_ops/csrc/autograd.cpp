@@ -1,0 +1,182 @@
+// Autograd for the evograd ops, registered in C++ under the Autograd key so it
+// works the same from Python, TorchScript and C++-only processes.
+//
+//   perturb:  d(theta + eps_k)/d theta = I.
+//   combine:  d theta*/d theta = I; d theta*/d l_j through the softmax weights,
+//             contracted with the incoming gradient g: -(w_j/tau)(c_j - sum w c)
+//             with c_k = <g, eps_k>. The noise is regenerated, never saved.
+//   weights:  the softmax(-l/tau) Jacobian-vector product.
+// The other ops are not differentiable: their outputs never require grad.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include "kernels.h"
+
+namespace evograd_ops {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+template <typename Sig>
+c10::TypedOperatorHandle<Sig> op_handle(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").template typed<Sig>();
+}
+
+using PerturbSig = std::vector<at::Tensor>(at::TensorList, int64_t, int64_t, double,
+                                           c10::string_view, bool);
+using CombineSig = std::vector<at::Tensor>(at::TensorList, const at::Tensor&, double,
+                                           int64_t, double, c10::string_view, bool);
+using ProjectSig = at::Tensor(at::TensorList, int64_t, int64_t, double, c10::string_view,
+                              bool);
+using WeightsSig = at::Tensor(const at::Tensor&, double);
+using CotangentSig = at::Tensor(const at::Tensor&, const at::Tensor&, double);
+using PerturbIntoSig = void(at::TensorList, at::TensorList, int64_t, int64_t, double,
+                            c10::string_view, bool);
+using CombineIntoSig = void(at::TensorList, const at::Tensor&, at::TensorList, double,
+                            int64_t, double, c10::string_view, bool);
+
+// Non-tensor arguments after the tensors: each needs an (undefined) gradient.
+constexpr size_t kPerturbScalars = 5;  // seed, k, sigma, noise, antithetic
+constexpr size_t kCombineScalars = 5;  // temperature, seed, sigma, noise, antithetic
+
+class PerturbFunction : public torch::autograd::Function<PerturbFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, at::TensorList params,
+                               int64_t seed, int64_t k, double sigma, std::string noise,
+                               bool antithetic) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    ctx->saved_data["n"] = static_cast<int64_t>(params.size());
+    return op_handle<PerturbSig>("evograd::perturb")
+        .call(params, seed, k, sigma, noise, antithetic);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    grads.resize(grads.size() + kPerturbScalars);
+    return grads;
+  }
+};
+
+class CombineFunction : public torch::autograd::Function<CombineFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, at::TensorList params,
+                               at::Tensor losses, double temperature, int64_t seed,
+                               double sigma, std::string noise, bool antithetic) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto out = op_handle<CombineSig>("evograd::combine")
+                   .call(params, losses, temperature, seed, sigma, noise, antithetic);
+    ctx->save_for_backward({losses});
+    ctx->saved_data["temperature"] = temperature;
+    ctx->saved_data["seed"] = seed;
+    ctx->saved_data["sigma"] = sigma;
+    ctx->saved_data["noise"] = noise;
+    ctx->saved_data["antithetic"] = antithetic;
+    ctx->saved_data["losses_need_grad"] = losses.requires_grad();
+    return out;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto losses = ctx->get_saved_variables()[0];
+    at::Tensor d_losses;
+    if (ctx->saved_data["losses_need_grad"].toBool()) {
+      const double temperature = ctx->saved_data["temperature"].toDouble();
+      auto c = op_handle<ProjectSig>("evograd::project")
+                   .call(grads, ctx->saved_data["seed"].toInt(), losses.numel(),
+                         ctx->saved_data["sigma"].toDouble(),
+                         ctx->saved_data["noise"].toStringRef(),
+                         ctx->saved_data["antithetic"].toBool());
+      d_losses = op_handle<CotangentSig>("evograd::loss_cotangent")
+                     .call(losses, c, temperature);
+    }
+    variable_list result = grads;  // identity for params
+    result.push_back(d_losses);
+    result.resize(result.size() + kCombineScalars);
+    return result;
+  }
+};
+
+class WeightsFunction : public torch::autograd::Function<WeightsFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, at::Tensor losses, double temperature) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto w = op_handle<WeightsSig>("evograd::weights").call(losses, temperature);
+    ctx->save_for_backward({w});
+    ctx->saved_data["temperature"] = temperature;
+    return {w};
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto w = ctx->get_saved_variables()[0];
+    const double tau = ctx->saved_data["temperature"].toDouble();
+    const auto& gw = grads[0];
+    auto d = -(w / tau) * (gw - (w * gw).sum());
+    return {d, at::Tensor()};
+  }
+};
+
+std::vector<at::Tensor> perturb_autograd(at::TensorList params, int64_t seed, int64_t k,
+                                         double sigma, c10::string_view noise,
+                                         bool antithetic) {
+  return PerturbFunction::apply(params, seed, k, sigma, std::string(noise), antithetic);
+}
+
+std::vector<at::Tensor> combine_autograd(at::TensorList params, const at::Tensor& losses,
+                                         double temperature, int64_t seed, double sigma,
+                                         c10::string_view noise, bool antithetic) {
+  return CombineFunction::apply(params, losses, temperature, seed, sigma,
+                                std::string(noise), antithetic);
+}
+
+at::Tensor weights_autograd(const at::Tensor& losses, double temperature) {
+  return WeightsFunction::apply(losses, temperature)[0];
+}
+
+at::Tensor project_autograd(at::TensorList grads, int64_t seed, int64_t population,
+                            double sigma, c10::string_view noise, bool antithetic) {
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return op_handle<ProjectSig>("evograd::project")
+      .call(grads, seed, population, sigma, noise, antithetic);
+}
+
+at::Tensor loss_cotangent_autograd(const at::Tensor& losses, const at::Tensor& projections,
+                                   double temperature) {
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return op_handle<CotangentSig>("evograd::loss_cotangent")
+      .call(losses, projections, temperature);
+}
+
+void bump_versions(at::TensorList out) {
+  for (const auto& t : out) torch::autograd::impl::bump_version(t);
+}
+
+void perturb_into_autograd(at::TensorList params, at::TensorList out, int64_t seed, int64_t k,
+                           double sigma, c10::string_view noise, bool antithetic) {
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    op_handle<PerturbIntoSig>("evograd::perturb_into")
+        .call(params, out, seed, k, sigma, noise, antithetic);
+  }
+  bump_versions(out);  // graphs that saved the old values now fail loudly
+}
+
+void combine_into_autograd(at::TensorList params, const at::Tensor& losses,
+                           at::TensorList out, double temperature, int64_t seed,
+                           double sigma, c10::string_view noise, bool antithetic) {
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    op_handle<CombineIntoSig>("evograd::combine_into")
+        .call(params, losses, out, temperature, seed, sigma, noise, antithetic);
+  }
+  bump_versions(out);
+}
+
+}  // namespace
+}  // namespace evograd_ops
+
+TORCH_LIBRARY_IMPL(evograd, Autograd, m) {
+  m.impl("perturb", evograd_ops::perturb_autograd);
+  m.impl("combine", evograd_ops::combine_autograd);
+  m.impl("weights", evograd_ops::weights_autograd);
+  m.impl("project", evograd_ops::project_autograd);
+  m.impl("loss_cotangent", evograd_ops::loss_cotangent_autograd);
+  m.impl("perturb_into", evograd_ops::perturb_into_autograd);
+  m.impl("combine_into", evograd_ops::combine_into_autograd);
+}

@@ -1,0 +1,111 @@
+// CPU kernels of the list ops: arguments checked once, then the element range
+// split across at::parallel_for threads. The C kernels make every split give
+// the same bits, so thread count never changes a result.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "../kernels.h"
+#include "../lists.h"
+
+namespace evograd_ops {
+namespace {
+
+constexpr int64_t kGrain = 1 << 15;  // elements per task: ~tens of microseconds
+
+void perturb_into_cpu(at::TensorList params, at::TensorList out, int64_t seed, int64_t k,
+                      double sigma, c10::string_view noise_name, bool antithetic) {
+  const char* op = "perturb_into";
+  check_float_list(op, "params", params);
+  check_out_list(op, params, out);
+  const auto noise = make_noise(op, seed, sigma, noise_name, antithetic);
+  TORCH_CHECK_VALUE(k >= 0 && k <= static_cast<int64_t>(UINT32_MAX), "evograd.", op,
+                    ": candidate index k must be >= 0, got ", k);
+  auto w = make_writable(params, out);
+  const auto dtype = dtype_of(params[0]);
+  const auto* spans = w.spans.data();
+  const size_t n = w.spans.size();
+  check_status(op, evograd_perturb(dtype, spans, n, &noise, k, {0, 0}));  // validate only
+  at::parallel_for(0, total_numel(params), kGrain, [&](int64_t b, int64_t e) {
+    evograd_perturb(dtype, spans, n, &noise, k, {b, e});
+  });
+  w.finish();
+}
+
+std::vector<at::Tensor> perturb_cpu(at::TensorList params, int64_t seed, int64_t k,
+                                    double sigma, c10::string_view noise, bool antithetic) {
+  check_float_list("perturb", "params", params);
+  std::vector<at::Tensor> out;
+  for (const auto& p : params) out.push_back(at::empty_like(p, at::MemoryFormat::Contiguous));
+  perturb_into_cpu(params, out, seed, k, sigma, noise, antithetic);
+  return out;
+}
+
+void combine_into_cpu(at::TensorList params, const at::Tensor& losses, at::TensorList out,
+                      double temperature, int64_t seed, double sigma,
+                      c10::string_view noise_name, bool antithetic) {
+  const char* op = "combine_into";
+  check_float_list(op, "params", params);
+  check_out_list(op, params, out);
+  const auto noise = make_noise(op, seed, sigma, noise_name, antithetic);
+  const auto w = softmax_weights(op, losses, temperature);
+  const auto population = static_cast<int64_t>(w.size());
+  check_population(op, population, antithetic);
+  auto wr = make_writable(params, out);
+  const auto dtype = dtype_of(params[0]);
+  const auto* spans = wr.spans.data();
+  const size_t n = wr.spans.size();
+  check_status(op, evograd_combine(dtype, spans, n, &noise, w.data(), population, {0, 0}));
+  // Each element costs K Philox calls: smaller tasks for larger populations.
+  const int64_t grain = std::max<int64_t>(kGrain / population, 1024);
+  at::parallel_for(0, total_numel(params), grain, [&](int64_t b, int64_t e) {
+    evograd_combine(dtype, spans, n, &noise, w.data(), population, {b, e});
+  });
+  wr.finish();
+}
+
+std::vector<at::Tensor> combine_cpu(at::TensorList params, const at::Tensor& losses,
+                                    double temperature, int64_t seed, double sigma,
+                                    c10::string_view noise, bool antithetic) {
+  check_float_list("combine", "params", params);
+  std::vector<at::Tensor> out;
+  for (const auto& p : params) out.push_back(at::empty_like(p, at::MemoryFormat::Contiguous));
+  combine_into_cpu(params, losses, out, temperature, seed, sigma, noise, antithetic);
+  return out;
+}
+
+at::Tensor project_cpu(at::TensorList grads, int64_t seed, int64_t population, double sigma,
+                       c10::string_view noise_name, bool antithetic) {
+  const char* op = "project";
+  check_float_list(op, "grads", grads);
+  const auto noise = make_noise(op, seed, sigma, noise_name, antithetic);
+  check_population(op, population, antithetic);
+  const auto src = contiguous_list(grads);
+  const auto spans = read_spans(src);
+  const auto dtype = dtype_of(grads[0]);
+  const int64_t total = total_numel(grads);
+  const int64_t B = EVOGRAD_PROJECT_BLOCK;
+  const int64_t nblocks = (total + B - 1) / B;
+  std::vector<double> sums(static_cast<size_t>(std::max<int64_t>(nblocks, 1) * population));
+  check_status(op, evograd_project_blocks(dtype, spans.data(), spans.size(), &noise,
+                                          population, {0, 0}, sums.data()));
+  const int64_t grain = std::max<int64_t>(kGrain / (B * population), 1);
+  at::parallel_for(0, nblocks, grain, [&](int64_t b, int64_t e) {
+    evograd_project_blocks(dtype, spans.data(), spans.size(), &noise, population,
+                           {b * B, std::min(e * B, total)}, sums.data() + b * population);
+  });
+  auto result = at::empty({population}, at::dtype(at::kDouble));
+  check_status(op, evograd_project_finish(sums.data(), nblocks, population,
+                                          result.data_ptr<double>()));
+  return result.to(grads[0].scalar_type());
+}
+
+}  // namespace
+}  // namespace evograd_ops
+
+TORCH_LIBRARY_IMPL(evograd, CPU, m) {
+  m.impl("perturb", evograd_ops::perturb_cpu);
+  m.impl("perturb_into", evograd_ops::perturb_into_cpu);
+  m.impl("combine", evograd_ops::combine_cpu);
+  m.impl("combine_into", evograd_ops::combine_into_cpu);
+  m.impl("project", evograd_ops::project_cpu);
+}

@@ -1,0 +1,18 @@
+// Signatures shared by the per-device kernels and the autograd layer.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/util/string_view.h>
+
+#include <vector>
+
+namespace evograd_ops {
+
+// Device-independent pieces of the K-sized formulas, on host doubles.
+std::vector<double> softmax_weights(const char* op, const at::Tensor& losses,
+                                    double temperature);
+at::Tensor weights_any(const at::Tensor& losses, double temperature);
+at::Tensor loss_cotangent_any(const at::Tensor& losses, const at::Tensor& projections,
+                              double temperature);
+
+}  // namespace evograd_ops

@@ -1,0 +1,144 @@
+#include "lists.h"
+
+#include <cmath>
+#include <cstdint>
+
+namespace evograd_ops {
+
+void check_float_list(const char* op, const char* what, at::TensorList list) {
+  TORCH_CHECK_VALUE(!list.empty(), "evograd.", op, ": ", what, " is an empty list");
+  const auto& first = list[0];
+  for (size_t i = 0; i < list.size(); ++i) {
+    const auto& t = list[i];
+    TORCH_CHECK_VALUE(t.defined(), "evograd.", op, ": ", what, "[", i, "] is undefined");
+    TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble,
+                     "evograd.", op, ": ", what, "[", i, "] has dtype ", t.scalar_type(),
+                     "; only float32 and float64 are supported");
+    TORCH_CHECK_TYPE(t.scalar_type() == first.scalar_type(), "evograd.", op, ": ", what,
+                     "[", i, "] is ", t.scalar_type(), " but ", what, "[0] is ",
+                     first.scalar_type(), "; all tensors must share one dtype");
+    TORCH_CHECK_VALUE(t.device() == first.device(), "evograd.", op, ": ", what, "[", i,
+                      "] is on ", t.device(), " but ", what, "[0] is on ", first.device(),
+                      "; all tensors must be on one device");
+    TORCH_CHECK_VALUE(t.layout() == at::kStrided, "evograd.", op, ": ", what, "[", i,
+                      "] is not a dense (strided) tensor");
+  }
+}
+
+void check_out_list(const char* op, at::TensorList in, at::TensorList out) {
+  TORCH_CHECK_VALUE(in.size() == out.size(), "evograd.", op, ": out has ", out.size(),
+                    " tensors but params has ", in.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    TORCH_CHECK_VALUE(out[i].defined(), "evograd.", op, ": out[", i, "] is undefined");
+    TORCH_CHECK_VALUE(out[i].sizes() == in[i].sizes(), "evograd.", op, ": out[", i,
+                      "] has shape ", out[i].sizes(), " but params[", i, "] has shape ",
+                      in[i].sizes());
+    TORCH_CHECK_TYPE(out[i].scalar_type() == in[i].scalar_type(), "evograd.", op, ": out[",
+                     i, "] is ", out[i].scalar_type(), " but params[", i, "] is ",
+                     in[i].scalar_type());
+    TORCH_CHECK_VALUE(out[i].device() == in[i].device(), "evograd.", op, ": out[", i,
+                      "] is on ", out[i].device(), " but params[", i, "] is on ",
+                      in[i].device());
+    TORCH_CHECK_VALUE(!(at::GradMode::is_enabled() && out[i].requires_grad()), "evograd.",
+                      op, ": out[", i,
+                      "] requires grad; write into parameters under torch.no_grad()");
+  }
+}
+
+evograd_noise make_noise(const char* op, int64_t seed, double sigma,
+                         c10::string_view noise, bool antithetic) {
+  TORCH_CHECK_VALUE(std::isfinite(sigma) && sigma > 0.0, "evograd.", op,
+                    ": sigma must be finite and > 0, got ", sigma);
+  evograd_noise n{};
+  if (noise == "sign") {
+    n.kind = EVOGRAD_NOISE_SIGN;
+  } else if (noise == "gauss") {
+    n.kind = EVOGRAD_NOISE_GAUSS;
+  } else {
+    TORCH_CHECK_VALUE(false, "evograd.", op, ": unknown noise '", std::string(noise),
+                      "'; expected 'sign' or 'gauss'");
+  }
+  n.seed = static_cast<uint64_t>(seed);
+  n.sigma = sigma;
+  n.antithetic = antithetic ? 1 : 0;
+  return n;
+}
+
+void check_population(const char* op, int64_t population, bool antithetic) {
+  TORCH_CHECK_VALUE(population >= 1 && population <= static_cast<int64_t>(UINT32_MAX),
+                    "evograd.", op, ": population must be >= 1, got ", population);
+  TORCH_CHECK_VALUE(!antithetic || population % 2 == 0, "evograd.", op,
+                    ": antithetic noise needs an even population, got ", population);
+}
+
+void check_temperature(const char* op, double temperature) {
+  TORCH_CHECK_VALUE(std::isfinite(temperature) && temperature > 0.0, "evograd.", op,
+                    ": temperature must be finite and > 0, got ", temperature);
+}
+
+std::vector<double> host_vector(const char* op, const char* what, const at::Tensor& t,
+                                bool finite) {
+  TORCH_CHECK_VALUE(t.defined(), "evograd.", op, ": ", what, " is undefined");
+  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), "evograd.", op, ": ", what,
+                   " must be a floating tensor, got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.dim() == 1 && t.numel() >= 1, "evograd.", op, ": ", what,
+                    " must be a non-empty 1-D tensor, got shape ", t.sizes());
+  auto host = t.detach().to(at::kCPU, at::kDouble).contiguous();
+  const double* p = host.data_ptr<double>();
+  std::vector<double> v(p, p + host.numel());
+  if (finite) {
+    for (size_t i = 0; i < v.size(); ++i)
+      TORCH_CHECK_VALUE(std::isfinite(v[i]), "evograd.", op, ": ", what, "[", i,
+                        "] is not finite (", v[i], ")");
+  }
+  return v;
+}
+
+evograd_dtype dtype_of(const at::Tensor& t) {
+  return t.scalar_type() == at::kDouble ? EVOGRAD_FLOAT64 : EVOGRAD_FLOAT32;
+}
+
+int64_t total_numel(at::TensorList list) {
+  int64_t n = 0;
+  for (const auto& t : list) n += t.numel();
+  return n;
+}
+
+void check_status(const char* op, evograd_status st) {
+  TORCH_CHECK_VALUE(st == EVOGRAD_OK, "evograd.", op, ": ", evograd_status_string(st));
+}
+
+std::vector<at::Tensor> contiguous_list(at::TensorList list) {
+  std::vector<at::Tensor> out;
+  out.reserve(list.size());
+  for (const auto& t : list) out.push_back(t.contiguous());
+  return out;
+}
+
+std::vector<evograd_span> read_spans(const std::vector<at::Tensor>& contiguous) {
+  std::vector<evograd_span> spans;
+  spans.reserve(contiguous.size());
+  for (const auto& t : contiguous) spans.push_back({t.data_ptr(), nullptr, t.numel()});
+  return spans;
+}
+
+Writable make_writable(at::TensorList in, at::TensorList out) {
+  Writable w;
+  w.src = contiguous_list(in);
+  w.targets = out.vec();
+  for (size_t i = 0; i < out.size(); ++i) {
+    const auto& o = out[i];
+    w.dst.push_back(o.is_contiguous() ? o : at::empty_like(w.src[i]));
+    // An input that is exactly the output (in place, non-contiguous) must be
+    // read from its contiguous copy, which it already is.
+    w.spans.push_back({w.src[i].data_ptr(), w.dst[i].data_ptr(), w.src[i].numel()});
+  }
+  return w;
+}
+
+void Writable::finish() {
+  for (size_t i = 0; i < dst.size(); ++i)
+    if (!dst[i].is_same(targets[i])) targets[i].copy_(dst[i]);
+}
+
+}  // namespace evograd_ops

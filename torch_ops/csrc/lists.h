@@ -1,0 +1,45 @@
+// Turning torch arguments into C-ABI arguments: tensor lists into spans,
+// strings into noise kinds, and every check whose message should name a
+// torch-level problem (dtype, device, shape) rather than a C status.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/util/string_view.h>
+
+#include <vector>
+
+#include "evograd/evograd.h"
+
+namespace evograd_ops {
+
+// Checks a non-empty list of defined float32/float64 tensors sharing dtype and
+// device; `what` names the argument in messages.
+void check_float_list(const char* op, const char* what, at::TensorList list);
+// out[i] must match in[i] in shape, dtype and device.
+void check_out_list(const char* op, at::TensorList in, at::TensorList out);
+evograd_noise make_noise(const char* op, int64_t seed, double sigma,
+                         c10::string_view noise, bool antithetic);
+void check_population(const char* op, int64_t population, bool antithetic);
+void check_temperature(const char* op, double temperature);
+// A 1-D floating tensor of finite values (when `finite`), copied to host doubles.
+std::vector<double> host_vector(const char* op, const char* what,
+                                const at::Tensor& t, bool finite);
+evograd_dtype dtype_of(const at::Tensor& t);
+int64_t total_numel(at::TensorList list);
+// Raises a ValueError carrying the C status text when st is not OK.
+void check_status(const char* op, evograd_status st);
+
+// Contiguous views of the inputs, and outputs to write into: the caller's own
+// tensors where they are contiguous, temporaries copied back by finish().
+struct Writable {
+  std::vector<at::Tensor> src;
+  std::vector<at::Tensor> dst;
+  std::vector<at::Tensor> targets;  // where dst must end up
+  std::vector<evograd_span> spans;
+  void finish();
+};
+Writable make_writable(at::TensorList in, at::TensorList out);
+std::vector<evograd_span> read_spans(const std::vector<at::Tensor>& contiguous);
+std::vector<at::Tensor> contiguous_list(at::TensorList list);
+
+}  // namespace evograd_ops

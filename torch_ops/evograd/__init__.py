@@ -1,0 +1,16 @@
+"""evograd: EvoGrad meta-learning hypergradients as PyTorch operators.
+
+``torch.ops.evograd.*`` are loaded on import. See README.md for the API.
+"""
+from . import _library
+from .ops import (combine, combine_into, loss_cotangent, perturb, perturb_into, project,
+                  weights)
+from .step import EvoGrad, StepResult, step_seed
+from . import baselines, functional
+
+library_path = _library.library_path
+__version__ = "0.1.0"
+
+__all__ = ["EvoGrad", "StepResult", "step_seed", "perturb", "perturb_into", "combine",
+           "combine_into", "weights", "project", "loss_cotangent", "functional", "baselines",
+           "library_path"]

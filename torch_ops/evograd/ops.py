@@ -1,0 +1,117 @@
+"""The evograd operators with argument checking and documentation.
+
+Each function is a thin call of ``torch.ops.evograd.<name>``; the same ops are
+usable directly from TorchScript and C++. Noise is ``eps_k[i] = sigma *
+z(seed, k, i)`` with ``z`` a pure function of its arguments (Philox4x32-10):
+``"sign"`` gives +-1, ``"gauss"`` N(0, 1); with ``antithetic=True`` candidate
+``2j+1`` uses exactly ``-z`` of candidate ``2j``. Element ``i`` counts across
+the list in order, so splitting a list differently never changes the noise.
+"""
+from typing import List, Sequence
+
+import torch
+
+from . import _library  # noqa: F401  (registers torch.ops.evograd)
+
+_ops = torch.ops.evograd
+
+
+def _tensor_list(name, tensors) -> List[torch.Tensor]:
+    if isinstance(tensors, torch.Tensor):
+        raise TypeError(f"{name} must be a list of tensors, not a single tensor")
+    try:
+        out = list(tensors)
+    except TypeError:
+        raise TypeError(f"{name} must be a list of tensors, got {type(tensors).__name__}") from None
+    for i, t in enumerate(out):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}[{i}] must be a tensor, got {type(t).__name__}")
+    return out
+
+
+def _int(name, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    return value
+
+
+def _float(name, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    return float(value)
+
+
+def _noise(noise) -> str:
+    if not isinstance(noise, str):
+        raise TypeError(f"noise must be 'sign' or 'gauss', got {type(noise).__name__}")
+    if noise not in ("sign", "gauss"):
+        raise ValueError(f"unknown noise {noise!r}; expected 'sign' or 'gauss'")
+    return noise
+
+
+def perturb(params: Sequence[torch.Tensor], seed: int, k: int, sigma: float,
+            noise: str = "sign", antithetic: bool = False) -> List[torch.Tensor]:
+    """Candidate ``k``: new tensors ``params + eps_k`` (gradient to params: identity)."""
+    return _ops.perturb(_tensor_list("params", params), _int("seed", seed), _int("k", k),
+                        _float("sigma", sigma), _noise(noise), bool(antithetic))
+
+
+def perturb_into(params: Sequence[torch.Tensor], out: Sequence[torch.Tensor], seed: int,
+                 k: int, sigma: float, noise: str = "sign", antithetic: bool = False) -> None:
+    """Writes ``params + eps_k`` into ``out`` (may be ``params`` itself). Use under no_grad."""
+    _ops.perturb_into(_tensor_list("params", params), _tensor_list("out", out),
+                      _int("seed", seed), _int("k", k), _float("sigma", sigma), _noise(noise),
+                      bool(antithetic))
+
+
+def combine(params: Sequence[torch.Tensor], losses: torch.Tensor, temperature: float,
+            seed: int, sigma: float, noise: str = "sign",
+            antithetic: bool = False) -> List[torch.Tensor]:
+    """``theta* = params + sum_k w_k eps_k`` with ``w = softmax(-losses / temperature)``.
+
+    Differentiable with respect to ``losses`` (through regenerated noise) and
+    ``params`` (identity). ``len(losses)`` is the population K.
+    """
+    if not isinstance(losses, torch.Tensor):
+        raise TypeError("losses must be a 1-D tensor")
+    return _ops.combine(_tensor_list("params", params), losses,
+                        _float("temperature", temperature), _int("seed", seed),
+                        _float("sigma", sigma), _noise(noise), bool(antithetic))
+
+
+def combine_into(params: Sequence[torch.Tensor], losses: torch.Tensor,
+                 out: Sequence[torch.Tensor], temperature: float, seed: int, sigma: float,
+                 noise: str = "sign", antithetic: bool = False) -> None:
+    """Writes ``theta*`` into ``out`` (may be ``params``). Not differentiable; use under no_grad."""
+    if not isinstance(losses, torch.Tensor):
+        raise TypeError("losses must be a 1-D tensor")
+    _ops.combine_into(_tensor_list("params", params), losses, _tensor_list("out", out),
+                      _float("temperature", temperature), _int("seed", seed),
+                      _float("sigma", sigma), _noise(noise), bool(antithetic))
+
+
+def weights(losses: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``softmax(-losses / temperature)``, stable for any spread of losses; differentiable."""
+    if not isinstance(losses, torch.Tensor):
+        raise TypeError("losses must be a 1-D tensor")
+    return _ops.weights(losses, _float("temperature", temperature))
+
+
+def project(grads: Sequence[torch.Tensor], seed: int, population: int, sigma: float,
+            noise: str = "sign", antithetic: bool = False) -> torch.Tensor:
+    """``c_k = <grads, eps_k>`` for k < population, in one pass, summed in float64.
+
+    The reduction order is fixed, so results are bit-identical for any thread
+    count. Returned in the grads' dtype.
+    """
+    return _ops.project(_tensor_list("grads", grads), _int("seed", seed),
+                        _int("population", population), _float("sigma", sigma),
+                        _noise(noise), bool(antithetic))
+
+
+def loss_cotangent(losses: torch.Tensor, projections: torch.Tensor,
+                   temperature: float) -> torch.Tensor:
+    """``dL/dl_j = -(w_j / tau) (c_j - sum_k w_k c_k)``: the gradient reaching each candidate loss."""
+    if not isinstance(losses, torch.Tensor) or not isinstance(projections, torch.Tensor):
+        raise TypeError("losses and projections must be 1-D tensors")
+    return _ops.loss_cotangent(losses, projections, _float("temperature", temperature))

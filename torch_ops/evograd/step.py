@@ -1,0 +1,263 @@
+"""``EvoGrad``: one memory-lean meta-step over a model's own parameters.
+
+For each candidate k the noise is written straight into the parameters'
+storage, the user's training-loss closure runs, and only ``d loss_k / d
+lambda`` is taken, so one small graph lives at a time (the parameters do not
+require grad meanwhile). Then theta* is written in, the validation closure
+runs, and one first-order backward gives ``g``; the operators turn ``g`` into
+the candidate-loss cotangent and lambda receives its gradient. The model's
+parameters, their ``.grad`` and its buffers are put back bit for bit, also
+when a closure raises.
+"""
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable, List, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from . import ops
+
+TensorsLike = Union[nn.Module, torch.Tensor, Iterable[torch.Tensor]]
+
+_SEED_MASK = (1 << 63) - 1
+
+
+def step_seed(base: int, step: int) -> int:
+    """Noise seed of meta-step ``step``: ``(base + step) mod 2**63`` (same in C++)."""
+    return (base + step) & _SEED_MASK
+
+
+@dataclass
+class StepResult:
+    val_loss: float           # validation loss at theta*
+    losses: torch.Tensor      # [K] candidate training losses (float64, CPU)
+    weights: torch.Tensor     # [K] softmax(-losses / temperature)
+    seed: int                 # noise seed used by this step
+
+
+def _as_tensors(name: str, obj: TensorsLike) -> List[torch.Tensor]:
+    if isinstance(obj, nn.Module):
+        return list(obj.parameters())
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if obj is None:
+        raise TypeError(f"{name} must be a module, a tensor or a list of tensors, got None")
+    try:
+        out = list(obj)
+    except TypeError:
+        raise TypeError(f"{name} must be a module, a tensor or a list of tensors, "
+                        f"got {type(obj).__name__}") from None
+    for i, t in enumerate(out):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}[{i}] must be a tensor, got {type(t).__name__}")
+    return out
+
+
+def _check_loss(loss, which: str) -> float:
+    if not isinstance(loss, torch.Tensor):
+        raise TypeError(f"the {which} loss closure must return a tensor, got {type(loss).__name__}")
+    if loss.numel() != 1:
+        raise ValueError(f"the {which} loss must be a scalar, got shape {tuple(loss.shape)}")
+    if not loss.is_floating_point():
+        raise TypeError(f"the {which} loss must be floating point, got {loss.dtype}")
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise ValueError(f"the {which} loss is not finite ({value})")
+    return value
+
+
+class _Snapshot:
+    """What a step changes about the model, to put back afterwards."""
+
+    def __init__(self, params, buffers):
+        self.params, self.buffers = params, buffers
+        with torch.no_grad():
+            self.saved = [p.detach().clone() for p in params]
+            self.saved_buffers = [b.detach().clone() for b in buffers]
+        self.grads = [p.grad for p in params]
+        self.flags = [p.requires_grad for p in params]
+        for p in params:  # closures calling backward() must not touch these
+            p.grad = None
+
+    def restore_buffers(self):
+        with torch.no_grad():
+            for b, s in zip(self.buffers, self.saved_buffers):
+                b.copy_(s)
+
+    def set_requires_grad(self, flag: bool):
+        for p in self.params:
+            p.requires_grad_(flag)
+
+    def restore(self):
+        with torch.no_grad():
+            for p, s, g, f in zip(self.params, self.saved, self.grads, self.flags):
+                p.requires_grad_(f)
+                p.copy_(s)
+                p.grad = g
+        self.restore_buffers()
+
+
+class _RngSnapshot:
+    """Torch RNG states (CPU and the parameters' CUDA devices) to replay per candidate."""
+
+    def __init__(self, params):
+        self.cpu = torch.get_rng_state()
+        self.cuda = {}
+        for p in params:
+            if p.is_cuda and p.device.index not in self.cuda:
+                self.cuda[p.device.index] = torch.cuda.get_rng_state(p.device)
+
+    def replay(self):
+        torch.set_rng_state(self.cpu)
+        for index, state in self.cuda.items():
+            torch.cuda.set_rng_state(state, index)
+
+
+class EvoGrad:
+    """EvoGrad hypergradients for ``hyperparams`` from perturbations of ``params``.
+
+    Args:
+        params: a module (every parameter that is not a hyperparameter is
+            perturbed and every buffer restored) or an explicit list of tensors.
+        hyperparams: lambda: a module, a tensor or a list of leaf tensors that
+            require grad.
+        population: K >= 2 candidates per step.
+        sigma: noise scale; ``eps = sigma * z``.
+        temperature: tau in ``softmax(-loss / tau)``.
+        noise: ``"sign"`` (Rademacher, as in the paper's experiments) or ``"gauss"``.
+        antithetic: candidate 2j+1 uses ``-eps`` of candidate 2j (K even).
+        seed: base noise seed; step t uses ``seed + t``. ``None`` draws one from
+            torch's default generator, so ``torch.manual_seed`` fixes it.
+        common_random_numbers: replay the same torch RNG state for every
+            candidate, so dropout masks and other random layers are shared and
+            loss differences come from the noise alone (lower variance).
+        buffers: tensors restored after each step; default: the module's buffers.
+    """
+
+    def __init__(self, params: TensorsLike, hyperparams: TensorsLike, population: int = 2,
+                 sigma: float = 1e-3, temperature: float = 0.05, noise: str = "sign",
+                 antithetic: bool = False, seed: Optional[int] = None,
+                 common_random_numbers: bool = False,
+                 buffers: Optional[Iterable[torch.Tensor]] = None):
+        self.hyperparams = _as_tensors("hyperparams", hyperparams)
+        if isinstance(params, nn.Module):
+            hyper_ids = {id(h) for h in self.hyperparams}
+            self.params = [p for p in params.parameters() if id(p) not in hyper_ids]
+            default_buffers = list(params.buffers())
+        else:
+            self.params = _as_tensors("params", params)
+            default_buffers = []
+        self.buffers = default_buffers if buffers is None else _as_tensors("buffers", buffers)
+        self.population = ops._int("population", population)
+        self.sigma = ops._float("sigma", sigma)
+        self.temperature = ops._float("temperature", temperature)
+        self.noise = ops._noise(noise)
+        self.antithetic = bool(antithetic)
+        self.common_random_numbers = bool(common_random_numbers)
+        self._validate()
+        if seed is None:
+            seed = int(torch.randint(0, 1 << 62, (1,), dtype=torch.long))
+        self.seed = ops._int("seed", seed)
+        self.steps_taken = 0
+
+    def _validate(self):
+        if self.population < 2:
+            raise ValueError(f"population must be >= 2, got {self.population}")
+        if self.antithetic and self.population % 2:
+            raise ValueError(f"antithetic noise needs an even population, got {self.population}")
+        if not (math.isfinite(self.sigma) and self.sigma > 0):
+            raise ValueError(f"sigma must be finite and > 0, got {self.sigma}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature must be finite and > 0, got {self.temperature}")
+        if not self.params:
+            raise ValueError("no parameters to perturb")
+        if not self.hyperparams:
+            raise ValueError("no hyperparameters")
+        for i, p in enumerate(self.params):
+            if not p.is_floating_point():
+                raise TypeError(f"parameter {i} must be floating point, got {p.dtype}")
+            if not p.is_leaf:
+                raise ValueError(f"parameter {i} is not a leaf tensor")
+        for j, h in enumerate(self.hyperparams):
+            if not h.is_floating_point():
+                raise TypeError(f"hyperparameter {j} must be floating point, got {h.dtype}")
+            if not (h.is_leaf and h.requires_grad):
+                raise ValueError(f"hyperparameter {j} must be a leaf tensor that requires grad")
+        hyper_storage = {(h.device, h.data_ptr()) for h in self.hyperparams if h.numel()}
+        for i, p in enumerate(self.params):
+            if any(p is h for h in self.hyperparams) or \
+                    (p.numel() and (p.device, p.data_ptr()) in hyper_storage):
+                raise ValueError(f"parameter {i} is also a hyperparameter; the perturbed and "
+                                 "hyperparameter sets must not overlap")
+
+    def step(self, train_loss_fn: Callable[[], torch.Tensor],
+             val_loss_fn: Callable[[], torch.Tensor]) -> StepResult:
+        """One meta-step. Accumulates ``d val_loss / d lambda`` into each
+        hyperparameter's ``.grad`` (as ``backward()`` would) and returns the
+        losses for logging; the model is left exactly as it was found."""
+        if not callable(train_loss_fn) or not callable(val_loss_fn):
+            raise TypeError("step needs two callables: train_loss_fn() and val_loss_fn()")
+        K, seed = self.population, step_seed(self.seed, self.steps_taken)
+        noise_args = (self.sigma, self.noise, self.antithetic)
+        snap = _Snapshot(self.params, self.buffers)
+        try:
+            with torch.enable_grad():
+                rng = _RngSnapshot(self.params) if self.common_random_numbers else None
+                snap.set_requires_grad(False)
+                losses, dloss = [], []
+                for k in range(K):
+                    if k:
+                        snap.restore_buffers()
+                    if rng is not None:
+                        rng.replay()
+                    with torch.no_grad():
+                        ops.perturb_into(snap.saved, self.params, seed, k, *noise_args)
+                    loss = train_loss_fn()
+                    losses.append(_check_loss(loss, "training"))
+                    if not loss.requires_grad:
+                        raise ValueError("the training loss does not depend on the hyperparameters")
+                    grads = torch.autograd.grad(loss.reshape(()), self.hyperparams,
+                                                allow_unused=True)
+                    for j, g in enumerate(grads):
+                        if g is None:
+                            raise ValueError("the training loss does not depend on "
+                                             f"hyperparameter {j}")
+                    dloss.append(grads)
+                    del loss, grads
+                losses_t = torch.tensor(losses, dtype=torch.float64)
+                weights = ops.weights(losses_t, self.temperature)
+
+                snap.restore_buffers()
+                with torch.no_grad():
+                    ops.combine_into(snap.saved, losses_t, self.params, self.temperature, seed,
+                                     *noise_args)
+                snap.set_requires_grad(True)
+                val = val_loss_fn()
+                val_value = _check_loss(val, "validation")
+                if not val.requires_grad:
+                    raise ValueError("the validation loss does not depend on the parameters")
+                inputs = self.params + self.hyperparams
+                grads = torch.autograd.grad(val.reshape(()), inputs, allow_unused=True)
+                del val
+                n = len(self.params)
+                g = [gi if gi is not None else torch.zeros_like(p)
+                     for gi, p in zip(grads[:n], self.params)]
+                c = ops.project(g, seed, K, *noise_args)
+                cot = ops.loss_cotangent(losses_t, c, self.temperature).tolist()
+
+                with torch.no_grad():
+                    for j, h in enumerate(self.hyperparams):
+                        total = torch.zeros_like(h)
+                        for k in range(K):
+                            total.add_(dloss[k][j], alpha=cot[k])
+                        if grads[n + j] is not None:
+                            total.add_(grads[n + j])
+                        if h.grad is None:
+                            h.grad = total
+                        else:
+                            h.grad.add_(total)
+        finally:
+            snap.restore()
+        self.steps_taken += 1
+        return StepResult(val_value, losses_t, weights.detach(), seed)
