@@ -1,5 +1,7 @@
 #include "lists.h"
 
+#include <ATen/MemoryOverlap.h>
+
 #include <cmath>
 #include <cstdint>
 
@@ -42,6 +44,22 @@ void check_out_list(const char* op, at::TensorList in, at::TensorList out) {
     TORCH_CHECK_VALUE(!(at::GradMode::is_enabled() && out[i].requires_grad()), "evograd.",
                       op, ": out[", i,
                       "] requires grad; write into parameters under torch.no_grad()");
+    TORCH_CHECK_VALUE(at::has_internal_overlap(out[i]) != at::MemOverlap::Yes, "evograd.", op,
+                      ": out[", i, "] has elements that overlap each other (e.g. expand())");
+  }
+  // Writing in place (out[i] is params[i]) is fine; any other sharing would
+  // make the result depend on the order of writes.
+  for (size_t i = 0; i < out.size(); ++i) {
+    for (size_t j = 0; j < out.size(); ++j) {
+      if (j < i)
+        TORCH_CHECK_VALUE(at::get_overlap_status(out[i], out[j]) == at::MemOverlapStatus::No,
+                          "evograd.", op, ": out[", i, "] and out[", j, "] share memory");
+      const auto st = at::get_overlap_status(out[i], in[j]);
+      const bool in_place = i == j && st == at::MemOverlapStatus::Full &&
+                            out[i].strides() == in[j].strides();
+      TORCH_CHECK_VALUE(st == at::MemOverlapStatus::No || in_place, "evograd.", op, ": out[",
+                        i, "] and params[", j, "] share memory");
+    }
   }
 }
 

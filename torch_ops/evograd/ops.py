@@ -23,6 +23,8 @@ def _tensor_list(name, tensors) -> List[torch.Tensor]:
         out = list(tensors)
     except TypeError:
         raise TypeError(f"{name} must be a list of tensors, got {type(tensors).__name__}") from None
+    if not out:
+        raise ValueError(f"{name} is an empty list")
     for i, t in enumerate(out):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name}[{i}] must be a tensor, got {type(t).__name__}")

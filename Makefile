@@ -1,0 +1,36 @@
+# The README's commands. `make test` and `make demo` install what is missing
+# (Debian packages, after apt-get update), configure, build and run.
+PYTHON  ?= /usr/bin/python3
+BUILD   ?= build
+JOBS    ?= 2
+CMAKE_FLAGS ?=
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEB_PACKAGES := cmake g++ make libtorch-dev python3-torch libgtest-dev python3-pytest \
+                dataset-fashion-mnist python3-sklearn python3-matplotlib python3-tqdm
+RUN_PY  := PYTHONPATH=$(CURDIR)/torch_ops EVOGRAD_LIBRARY=$(CURDIR)/$(BUILD)/libevograd_ops.so $(PYTHON)
+
+.PHONY: deps configure build test demo bench clean
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; \
+	fi
+
+configure: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DEVOGRAD_PYTHON=$(PYTHON) $(CMAKE_FLAGS)
+
+build: configure
+	cmake --build $(BUILD) -j$(JOBS)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure --timeout 1800
+
+demo: build
+	$(RUN_PY) examples/demo.py
+
+clean:
+	rm -rf $(BUILD)
