@@ -42,6 +42,7 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3, help="timed iterations per process (median)")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--replot", action="store_true", help="redraw the plots from OUT/mwn_bench.json")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -146,7 +147,9 @@ def plot(results, out, device_label):
         rows = results[name]
         for m in METHOD_ORDER:
             pts = sorted((r[key], r["peak_mib"]) for r in rows if r["method"] == m)
-            if pts:
+            if len(pts) == 1 and key == "population":  # does not depend on K: a level line
+                ax.axhline(pts[0][1], color=COLORS[m], ls="--", label=LABELS[m] + " (no K)")
+            elif pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=COLORS[m], label=LABELS[m])
         ax.set_xscale("log", base=2 if key == "population" else 10)
         ax.set_xlabel(xlabel)
@@ -162,6 +165,10 @@ def main(argv=None):
     args = parse_args(argv)
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
+        return
+    if args.replot:
+        saved = json.loads((args.out / "mwn_bench.json").read_text())
+        plot(saved, args.out, saved["meta"]["device"])
         return
     import torch
     from tqdm import tqdm

@@ -1,0 +1,126 @@
+"""The Meta-Weight-Net example: data handling, every method, and EvoGrad
+against the paper's plain step on the real ResNet-32."""
+import gzip
+import os
+import struct
+import sys
+
+import pytest
+import torch
+
+HERE = os.path.dirname(__file__)
+sys.path.insert(0, os.path.join(HERE, "..", "..", "examples"))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "examples", "mwn"))
+
+import data  # noqa: E402
+import evograd  # noqa: E402
+import methods  # noqa: E402
+import train  # noqa: E402
+from evograd.baselines import reference_evograd_step, reference_noise  # noqa: E402
+from models import ResNet32, WeightingNet, count  # noqa: E402
+
+
+def write_idx(path, array, magic_dtype=0x08, compress=True):
+    header = struct.pack(">HBB", 0, magic_dtype, array.dim()) + struct.pack(">" + "I" * array.dim(), *array.shape)
+    raw = header + array.to(torch.uint8).numpy().tobytes()
+    (gzip.open if compress else open)(path, "wb").write(raw)
+
+
+def test_idx_round_trip_and_rejections(tmp_path):
+    a = torch.arange(24, dtype=torch.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "ok.gz", a)
+    assert torch.equal(data.read_idx(tmp_path / "ok.gz"), a)
+    write_idx(tmp_path / "plain", a, compress=False)
+    assert torch.equal(data.read_idx(tmp_path / "plain"), a)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        data.read_idx(tmp_path / "missing.gz")
+    write_idx(tmp_path / "float.gz", a, magic_dtype=0x0D)
+    with pytest.raises(ValueError, match="not a uint8 IDX"):
+        data.read_idx(tmp_path / "float.gz")
+    raw = gzip.open(tmp_path / "ok.gz").read()
+    gzip.open(tmp_path / "short.gz", "wb").write(raw[:-5])
+    with pytest.raises(ValueError, match="expected 24 data bytes"):
+        data.read_idx(tmp_path / "short.gz")
+    (tmp_path / "garbage.gz").write_bytes(b"this is not gzip at all")
+    with pytest.raises(ValueError, match="unreadable"):
+        data.read_idx(tmp_path / "garbage.gz")
+    (tmp_path / "tiny").write_bytes(b"\x00")
+    with pytest.raises(ValueError, match="too short"):
+        data.read_idx(tmp_path / "tiny")
+
+
+def test_fashion_mnist_loads_from_the_debian_package():
+    x, y = data.load_split("t10k")
+    assert x.shape == (10000, 28, 28) and x.dtype == torch.uint8
+    assert y.shape == (10000,) and torch.equal(torch.bincount(y), torch.full((10,), 1000))
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.2, 0.4, 0.8])
+def test_uniform_noise_has_the_exact_rate_and_is_reproducible(rate):
+    labels = torch.arange(1000) % 10
+    noisy, mask = data.uniform_noise(labels, rate, seed=3)
+    assert mask.sum().item() == round(rate * 1000)
+    assert torch.equal(noisy != labels, mask)  # every chosen label really changes
+    assert noisy.min() >= 0 and noisy.max() <= 9
+    again, _ = data.uniform_noise(labels, rate, seed=3)
+    assert torch.equal(noisy, again)
+    if rate > 0:
+        other, _ = data.uniform_noise(labels, rate, seed=4)
+        assert not torch.equal(noisy, other)
+        # The new label is uniform over the 9 other classes: 5-sigma bound on each.
+        counts = torch.bincount((noisy[mask] - labels[mask]) % 10, minlength=10)[1:].double()
+        n, p = mask.sum().item(), 1 / 9
+        assert ((counts - n * p).abs() <= 5 * (n * p * (1 - p)) ** 0.5 + 1).all()
+    with pytest.raises(ValueError, match="noise rate"):
+        data.uniform_noise(labels, 1.5)
+
+
+def test_meta_split_is_balanced_and_disjoint():
+    labels = torch.arange(3000) % 10
+    meta, rest = data.split_meta(labels, per_class=100, seed=0)
+    assert torch.equal(torch.bincount(labels[meta]), torch.full((10,), 100))
+    assert len(set(meta.tolist()) & set(rest.tolist())) == 0 and len(meta) + len(rest) == 3000
+
+
+def test_model_sizes():
+    assert count(WeightingNet(100)) == 301 and count(WeightingNet(10000)) == 30001
+    assert 0.45e6 < count(ResNet32(width=1)) < 0.5e6
+    assert 11e6 < count(ResNet32(width=5)) < 12e6
+
+
+@pytest.mark.parametrize("method", methods.METHODS)
+def test_each_method_trains(method):
+    r = train.run(train.parse_args(["--method", method, "--iterations", "3", "--batch-size", "8",
+                                    "--meta-batch-size", "8", "--train-size", "300", "--test-size", "40",
+                                    "--quiet"]))
+    assert 0.0 <= r["test_accuracy"] <= 1.0 and r["iterations"] == 3
+    assert r["corrupted_fraction"] == pytest.approx(0.4, abs=1 / 300)
+    assert r["final_train_loss"] == r["final_train_loss"]  # finite, not NaN
+
+
+def test_evograd_equals_paper_step_on_resnet32():
+    """Same noise: the plugin's step and the paper's stacked-copies step give
+    the same weighting-net gradient (float64, so the paper step's cancellation
+    in <g, theta_k> costs only ~3 of 16 digits)."""
+    torch.manual_seed(0)
+    model = ResNet32(width=1).double()
+    vnet = WeightingNet(100).double()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(8, 1, 28, 28, generator=g, dtype=torch.float64), torch.randint(0, 10, (8,), generator=g)
+    xm, ym = torch.randn(8, 1, 28, 28, generator=g, dtype=torch.float64), torch.randint(0, 10, (8,), generator=g)
+    trainer = methods.MWNTrainer(model, vnet, "evograd-reference")
+    K, sigma, tau, seed = 2, 1e-3, 0.05, 77
+
+    meta = evograd.EvoGrad(model, vnet, population=K, sigma=sigma, temperature=tau, seed=seed)
+    meta.step(lambda: methods.weighted_loss(model(x), y, vnet),
+              lambda: torch.nn.functional.cross_entropy(model(xm), ym))
+    ours = [p.grad.clone() for p in vnet.parameters()]
+    vnet.zero_grad(set_to_none=True)
+
+    params = list(model.parameters())
+    reference_evograd_step(params, list(vnet.parameters()),
+                           lambda Q: methods.weighted_loss(trainer._functional(Q, x), y, vnet),
+                           lambda Q: torch.nn.functional.cross_entropy(trainer._functional(Q, xm), ym),
+                           K, sigma, tau, noise=reference_noise(params, seed, K, sigma))
+    for a, p in zip(ours, vnet.parameters()):
+        assert torch.allclose(a, p.grad, rtol=0, atol=1e-9 * p.grad.abs().max())
