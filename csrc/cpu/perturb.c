@@ -2,23 +2,31 @@
 #include "evograd/evograd.h"
 #include "../noise.h"
 #include "segments.h"
+#include "storage.h"
 #include "validate.h"
 
-#define EVOGRAD_PERTURB_LOOP(T)                                                \
-  {                                                                            \
-    const T *src = (const T *)spans[seg.span].src + seg.local;                 \
-    T *dst = (T *)spans[seg.span].dst + seg.local;                             \
-    int64_t j = 0;                                                             \
-    while (j < seg.count) {                                                    \
-      const int64_t g = seg.global + j;                                        \
-      const uint64_t q = (uint64_t)g >> 2;                                     \
-      int64_t lane = g & 3;                                                    \
-      double z[4];                                                             \
-      evograd_noise_quad(&s, q, z);                                            \
-      for (; lane < 4 && j < seg.count; ++lane, ++j)                           \
-        dst[j] = src[j] + (T)(s.scale * z[lane]);                              \
-    }                                                                          \
+#define EVOGRAD_DEFINE_PERTURB(T)                                               \
+  static void perturb_##T(const evograd_span *spans, const evograd_segment *seg, \
+                          const evograd_noise_stream *s) {                      \
+    const void *src = spans[seg->span].src;                                     \
+    void *dst = spans[seg->span].dst;                                           \
+    int64_t j = 0;                                                              \
+    while (j < seg->count) {                                                    \
+      const int64_t g = seg->global + j;                                        \
+      int64_t lane = g & 3;                                                     \
+      double z[4];                                                              \
+      evograd_noise_quad(s, (uint64_t)g >> 2, z);                               \
+      for (; lane < 4 && j < seg->count; ++lane, ++j) {                         \
+        const int64_t i = seg->local + j;                                       \
+        evograd_store_##T(dst, i,                                               \
+                          evograd_load_##T(src, i) + evograd_noise_##T(s->scale * z[lane])); \
+      }                                                                         \
+    }                                                                           \
   }
+EVOGRAD_DEFINE_PERTURB(f32)
+EVOGRAD_DEFINE_PERTURB(f64)
+EVOGRAD_DEFINE_PERTURB(f16)
+EVOGRAD_DEFINE_PERTURB(bf16)
 
 evograd_status evograd_perturb(evograd_dtype dtype, const evograd_span *spans,
                                size_t n_spans, const evograd_noise *noise,
@@ -37,10 +45,9 @@ evograd_status evograd_perturb(evograd_dtype dtype, const evograd_span *spans,
                           noise->antithetic, k);
   evograd_walk_init(&walk, spans, n_spans, begin, end);
   while (evograd_walk_next(&walk, &seg)) {
-    if (dtype == EVOGRAD_FLOAT32)
-      EVOGRAD_PERTURB_LOOP(float)
-    else
-      EVOGRAD_PERTURB_LOOP(double)
+#define EVOGRAD_CALL(T) perturb_##T(spans, &seg, &s)
+    EVOGRAD_DTYPE_SWITCH(dtype, EVOGRAD_CALL)
+#undef EVOGRAD_CALL
   }
   return EVOGRAD_OK;
 }

@@ -6,30 +6,38 @@
 #include "evograd/evograd.h"
 #include "../noise.h"
 #include "segments.h"
+#include "storage.h"
 #include "validate.h"
 
-#define EVOGRAD_PROJECT_LOOP(T)                                                \
-  {                                                                            \
-    const T *src = (const T *)spans[seg.span].src + seg.local;                 \
-    int64_t j = 0;                                                             \
-    while (j < seg.count) {                                                    \
-      const int64_t g = seg.global + j;                                        \
-      const int64_t lane0 = g & 3;                                             \
-      const int64_t n = (4 - lane0) < (seg.count - j) ? (4 - lane0)            \
-                                                      : (seg.count - j);       \
-      double *sums = block_sums + ((g - begin) / EVOGRAD_PROJECT_BLOCK) * kn;  \
-      int64_t k, l;                                                            \
-      for (k = 0; k < kn; ++k) {                                               \
-        const evograd_noise_stream s = evograd_make_stream(                    \
-            noise->seed, noise->sigma, gauss, noise->antithetic, k0 + k);      \
-        double z[4];                                                           \
-        evograd_noise_quad(&s, (uint64_t)g >> 2, z);                           \
-        for (l = 0; l < n; ++l)                                                \
-          sums[k] += (double)src[j + l] * (double)(T)(s.scale * z[lane0 + l]); \
-      }                                                                        \
-      j += n;                                                                  \
-    }                                                                          \
+#define EVOGRAD_DEFINE_PROJECT(T)                                               \
+  static void project_##T(const evograd_span *spans, const evograd_segment *seg, \
+                          const evograd_noise *noise, int64_t k0, int64_t kn,   \
+                          int64_t begin, double *block_sums) {                  \
+    const void *src = spans[seg->span].src;                                     \
+    const int gauss = noise->kind == EVOGRAD_NOISE_GAUSS;                       \
+    int64_t j = 0;                                                              \
+    while (j < seg->count) {                                                    \
+      const int64_t g = seg->global + j;                                        \
+      const int64_t lane0 = g & 3;                                              \
+      const int64_t n = (4 - lane0) < (seg->count - j) ? (4 - lane0) : (seg->count - j); \
+      double *sums = block_sums + ((g - begin) / EVOGRAD_PROJECT_BLOCK) * kn;   \
+      int64_t k, l;                                                             \
+      for (k = 0; k < kn; ++k) {                                                \
+        const evograd_noise_stream s = evograd_make_stream(                     \
+            noise->seed, noise->sigma, gauss, noise->antithetic, k0 + k);       \
+        double z[4];                                                            \
+        evograd_noise_quad(&s, (uint64_t)g >> 2, z);                            \
+        for (l = 0; l < n; ++l)                                                 \
+          sums[k] += evograd_load_##T(src, seg->local + j + l) *                \
+                     evograd_noise_##T(s.scale * z[lane0 + l]);                 \
+      }                                                                         \
+      j += n;                                                                   \
+    }                                                                           \
   }
+EVOGRAD_DEFINE_PROJECT(f32)
+EVOGRAD_DEFINE_PROJECT(f64)
+EVOGRAD_DEFINE_PROJECT(f16)
+EVOGRAD_DEFINE_PROJECT(bf16)
 
 static evograd_status check_project(evograd_dtype dtype, const evograd_span *spans,
                                     size_t n_spans, const evograd_noise *noise,
@@ -46,15 +54,13 @@ static evograd_status check_project(evograd_dtype dtype, const evograd_span *spa
 static void project_range(evograd_dtype dtype, const evograd_span *spans, size_t n_spans,
                           const evograd_noise *noise, int64_t k0, int64_t kn,
                           int64_t begin, int64_t end, double *block_sums) {
-  const int gauss = noise->kind == EVOGRAD_NOISE_GAUSS;
   evograd_segment_walk walk;
   evograd_segment seg;
   evograd_walk_init(&walk, spans, n_spans, begin, end);
   while (evograd_walk_next(&walk, &seg)) {
-    if (dtype == EVOGRAD_FLOAT32)
-      EVOGRAD_PROJECT_LOOP(float)
-    else
-      EVOGRAD_PROJECT_LOOP(double)
+#define EVOGRAD_CALL(T) project_##T(spans, &seg, noise, k0, kn, begin, block_sums)
+    EVOGRAD_DTYPE_SWITCH(dtype, EVOGRAD_CALL)
+#undef EVOGRAD_CALL
   }
 }
 

@@ -7,6 +7,8 @@ size_t evograd_dtype_size(evograd_dtype dtype) {
   switch (dtype) {
     case EVOGRAD_FLOAT32: return 4;
     case EVOGRAD_FLOAT64: return 8;
+    case EVOGRAD_FLOAT16: return 2;
+    case EVOGRAD_BFLOAT16: return 2;
   }
   return 0;
 }

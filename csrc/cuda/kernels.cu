@@ -125,6 +125,9 @@ __global__ void project_finish_kernel(const double* block_sums, int64_t nblocks,
   }
 }
 
+// Half-precision storage is CPU-only for now.
+bool cuda_dtype(evograd_dtype d) { return d == EVOGRAD_FLOAT32 || d == EVOGRAD_FLOAT64; }
+
 evograd_status device_ready() {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
@@ -201,6 +204,7 @@ evograd_status evograd_cuda_perturb(evograd_dtype dtype, const evograd_span* spa
   int64_t total = 0;
   evograd_status st;
   if ((st = evograd_check_spans(dtype, spans, n_spans, 1, &total)) != EVOGRAD_OK) return st;
+  if (!cuda_dtype(dtype)) return EVOGRAD_ERR_INVALID_DTYPE;
   if ((st = evograd_check_noise(noise)) != EVOGRAD_OK) return st;
   if (k < 0 || k > (int64_t)UINT32_MAX) return EVOGRAD_ERR_INVALID_CANDIDATE;
   if ((st = device_ready()) != EVOGRAD_OK) return st;
@@ -228,6 +232,7 @@ evograd_status evograd_cuda_combine(evograd_dtype dtype, const evograd_span* spa
   int64_t total = 0;
   evograd_status st;
   if ((st = evograd_check_spans(dtype, spans, n_spans, 1, &total)) != EVOGRAD_OK) return st;
+  if (!cuda_dtype(dtype)) return EVOGRAD_ERR_INVALID_DTYPE;
   if ((st = evograd_check_noise(noise)) != EVOGRAD_OK) return st;
   if ((st = evograd_check_population(population, noise->antithetic)) != EVOGRAD_OK) return st;
   if ((st = evograd_check_finite(weights, population, EVOGRAD_ERR_NONFINITE_VALUE)) != EVOGRAD_OK)
@@ -260,6 +265,7 @@ evograd_status evograd_cuda_project(evograd_dtype dtype, const evograd_span* spa
   int64_t total = 0;
   evograd_status st;
   if ((st = evograd_check_spans(dtype, spans, n_spans, 0, &total)) != EVOGRAD_OK) return st;
+  if (!cuda_dtype(dtype)) return EVOGRAD_ERR_INVALID_DTYPE;
   if ((st = evograd_check_noise(noise)) != EVOGRAD_OK) return st;
   if ((st = evograd_check_population(population, noise->antithetic)) != EVOGRAD_OK) return st;
   if (out == nullptr) return EVOGRAD_ERR_NULL_POINTER;

@@ -43,9 +43,13 @@ typedef enum evograd_status {
 /* A static, human-readable description; never NULL. */
 const char *evograd_status_string(evograd_status status);
 
+/* float16 and bfloat16 storage use float32 noise and at least float32
+ * arithmetic (sums in float64), rounded once to the storage type. */
 typedef enum evograd_dtype {
   EVOGRAD_FLOAT32 = 0,
-  EVOGRAD_FLOAT64 = 1
+  EVOGRAD_FLOAT64 = 1,
+  EVOGRAD_FLOAT16 = 2, /* IEEE binary16 */
+  EVOGRAD_BFLOAT16 = 3
 } evograd_dtype;
 
 typedef enum evograd_noise_kind {

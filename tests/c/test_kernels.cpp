@@ -406,3 +406,35 @@ TEST(ZeroSize, EmptySpansAreFine) {
 }
 
 }  // namespace
+
+namespace {
+
+// Global indices past 2^31 (and 2^32): the first span is never touched by the
+// range, so it can stand at an address that is never dereferenced.
+TEST(LargeIndices, NoiseAndBlocksUse64BitGlobalIndices) {
+  for (int64_t big : {(int64_t(1) << 31) + 4096, (int64_t(1) << 33) + 8192}) {
+    std::vector<double> a(10), out(10);
+    for (int i = 0; i < 10; ++i) a[i] = i;
+    void* far = reinterpret_cast<void*>(uintptr_t(1) << 40);
+    evograd_span spans[2] = {{far, far, big}, {a.data(), out.data(), 10}};
+    evograd_noise noise{77, 0.5, EVOGRAD_NOISE_SIGN, 0};
+    ASSERT_EQ(evograd_perturb(EVOGRAD_FLOAT64, spans, 2, &noise, 3, {big, big + 10}), EVOGRAD_OK);
+    evograd_noise unit = noise;
+    unit.sigma = 1.0;
+    std::vector<double> z(10);
+    ASSERT_EQ(evograd_noise_values(&unit, 3, big, 10, z.data()), EVOGRAD_OK);
+    for (int i = 0; i < 10; ++i) EXPECT_EQ(out[i], a[i] + 0.5 * z[i]);
+    double sums[2] = {-1, -1};
+    evograd_span readers[2] = {{far, nullptr, big}, {a.data(), nullptr, 10}};
+    ASSERT_EQ(evograd_project_blocks(EVOGRAD_FLOAT64, readers, 2, &noise, 1, {big, big + 10}, sums),
+              EVOGRAD_OK);
+    std::vector<double> z0(10);  // project with one candidate uses k = 0
+    ASSERT_EQ(evograd_noise_values(&unit, 0, big, 10, z0.data()), EVOGRAD_OK);
+    double ref = 0;
+    for (int i = 0; i < 10; ++i) ref += a[i] * 0.5 * z0[i];
+    EXPECT_EQ(sums[0], ref);
+    EXPECT_EQ(sums[1], -1);  // one block, one candidate: nothing written past it
+  }
+}
+
+}  // namespace

@@ -178,7 +178,7 @@ def _out():
     (lambda p, o: evograd.perturb_into(p, o + o, 0, 0, 0.1), ValueError, "out has 2"),
     (lambda p, o: evograd.perturb_into(p, [torch.zeros(5)], 0, 0, 0.1), ValueError, "shape"),
     (lambda p, o: evograd.perturb_into(p, [torch.zeros(4, dtype=torch.float64)], 0, 0, 0.1), TypeError, "Double"),
-    (lambda p, o: evograd.perturb_into([torch.zeros(4, dtype=torch.int64)], o, 0, 0, 0.1), TypeError, "only float32"),
+    (lambda p, o: evograd.perturb_into([torch.zeros(4, dtype=torch.int64)], o, 0, 0, 0.1), TypeError, "supported: float32"),
     (lambda p, o: evograd.perturb_into(p + [torch.zeros(2, dtype=torch.float64)], o + o, 0, 0, 0.1), TypeError, "share one dtype"),
     (lambda p, o: evograd.perturb_into([], [], 0, 0, 0.1), ValueError, "empty list"),
     (lambda p, o: evograd.perturb_into(p, [o[0][:1].expand(4)], 0, 0, 0.1), ValueError, "overlap"),

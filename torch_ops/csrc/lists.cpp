@@ -13,9 +13,11 @@ void check_float_list(const char* op, const char* what, at::TensorList list) {
   for (size_t i = 0; i < list.size(); ++i) {
     const auto& t = list[i];
     TORCH_CHECK_VALUE(t.defined(), "evograd.", op, ": ", what, "[", i, "] is undefined");
-    TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble,
-                     "evograd.", op, ": ", what, "[", i, "] has dtype ", t.scalar_type(),
-                     "; only float32 and float64 are supported");
+    const auto st = t.scalar_type();
+    TORCH_CHECK_TYPE(st == at::kFloat || st == at::kDouble || st == at::kHalf ||
+                         st == at::kBFloat16,
+                     "evograd.", op, ": ", what, "[", i, "] has dtype ", st,
+                     "; supported: float32, float64, float16, bfloat16");
     TORCH_CHECK_TYPE(t.scalar_type() == first.scalar_type(), "evograd.", op, ": ", what,
                      "[", i, "] is ", t.scalar_type(), " but ", what, "[0] is ",
                      first.scalar_type(), "; all tensors must share one dtype");
@@ -113,7 +115,12 @@ std::vector<double> host_vector(const char* op, const char* what, const at::Tens
 }
 
 evograd_dtype dtype_of(const at::Tensor& t) {
-  return t.scalar_type() == at::kDouble ? EVOGRAD_FLOAT64 : EVOGRAD_FLOAT32;
+  switch (t.scalar_type()) {
+    case at::kDouble: return EVOGRAD_FLOAT64;
+    case at::kHalf: return EVOGRAD_FLOAT16;
+    case at::kBFloat16: return EVOGRAD_BFLOAT16;
+    default: return EVOGRAD_FLOAT32;
+  }
 }
 
 int64_t total_numel(at::TensorList list) {

@@ -104,7 +104,7 @@ def project(grads: Sequence[torch.Tensor], seed: int, population: int, sigma: fl
     """``c_k = <grads, eps_k>`` for k < population, in one pass, summed in float64.
 
     The reduction order is fixed, so results are bit-identical for any thread
-    count. Returned in the grads' dtype.
+    count. Returned in the grads' dtype (float32 for float16/bfloat16 grads).
     """
     return _ops.project(_tensor_list("grads", grads), _int("seed", seed),
                         _int("population", population), _float("sigma", sigma),

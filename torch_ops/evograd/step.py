@@ -10,6 +10,7 @@ parameters, their ``.grad`` and its buffers are put back bit for bit, also
 when a closure raises.
 """
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterable, List, Optional, Sequence, Union
 
@@ -31,9 +32,15 @@ def step_seed(base: int, step: int) -> int:
 @dataclass
 class StepResult:
     val_loss: float           # validation loss at theta*
-    losses: torch.Tensor      # [K] candidate training losses (float64, CPU)
-    weights: torch.Tensor     # [K] softmax(-losses / temperature)
+    losses: torch.Tensor      # [K] candidate training losses (float64, CPU; dropped ones NaN/inf)
+    weights: torch.Tensor     # [K] softmax(-losses / temperature); 0 for dropped candidates
     seed: int                 # noise seed used by this step
+    dropped: int = 0          # candidates with a non-finite loss (nonfinite="drop")
+
+
+# exp(-x) is exactly 0.0 in float64 beyond x ~ 745: a loss this far above the
+# best one gets weight 0 and cotangent 0, bit for bit.
+_DROP_GAP = 800.0
 
 
 def _as_tensors(name: str, obj: TensorsLike) -> List[torch.Tensor]:
@@ -54,7 +61,7 @@ def _as_tensors(name: str, obj: TensorsLike) -> List[torch.Tensor]:
     return out
 
 
-def _check_loss(loss, which: str) -> float:
+def _check_loss(loss, which: str, allow_nonfinite: bool = False) -> float:
     if not isinstance(loss, torch.Tensor):
         raise TypeError(f"the {which} loss closure must return a tensor, got {type(loss).__name__}")
     if loss.numel() != 1:
@@ -62,9 +69,38 @@ def _check_loss(loss, which: str) -> float:
     if not loss.is_floating_point():
         raise TypeError(f"the {which} loss must be floating point, got {loss.dtype}")
     value = float(loss.detach())
-    if not math.isfinite(value):
-        raise ValueError(f"the {which} loss is not finite ({value})")
+    if not math.isfinite(value) and not allow_nonfinite:
+        raise ValueError(f"the {which} loss is not finite ({value}); "
+                         "EvoGrad(..., nonfinite='drop') skips such candidates")
     return value
+
+
+def _check_sigma_resolution(params, sigma):
+    """Raises when sigma is below the storage resolution of every perturbed
+    element (the step would see identical candidates and return a zero
+    hypergradient); warns when that is so for most of them."""
+    unchanged = total = 0
+    with torch.no_grad():
+        for p in params:
+            if p.numel():
+                unchanged += int(((p + sigma).to(p.dtype) == p).sum())
+                total += p.numel()
+    if total and unchanged == total:
+        raise ValueError(f"sigma={sigma:g} is below the {params[0].dtype} resolution of every "
+                         "perturbed parameter: all candidates would equal theta; increase sigma")
+    if total and unchanged > total // 2:
+        warnings.warn(f"sigma={sigma:g} vanishes in {unchanged} of {total} perturbed parameters "
+                      f"({params[0].dtype} resolution); the hypergradient sees only the rest",
+                      RuntimeWarning, stacklevel=3)
+
+
+def _overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
+    def span(t):
+        start = t.data_ptr()
+        extent = sum((n - 1) * st for n, st in zip(t.shape, t.stride())) + 1
+        return start, start + extent * t.element_size()
+    (a0, a1), (b0, b1) = span(a), span(b)
+    return a0 < b1 and b0 < a1
 
 
 class _Snapshot:
@@ -133,13 +169,17 @@ class EvoGrad:
             candidate, so dropout masks and other random layers are shared and
             loss differences come from the noise alone (lower variance).
         buffers: tensors restored after each step; default: the module's buffers.
+        nonfinite: what a candidate with a NaN/inf training loss does:
+            ``"raise"`` (default: ValueError, model restored) or ``"drop"``
+            (weight exactly 0, its lambda-gradient ignored; an error only if
+            every candidate is non-finite).
     """
 
     def __init__(self, params: TensorsLike, hyperparams: TensorsLike, population: int = 2,
                  sigma: float = 1e-3, temperature: float = 0.05, noise: str = "sign",
                  antithetic: bool = False, seed: Optional[int] = None,
                  common_random_numbers: bool = False,
-                 buffers: Optional[Iterable[torch.Tensor]] = None):
+                 buffers: Optional[Iterable[torch.Tensor]] = None, nonfinite: str = "raise"):
         self.hyperparams = _as_tensors("hyperparams", hyperparams)
         if isinstance(params, nn.Module):
             hyper_ids = {id(h) for h in self.hyperparams}
@@ -155,6 +195,9 @@ class EvoGrad:
         self.noise = ops._noise(noise)
         self.antithetic = bool(antithetic)
         self.common_random_numbers = bool(common_random_numbers)
+        if nonfinite not in ("raise", "drop"):
+            raise ValueError(f"nonfinite must be 'raise' or 'drop', got {nonfinite!r}")
+        self.nonfinite = nonfinite
         self._validate()
         if seed is None:
             seed = int(torch.randint(0, 1 << 62, (1,), dtype=torch.long))
@@ -184,6 +227,13 @@ class EvoGrad:
                 raise TypeError(f"hyperparameter {j} must be floating point, got {h.dtype}")
             if not (h.is_leaf and h.requires_grad):
                 raise ValueError(f"hyperparameter {j} must be a leaf tensor that requires grad")
+        for i, p in enumerate(self.params):
+            for j in range(i):
+                q = self.params[j]
+                if p is q or (p.numel() and q.numel() and p.device == q.device and
+                              _overlaps(p, q)):
+                    raise ValueError(f"parameters {j} and {i} share memory; each tensor "
+                                     "may be perturbed once")
         hyper_storage = {(h.device, h.data_ptr()) for h in self.hyperparams if h.numel()}
         for i, p in enumerate(self.params):
             if any(p is h for h in self.hyperparams) or \
@@ -200,6 +250,7 @@ class EvoGrad:
             raise TypeError("step needs two callables: train_loss_fn() and val_loss_fn()")
         K, seed = self.population, step_seed(self.seed, self.steps_taken)
         noise_args = (self.sigma, self.noise, self.antithetic)
+        _check_sigma_resolution(self.params, self.sigma)
         snap = _Snapshot(self.params, self.buffers)
         try:
             with torch.enable_grad():
@@ -214,7 +265,12 @@ class EvoGrad:
                     with torch.no_grad():
                         ops.perturb_into(snap.saved, self.params, seed, k, *noise_args)
                     loss = train_loss_fn()
-                    losses.append(_check_loss(loss, "training"))
+                    value = _check_loss(loss, "training", self.nonfinite == "drop")
+                    losses.append(value)
+                    if not math.isfinite(value):
+                        dloss.append(None)
+                        del loss
+                        continue
                     if not loss.requires_grad:
                         raise ValueError("the training loss does not depend on the hyperparameters")
                     grads = torch.autograd.grad(loss.reshape(()), self.hyperparams,
@@ -225,7 +281,14 @@ class EvoGrad:
                                              f"hyperparameter {j}")
                     dloss.append(grads)
                     del loss, grads
-                losses_t = torch.tensor(losses, dtype=torch.float64)
+                kept = [v for v in losses if math.isfinite(v)]
+                if not kept:
+                    raise ValueError("every candidate's training loss is non-finite")
+                # Dropped candidates: a loss so far above the best that its
+                # weight (and cotangent) is exactly zero.
+                floor = min(kept) + _DROP_GAP * self.temperature
+                losses_t = torch.tensor([v if math.isfinite(v) else floor for v in losses],
+                                        dtype=torch.float64)
                 weights = ops.weights(losses_t, self.temperature)
 
                 snap.restore_buffers()
@@ -250,7 +313,8 @@ class EvoGrad:
                     for j, h in enumerate(self.hyperparams):
                         total = torch.zeros_like(h)
                         for k in range(K):
-                            total.add_(dloss[k][j], alpha=cot[k])
+                            if dloss[k] is not None:
+                                total.add_(dloss[k][j], alpha=cot[k])
                         if grads[n + j] is not None:
                             total.add_(grads[n + j])
                         if h.grad is None:
@@ -260,4 +324,5 @@ class EvoGrad:
         finally:
             snap.restore()
         self.steps_taken += 1
-        return StepResult(val_value, losses_t, weights.detach(), seed)
+        reported = torch.tensor(losses, dtype=torch.float64)
+        return StepResult(val_value, reported, weights.detach(), seed, len(losses) - len(kept))
