@@ -6,10 +6,13 @@ JOBS    ?= 2
 CMAKE_FLAGS ?=
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := cmake g++ make libtorch-dev python3-torch libgtest-dev python3-pytest \
-                dataset-fashion-mnist python3-sklearn python3-matplotlib python3-tqdm
+                dataset-fashion-mnist python3-sklearn python3-matplotlib python3-tqdm \
+                clang libclang-rt-14-dev
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 15
 RUN_PY  := PYTHONPATH=$(CURDIR)/torch_ops EVOGRAD_LIBRARY=$(CURDIR)/$(BUILD)/libevograd_ops.so $(PYTHON)
 
-.PHONY: deps configure build test demo bench clean
+.PHONY: deps configure build test demo fuzz clean
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -28,9 +31,14 @@ build: configure
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure --timeout 1800
+	scripts/fuzz.sh $(FUZZ_SMOKE_SECONDS) $(BUILD)-fuzz
+
+# libFuzzer on every C entry point (ASan + UBSan), FUZZ_SECONDS per target.
+fuzz: deps
+	scripts/fuzz.sh $(FUZZ_SECONDS) $(BUILD)-fuzz
 
 demo: build
 	$(RUN_PY) examples/demo.py
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(BUILD)-fuzz

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets (clang, ASan + UBSan) and runs each for a
+# bounded time, starting from the seed corpus in tests/fuzz/corpus. Prints
+# executions and coverage per target; exits non-zero on any crash, leak,
+# sanitizer report or broken invariant (the reproducer is left in $WORK).
+#   scripts/fuzz.sh SECONDS_PER_TARGET [BUILD_DIR]
+set -euo pipefail
+SECONDS_PER_TARGET=${1:-60}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=$(realpath -m "${2:-$ROOT/build-fuzz}")
+cmake -S "$ROOT/tests/fuzz" -B "$BUILD" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$BUILD" -j2 >/dev/null
+WORK=$(mktemp -d)
+status=0
+printf '%-10s %12s %8s %8s %s\n' target executions cov corpus result
+for t in perturb combine project formulas noise; do
+  mkdir -p "$WORK/$t"
+  cp "$ROOT/tests/fuzz/corpus/$t/"* "$WORK/$t/" 2>/dev/null || true
+  log="$WORK/$t.log"
+  if (cd "$WORK" && "$BUILD/fuzz_$t" "$WORK/$t" -max_total_time="$SECONDS_PER_TARGET" \
+        -print_final_stats=1 -rss_limit_mb=2048 -timeout=10 >"$log" 2>&1); then
+    result=ok
+  else
+    result="FAILED (see $log)"
+    status=1
+  fi
+  execs=$( (grep -o 'stat::number_of_executed_units: [0-9]*' "$log" || true) | awk '{print $2}' | tail -1)
+  cov=$( (grep -o 'cov: [0-9]*' "$log" || true) | tail -1 | awk '{print $2}')
+  printf '%-10s %12s %8s %8s %s\n' "$t" "${execs:-?}" "${cov:-?}" "$(ls "$WORK/$t" | wc -l)" "$result"
+  [ "$result" = ok ] || tail -20 "$log"
+done
+[ $status -eq 0 ] && rm -rf "$WORK"
+exit $status

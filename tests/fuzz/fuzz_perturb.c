@@ -1,0 +1,45 @@
+/* evograd_perturb: a status or exactly dst = src + eps_k inside the range,
+ * nothing written outside it, nothing at all on error. */
+#include "check.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  fz_reader r = {data, size};
+  const evograd_dtype d = (evograd_dtype)(fz_u8(&r) % 5);
+  fz_list l;
+  fz_make_list(&r, d, 1, &l);
+  const evograd_noise noise = fz_noise(&r);
+  const int64_t k = (int64_t)(fz_u8(&r)) - 2;
+  const int64_t total = l.bogus ? 0 : fz_total(&l);
+  const evograd_range range = fz_range(&r, total, 0);
+  fz_snapshot snap;
+  fz_snap(&l, &snap);
+
+  const evograd_status st = evograd_perturb(d, l.n ? l.spans : NULL, l.n, &noise, k, range);
+  if (st != EVOGRAD_OK) {
+    FZ_REQUIRE(fz_unchanged(&l, &snap));
+  } else {
+    FZ_REQUIRE(!l.bogus && !l.overlapping && fz_valid_dtype(d));
+    const int64_t b = range.begin, e = (range.begin == 0 && range.end == -1) ? total : range.end;
+    evograd_noise unit = noise;
+    unit.sigma = 1.0;
+    int64_t g = 0;
+    for (size_t i = 0; i < l.n; ++i) {
+      for (int64_t j = 0; j < l.spans[i].numel; ++j, ++g) {
+        const double got = fz_load(d, l.spans[i].dst, j);
+        const void *src0 = snap.copy[l.src_owned[i]]; /* src before the call */
+        if (g >= b && g < e) {
+          double z;
+          FZ_REQUIRE(evograd_noise_values(&unit, k, g, 1, &z) == EVOGRAD_OK);
+          const double want = fz_stored(d, fz_load(d, src0, j) +
+                                               fz_noise_round(d, noise.sigma * z));
+          FZ_REQUIRE(fz_same(got, want));
+        } else {
+          FZ_REQUIRE(fz_same(got, fz_load(d, snap.copy[l.dst_owned[i]], j)));
+        }
+      }
+    }
+  }
+  fz_snap_free(&l, &snap);
+  fz_list_free(&l);
+  return 0;
+}
