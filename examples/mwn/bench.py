@@ -12,8 +12,6 @@ Sweeps: ResNet-32 width (model size), population K, and hyperparameter count
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,6 +19,8 @@ from pathlib import Path
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, ".."))
+
+from common import ab  # noqa: E402
 
 METHOD_ORDER = ["plain", "t1t2", "evograd-reference", "evograd"]
 LABELS = {"plain": "plain (no meta)", "t1t2": "T1-T2 (second order)",
@@ -83,39 +83,11 @@ def worker(cfg):
 
 
 def run_worker(cfg):
-    env = dict(os.environ)
-    out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(cfg)], env=env,
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"worker failed for {cfg}:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return ab.run_worker(__file__, cfg)
 
-
-# ---- parent: sweeps, tables, plots --------------------------------------------
 
 def table(rows, key, title):
-    """Two blocks, memory then time; each cell 'value (ratio to plain)'."""
-    methods = [m for m in METHOD_ORDER if any(r["method"] == m for r in rows)]
-    keys = sorted({r[key] for r in rows})
-    by = {(r[key], r["method"]): r for r in rows}
-    lines = [title]
-    for field, unit, fmt in (("peak_mib", "peak memory, MiB", "{:.0f}"), ("median_s", "median time per iteration, s", "{:.3f}")):
-        head = f"{key:>12} | " + " | ".join(f"{m:>20}" for m in methods)
-        lines += ["", f"{unit} (ratio to plain):", head, "-" * len(head)]
-        for k in keys:
-            plain = by.get((k, "plain"))
-            cells = []
-            for m in methods:
-                r = by.get((k, m))
-                if r is None:
-                    cells.append(f"{'-':>20}")
-                    continue
-                cell = fmt.format(r[field])
-                if plain and m != "plain" and plain[field] > 0:
-                    cell += f" ({r[field] / plain[field]:.2f}x)"
-                cells.append(f"{cell:>20}")
-            lines.append(f"{k:>12} | " + " | ".join(cells))
-    return "\n".join(lines)
+    return ab.table(rows, key, title, METHOD_ORDER, "plain")
 
 
 def plot(results, out, device_label):
@@ -192,10 +164,7 @@ def main(argv=None):
                 results[name].append(run_worker(cfg))
                 bar.update()
 
-    if args.device.startswith("cuda"):
-        device_label = torch.cuda.get_device_name(torch.device(args.device))
-    else:
-        device_label = f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    device_label = ab.device_label(args.device)
     meta = {"device": device_label, "torch": torch.__version__, "batch_size": batch,
             "date": time.strftime("%Y-%m-%d"), "command": " ".join([os.path.relpath(__file__)] + (argv or sys.argv[1:]))}
     args.out.mkdir(parents=True, exist_ok=True)
