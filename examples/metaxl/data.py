@@ -31,8 +31,8 @@ class Language:
         self.name, self.zipf, self.trigger_prob = name, zipf, trigger_prob
         self.length, self.type_weights = length, torch.tensor(type_weights, dtype=torch.float)
         g = torch.Generator().manual_seed(seed)
-        if vocab_size < 64:
-            raise ValueError(f"vocab_size must be >= 64, got {vocab_size}")
+        if vocab_size < 128:
+            raise ValueError(f"vocab_size must be >= 128, got {vocab_size}")
         # Abstract words use about 55% of the vocabulary: fillers, triggers, names.
         n_fill, n_names, n_trig = (vocab_size - 1) * 3 // 10, (vocab_size - 1) // 16, 4
         self.n_fill, self.n_trig_total = n_fill, n_trig * len(TYPES)
@@ -41,10 +41,17 @@ class Language:
             ids = torch.randperm(vocab_size - 1, generator=g)[:n_abstract] + 1
         else:
             ids = base.ids.clone()
-            fresh = torch.randperm(vocab_size - 1, generator=g)[:n_abstract] + 1
+            # Renamed words get token ids the source never uses: new surface forms.
+            unused = torch.ones(vocab_size, dtype=torch.bool)
+            unused[0] = False
+            unused[base.ids] = False
+            pool = unused.nonzero().flatten()
+            pool = pool[torch.randperm(len(pool), generator=g)]
+            used = 0
             for lo, hi, frac in rename:  # rename a fraction of each abstract range
                 pick = lo + torch.randperm(hi - lo, generator=g)[: int(frac * (hi - lo))]
-                ids[pick] = fresh[pick]
+                ids[pick] = pool[used:used + len(pick)]
+                used += len(pick)
         self.ids = ids
         self.fill = (0, n_fill)
         self.trig = {t: (n_fill + i * n_trig, n_fill + (i + 1) * n_trig) for i, t in enumerate(TYPES)}
@@ -80,8 +87,8 @@ def make_languages(vocab_size=2000, seed=0):
     source = Language("source", vocab_size, seed)
     n_fill, n_trig_total = source.n_fill, source.n_trig_total
     target = Language("target", vocab_size, seed + 1, base=source,
-                      rename=[(0, n_fill, 0.8), (n_fill, n_fill + n_trig_total, 0.8),
-                              (n_fill + n_trig_total, len(source.ids), 0.5)],
+                      rename=[(0, n_fill, 0.5), (n_fill, n_fill + n_trig_total, 0.5),
+                              (n_fill + n_trig_total, len(source.ids), 0.3)],
                       zipf=0.8, trigger_prob=0.5, length=(10, 26), type_weights=(1, 1, 1, 2))
     return source, target
 

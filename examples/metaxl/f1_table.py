@@ -20,7 +20,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", default=["jt", "t1t2", "evograd"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--iterations", type=int, default=800)
+    p.add_argument("--iterations", type=int, default=1000)
     p.add_argument("--out", type=Path, default=Path("results/metaxl_f1"))
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

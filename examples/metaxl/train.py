@@ -30,7 +30,7 @@ from model import RTN, Encoder  # noqa: E402
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", choices=METHODS, default="evograd")
-    p.add_argument("--iterations", type=int, default=800)
+    p.add_argument("--iterations", type=int, default=1000)
     p.add_argument("--source-batch", type=int, default=16)
     p.add_argument("--target-batch", type=int, default=16, help="split in halves: train / meta")
     p.add_argument("--layers", type=int, default=2)
