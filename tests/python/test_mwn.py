@@ -11,6 +11,8 @@ import torch
 HERE = os.path.dirname(__file__)
 sys.path.insert(0, os.path.join(HERE, "..", "..", "examples"))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "examples", "mwn"))
+for name in ("data", "methods", "train", "models", "model"):  # other examples use these names too
+    sys.modules.pop(name, None)
 
 import data  # noqa: E402
 import evograd  # noqa: E402
