@@ -1,0 +1,109 @@
+// CUDA kernels of the list ops: one launch over the whole list on torch's
+// current stream, under a device guard. The span table and project's block
+// sums live in a workspace from torch's caching allocator, which keeps it
+// alive for the stream's later work even after the tensor is released here.
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "../kernels.h"
+#include "../lists.h"
+
+namespace evograd_ops {
+namespace {
+
+void check_cuda_list(const char* op, const char* what, at::TensorList list) {
+  check_float_list(op, what, list);
+  TORCH_CHECK_VALUE(list[0].is_cuda(), "evograd.", op, ": ", what, " must be CUDA tensors");
+  const auto st = list[0].scalar_type();
+  TORCH_CHECK_TYPE(st == at::kFloat || st == at::kDouble, "evograd.", op, ": ", st,
+                   " on CUDA is not supported yet; use float32 or float64");
+}
+
+at::Tensor workspace(const at::Tensor& like, size_t n_spans, int64_t total, int64_t population) {
+  const auto bytes = evograd_cuda_workspace_bytes(n_spans, total, population);
+  return at::empty({static_cast<int64_t>(bytes)}, like.options().dtype(at::kByte));
+}
+
+void perturb_into_cuda(at::TensorList params, at::TensorList out, int64_t seed, int64_t k,
+                       double sigma, c10::string_view noise_name, bool antithetic) {
+  const char* op = "perturb_into";
+  check_cuda_list(op, "params", params);
+  check_out_list(op, params, out);
+  const auto noise = make_noise(op, seed, sigma, noise_name, antithetic);
+  TORCH_CHECK_VALUE(k >= 0 && k <= static_cast<int64_t>(UINT32_MAX), "evograd.", op,
+                    ": candidate index k must be >= 0, got ", k);
+  c10::cuda::CUDAGuard guard(params[0].device());
+  auto w = make_writable(params, out);
+  auto ws = workspace(params[0], w.spans.size(), total_numel(params), 1);
+  check_status(op, evograd_cuda_perturb(dtype_of(params[0]), w.spans.data(), w.spans.size(), &noise,
+                                        k, ws.data_ptr(), ws.numel(),
+                                        at::cuda::getCurrentCUDAStream().stream()));
+  w.finish();
+}
+
+std::vector<at::Tensor> perturb_cuda(at::TensorList params, int64_t seed, int64_t k, double sigma,
+                                     c10::string_view noise, bool antithetic) {
+  check_cuda_list("perturb", "params", params);
+  std::vector<at::Tensor> out;
+  for (const auto& p : params) out.push_back(at::empty_like(p, at::MemoryFormat::Contiguous));
+  perturb_into_cuda(params, out, seed, k, sigma, noise, antithetic);
+  return out;
+}
+
+void combine_into_cuda(at::TensorList params, const at::Tensor& losses, at::TensorList out,
+                       double temperature, int64_t seed, double sigma,
+                       c10::string_view noise_name, bool antithetic) {
+  const char* op = "combine_into";
+  check_cuda_list(op, "params", params);
+  check_out_list(op, params, out);
+  const auto noise = make_noise(op, seed, sigma, noise_name, antithetic);
+  const auto w = softmax_weights(op, losses, temperature);  // host doubles
+  const auto population = static_cast<int64_t>(w.size());
+  check_population(op, population, antithetic);
+  c10::cuda::CUDAGuard guard(params[0].device());
+  auto wr = make_writable(params, out);
+  auto ws = workspace(params[0], wr.spans.size(), total_numel(params), population);
+  check_status(op, evograd_cuda_combine(dtype_of(params[0]), wr.spans.data(), wr.spans.size(),
+                                        &noise, w.data(), population, ws.data_ptr(), ws.numel(),
+                                        at::cuda::getCurrentCUDAStream().stream()));
+  wr.finish();
+}
+
+std::vector<at::Tensor> combine_cuda(at::TensorList params, const at::Tensor& losses,
+                                     double temperature, int64_t seed, double sigma,
+                                     c10::string_view noise, bool antithetic) {
+  check_cuda_list("combine", "params", params);
+  std::vector<at::Tensor> out;
+  for (const auto& p : params) out.push_back(at::empty_like(p, at::MemoryFormat::Contiguous));
+  combine_into_cuda(params, losses, out, temperature, seed, sigma, noise, antithetic);
+  return out;
+}
+
+at::Tensor project_cuda(at::TensorList grads, int64_t seed, int64_t population, double sigma,
+                        c10::string_view noise_name, bool antithetic) {
+  const char* op = "project";
+  check_cuda_list(op, "grads", grads);
+  const auto noise = make_noise(op, seed, sigma, noise_name, antithetic);
+  check_population(op, population, antithetic);
+  c10::cuda::CUDAGuard guard(grads[0].device());
+  const auto src = contiguous_list(grads);
+  const auto spans = read_spans(src);
+  auto ws = workspace(grads[0], spans.size(), total_numel(grads), population);
+  auto result = at::empty({population}, grads[0].options().dtype(at::kDouble));
+  check_status(op, evograd_cuda_project(dtype_of(grads[0]), spans.data(), spans.size(), &noise,
+                                        population, result.data_ptr<double>(), ws.data_ptr(),
+                                        ws.numel(), at::cuda::getCurrentCUDAStream().stream()));
+  return result.to(grads[0].scalar_type());
+}
+
+}  // namespace
+}  // namespace evograd_ops
+
+TORCH_LIBRARY_IMPL(evograd, CUDA, m) {
+  m.impl("perturb", evograd_ops::perturb_cuda);
+  m.impl("perturb_into", evograd_ops::perturb_into_cuda);
+  m.impl("combine", evograd_ops::combine_cuda);
+  m.impl("combine_into", evograd_ops::combine_into_cuda);
+  m.impl("project", evograd_ops::project_cuda);
+}
