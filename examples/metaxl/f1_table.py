@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import train  # noqa: E402
+from common.grid import run_grid  # noqa: E402
 
 
 def main():
@@ -23,16 +25,11 @@ def main():
     p.add_argument("--iterations", type=int, default=1000)
     p.add_argument("--out", type=Path, default=Path("results/metaxl_f1"))
     args = p.parse_args()
+    grid = [(f"{method}_seed{seed}", ["--method", method, "--seed", str(seed),
+                                      "--iterations", str(args.iterations)])
+            for method in args.methods for seed in args.seeds]
+    runs = run_grid(train.main, grid, args.out)
     args.out.mkdir(parents=True, exist_ok=True)
-    runs = []
-    for method in args.methods:
-        for seed in args.seeds:
-            path = args.out / f"{method}_seed{seed}.json"
-            if path.exists():  # resumable
-                runs.append(json.loads(path.read_text()))
-                continue
-            runs.append(train.main(["--method", method, "--seed", str(seed), "--iterations",
-                                    str(args.iterations), "--json", str(path)]))
     lines = [f"Target-language entity F1 (%) on 1000 held-out sentences, {args.iterations} iterations, "
              f"seeds {args.seeds}, {time.strftime('%Y-%m-%d')}", "",
              "| method | F1 mean ± std | per seed |", "|---|---|---|"]

@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import train  # noqa: E402
+from common.grid import run_grid  # noqa: E402
 
 
 def main():
@@ -26,19 +28,12 @@ def main():
     p.add_argument("--width", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("results/mwn_accuracy"))
     args = p.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    runs = []
-    for rate in args.noise_rates:
-        for method in args.methods:
-            for seed in args.seeds:
-                path = args.out / f"{method}_noise{int(100 * rate)}_seed{seed}.json"
-                if path.exists():  # resumable: finished runs are kept
-                    runs.append(json.loads(path.read_text()))
-                    continue
-                r = train.main(["--method", method, "--noise-rate", str(rate), "--seed", str(seed),
-                                "--iterations", str(args.iterations), "--batch-size", str(args.batch_size),
-                                "--width", str(args.width), "--json", str(path)])
-                runs.append(r)
+    grid = [(f"{method}_noise{int(100 * rate)}_seed{seed}",
+             ["--method", method, "--noise-rate", str(rate), "--seed", str(seed),
+              "--iterations", str(args.iterations), "--batch-size", str(args.batch_size),
+              "--width", str(args.width)])
+            for rate in args.noise_rates for method in args.methods for seed in args.seeds]
+    runs = run_grid(train.main, grid, args.out)
     lines = [f"Fashion-MNIST test accuracy (%), ResNet-32 x{args.width}, {args.iterations} iterations "
              f"of batch {args.batch_size}, seeds {args.seeds}, {time.strftime('%Y-%m-%d')}", "",
              "| method | " + " | ".join(f"{int(100 * r)}% noise" for r in args.noise_rates) + " |",

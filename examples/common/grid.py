@@ -1,0 +1,18 @@
+"""Resumable grids of training runs: each run's result is a JSON file; runs
+already on disk are read back instead of repeated."""
+import json
+from pathlib import Path
+
+
+def run_grid(main, grid, out: Path):
+    """grid: list of (file stem, argv list). main(argv) returns a result dict
+    and, given --json PATH, writes it. Returns the results in grid order."""
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for stem, argv in grid:
+        path = out / f"{stem}.json"
+        if path.exists():
+            results.append(json.loads(path.read_text()))
+        else:
+            results.append(main(list(argv) + ["--json", str(path)]))
+    return results
