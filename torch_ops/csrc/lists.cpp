@@ -140,6 +140,13 @@ std::vector<at::Tensor> contiguous_list(at::TensorList list) {
   return out;
 }
 
+std::vector<at::Tensor> empty_outputs(at::TensorList like) {
+  std::vector<at::Tensor> out;
+  out.reserve(like.size());
+  for (const auto& t : like) out.push_back(at::empty_like(t, at::MemoryFormat::Contiguous));
+  return out;
+}
+
 std::vector<evograd_span> read_spans(const std::vector<at::Tensor>& contiguous) {
   std::vector<evograd_span> spans;
   spans.reserve(contiguous.size());

@@ -41,5 +41,8 @@ struct Writable {
 Writable make_writable(at::TensorList in, at::TensorList out);
 std::vector<evograd_span> read_spans(const std::vector<at::Tensor>& contiguous);
 std::vector<at::Tensor> contiguous_list(at::TensorList list);
+// Fresh contiguous tensors shaped like each of `like` (outputs of the
+// out-of-place ops, which then run their *_into form).
+std::vector<at::Tensor> empty_outputs(at::TensorList like);
 
 }  // namespace evograd_ops

@@ -34,8 +34,7 @@ void perturb_into_cpu(at::TensorList params, at::TensorList out, int64_t seed, i
 std::vector<at::Tensor> perturb_cpu(at::TensorList params, int64_t seed, int64_t k,
                                     double sigma, c10::string_view noise, bool antithetic) {
   check_float_list("perturb", "params", params);
-  std::vector<at::Tensor> out;
-  for (const auto& p : params) out.push_back(at::empty_like(p, at::MemoryFormat::Contiguous));
+  auto out = empty_outputs(params);
   perturb_into_cpu(params, out, seed, k, sigma, noise, antithetic);
   return out;
 }
@@ -67,8 +66,7 @@ std::vector<at::Tensor> combine_cpu(at::TensorList params, const at::Tensor& los
                                     double temperature, int64_t seed, double sigma,
                                     c10::string_view noise, bool antithetic) {
   check_float_list("combine", "params", params);
-  std::vector<at::Tensor> out;
-  for (const auto& p : params) out.push_back(at::empty_like(p, at::MemoryFormat::Contiguous));
+  auto out = empty_outputs(params);
   combine_into_cpu(params, losses, out, temperature, seed, sigma, noise, antithetic);
   return out;
 }

@@ -45,8 +45,7 @@ void perturb_into_cuda(at::TensorList params, at::TensorList out, int64_t seed, 
 std::vector<at::Tensor> perturb_cuda(at::TensorList params, int64_t seed, int64_t k, double sigma,
                                      c10::string_view noise, bool antithetic) {
   check_cuda_list("perturb", "params", params);
-  std::vector<at::Tensor> out;
-  for (const auto& p : params) out.push_back(at::empty_like(p, at::MemoryFormat::Contiguous));
+  auto out = empty_outputs(params);
   perturb_into_cuda(params, out, seed, k, sigma, noise, antithetic);
   return out;
 }
@@ -74,8 +73,7 @@ std::vector<at::Tensor> combine_cuda(at::TensorList params, const at::Tensor& lo
                                      double temperature, int64_t seed, double sigma,
                                      c10::string_view noise, bool antithetic) {
   check_cuda_list("combine", "params", params);
-  std::vector<at::Tensor> out;
-  for (const auto& p : params) out.push_back(at::empty_like(p, at::MemoryFormat::Contiguous));
+  auto out = empty_outputs(params);
   combine_into_cuda(params, losses, out, temperature, seed, sigma, noise, antithetic);
   return out;
 }
