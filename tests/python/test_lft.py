@@ -56,6 +56,7 @@ def test_each_method_runs(method):
     r = train.run(train.parse_args(["--method", method, "--iterations", "2", "--n-query", "2", "--k-shot", "1",
                                     "--size", "32", "--test-episodes", "3", "--quiet"]))
     assert 0.0 <= r["accuracy"] <= 1.0 and r["final_loss"] == r["final_loss"]
+    assert set(r["by_shots"]) == {"1-shot"}  # trained 1-shot: evaluated 1-shot
 
 
 def test_evograd_perturbs_model_not_ft_and_matches_paper_step():
@@ -74,9 +75,13 @@ def test_evograd_perturbs_model_not_ft_and_matches_paper_step():
                            buffers=list(model.buffers()))
     state = torch.get_rng_state()  # what EvoGrad replays for every candidate
     ft_before = [p.detach().clone() for p in model.ft_parameters()]
+    state_before = {k: v.clone() for k, v in model.state_dict().items()}
     meta.step(lambda: trainer.seen_loss(seen), lambda: trainer.unseen_loss(unseen))
     ours = [p.grad.clone() for p in model.ft_parameters()]
     assert all(torch.equal(a, b) for a, b in zip(ft_before, model.ft_parameters()))
+    # Parameters and BatchNorm statistics (moved by the candidates' training-mode
+    # forwards) are back to their exact values.
+    assert all(torch.equal(v, state_before[k]) for k, v in model.state_dict().items())
     for p in model.ft_parameters():
         p.grad = None
 
