@@ -25,9 +25,9 @@ at::Tensor workspace(const at::Tensor& like, size_t n_spans, int64_t total, int6
   return at::empty({static_cast<int64_t>(bytes)}, like.options().dtype(at::kByte));
 }
 
-void perturb_into_cuda(at::TensorList params, at::TensorList out, int64_t seed, int64_t k,
-                       double sigma, c10::string_view noise_name, bool antithetic) {
-  const char* op = "perturb_into";
+// `op` names the user-facing op in error messages.
+void perturb_impl(const char* op, at::TensorList params, at::TensorList out, int64_t seed,
+                  int64_t k, double sigma, c10::string_view noise_name, bool antithetic) {
   check_cuda_list(op, "params", params);
   check_out_list(op, params, out);
   const auto noise = make_noise(op, seed, sigma, noise_name, antithetic);
@@ -42,18 +42,22 @@ void perturb_into_cuda(at::TensorList params, at::TensorList out, int64_t seed, 
   w.finish();
 }
 
+void perturb_into_cuda(at::TensorList params, at::TensorList out, int64_t seed, int64_t k,
+                       double sigma, c10::string_view noise, bool antithetic) {
+  perturb_impl("perturb_into", params, out, seed, k, sigma, noise, antithetic);
+}
+
 std::vector<at::Tensor> perturb_cuda(at::TensorList params, int64_t seed, int64_t k, double sigma,
                                      c10::string_view noise, bool antithetic) {
   check_cuda_list("perturb", "params", params);
   auto out = empty_outputs(params);
-  perturb_into_cuda(params, out, seed, k, sigma, noise, antithetic);
+  perturb_impl("perturb", params, out, seed, k, sigma, noise, antithetic);
   return out;
 }
 
-void combine_into_cuda(at::TensorList params, const at::Tensor& losses, at::TensorList out,
-                       double temperature, int64_t seed, double sigma,
-                       c10::string_view noise_name, bool antithetic) {
-  const char* op = "combine_into";
+void combine_impl(const char* op, at::TensorList params, const at::Tensor& losses,
+                  at::TensorList out, double temperature, int64_t seed, double sigma,
+                  c10::string_view noise_name, bool antithetic) {
   check_cuda_list(op, "params", params);
   check_out_list(op, params, out);
   const auto noise = make_noise(op, seed, sigma, noise_name, antithetic);
@@ -69,12 +73,18 @@ void combine_into_cuda(at::TensorList params, const at::Tensor& losses, at::Tens
   wr.finish();
 }
 
+void combine_into_cuda(at::TensorList params, const at::Tensor& losses, at::TensorList out,
+                       double temperature, int64_t seed, double sigma, c10::string_view noise,
+                       bool antithetic) {
+  combine_impl("combine_into", params, losses, out, temperature, seed, sigma, noise, antithetic);
+}
+
 std::vector<at::Tensor> combine_cuda(at::TensorList params, const at::Tensor& losses,
                                      double temperature, int64_t seed, double sigma,
                                      c10::string_view noise, bool antithetic) {
   check_cuda_list("combine", "params", params);
   auto out = empty_outputs(params);
-  combine_into_cuda(params, losses, out, temperature, seed, sigma, noise, antithetic);
+  combine_impl("combine", params, losses, out, temperature, seed, sigma, noise, antithetic);
   return out;
 }
 
