@@ -16,15 +16,17 @@
     int64_t j = 0;                                                              \
     while (j < seg->count) {                                                    \
       const int64_t g = seg->global + j;                                        \
-      const int64_t lane0 = g & 3;                                              \
-      const int64_t n = (4 - lane0) < (seg->count - j) ? (4 - lane0) : (seg->count - j); \
-      double acc[4] = {0.0, 0.0, 0.0, 0.0};                                     \
+      const int64_t lane0 = g % EVOGRAD_BATCH;                                  \
+      const int64_t n = (EVOGRAD_BATCH - lane0) < (seg->count - j)              \
+                            ? (EVOGRAD_BATCH - lane0) : (seg->count - j);       \
+      double acc[EVOGRAD_BATCH];                                                \
       int64_t k, l;                                                             \
+      for (l = 0; l < n; ++l) acc[l] = 0.0;                                     \
       for (k = 0; k < population; ++k) {                                        \
         const evograd_noise_stream s = evograd_make_stream(                     \
             noise->seed, noise->sigma, gauss, noise->antithetic, k);            \
-        double z[4];                                                            \
-        evograd_noise_quad(&s, (uint64_t)g >> 2, z);                            \
+        double z[EVOGRAD_BATCH];                                                \
+        evograd_noise_batch(&s, (uint64_t)g / EVOGRAD_BATCH, z);                \
         for (l = 0; l < n; ++l) acc[l] += weights[k] * evograd_noise_##T(s.scale * z[lane0 + l]); \
       }                                                                         \
       for (l = 0; l < n; ++l) {                                                 \

@@ -13,10 +13,10 @@
     int64_t j = 0;                                                              \
     while (j < seg->count) {                                                    \
       const int64_t g = seg->global + j;                                        \
-      int64_t lane = g & 3;                                                     \
-      double z[4];                                                              \
-      evograd_noise_quad(s, (uint64_t)g >> 2, z);                               \
-      for (; lane < 4 && j < seg->count; ++lane, ++j) {                         \
+      int64_t lane = g % EVOGRAD_BATCH;                                         \
+      double z[EVOGRAD_BATCH];                                                  \
+      evograd_noise_batch(s, (uint64_t)g / EVOGRAD_BATCH, z);                   \
+      for (; lane < EVOGRAD_BATCH && j < seg->count; ++lane, ++j) {             \
         const int64_t i = seg->local + j;                                       \
         evograd_store_##T(dst, i,                                               \
                           evograd_load_##T(src, i) + evograd_noise_##T(s->scale * z[lane])); \

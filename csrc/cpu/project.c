@@ -18,18 +18,20 @@
     int64_t j = 0;                                                              \
     while (j < seg->count) {                                                    \
       const int64_t g = seg->global + j;                                        \
-      const int64_t lane0 = g & 3;                                              \
-      const int64_t n = (4 - lane0) < (seg->count - j) ? (4 - lane0) : (seg->count - j); \
+      const int64_t lane0 = g % EVOGRAD_BATCH;                                  \
+      const int64_t n = (EVOGRAD_BATCH - lane0) < (seg->count - j)              \
+                            ? (EVOGRAD_BATCH - lane0) : (seg->count - j);       \
+      /* Batches never straddle blocks: EVOGRAD_PROJECT_BLOCK % 32 == 0. */    \
       double *sums = block_sums + ((g - begin) / EVOGRAD_PROJECT_BLOCK) * kn;   \
+      double v[EVOGRAD_BATCH];                                                  \
       int64_t k, l;                                                             \
+      for (l = 0; l < n; ++l) v[l] = evograd_load_##T(src, seg->local + j + l); \
       for (k = 0; k < kn; ++k) {                                                \
         const evograd_noise_stream s = evograd_make_stream(                     \
             noise->seed, noise->sigma, gauss, noise->antithetic, k0 + k);       \
-        double z[4];                                                            \
-        evograd_noise_quad(&s, (uint64_t)g >> 2, z);                            \
-        for (l = 0; l < n; ++l)                                                 \
-          sums[k] += evograd_load_##T(src, seg->local + j + l) *                \
-                     evograd_noise_##T(s.scale * z[lane0 + l]);                 \
+        double z[EVOGRAD_BATCH];                                                \
+        evograd_noise_batch(&s, (uint64_t)g / EVOGRAD_BATCH, z);                \
+        for (l = 0; l < n; ++l) sums[k] += v[l] * evograd_noise_##T(s.scale * z[lane0 + l]); \
       }                                                                         \
       j += n;                                                                   \
     }                                                                           \
