@@ -44,8 +44,11 @@ def main():
     p.add_argument("--log2-sizes", type=int, nargs="*", default=[20, 22, 24, 26])
     p.add_argument("--population", type=int, default=2)
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     p.add_argument("--out", type=Path, default=Path("results/kernels"))
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     K = args.population
     losses = torch.linspace(0.1, 0.2, K, dtype=torch.float64)
@@ -75,10 +78,10 @@ def main():
     launch = {"tensors": len(params), "elements": sum(p.numel() for p in params),
               "list_s": t_list, "flat_s": t_flat, "ratio": t_list / t_flat}
     meta = {"device": ab.device_label(args.device), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-            "population": K}
+            "population": K, "threads": torch.get_num_threads()}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "kernels.json").write_text(json.dumps({"meta": meta, "rows": rows, "resnet32_list": launch}, indent=1))
-    lines = [f"# kernel bandwidth, float32, K={K}: {meta['device']}, torch {meta['torch']}, {meta['date']}",
+    lines = [f"# kernel bandwidth, float32, K={K}: {meta['device']}, {meta['threads']} threads, torch {meta['torch']}, {meta['date']}",
              f"{'elements':>10} " + " ".join(f"{op:>18}" for op in ("copy", "perturb", "combine", "project"))]
     for lg in args.log2_sizes:
         n = 1 << lg
