@@ -9,12 +9,17 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from common.fashion_mnist import DEFAULT_ROOT, MEAN, STD, load_split, read_idx, to_input  # noqa: E402,F401
 
 
+NOISE_STREAM = 1_000_003
+
+
 def uniform_noise(labels: torch.Tensor, rate: float, num_classes: int = 10, seed: int = 0):
     """Exactly round(rate * N) labels, chosen uniformly, replaced by a
     different class drawn uniformly. Returns (noisy labels, corrupted mask)."""
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"noise rate must be in [0, 1], got {rate}")
-    g = torch.Generator().manual_seed(seed)
+    # Its own stream: Batches(seed) draws randperm(n) from manual_seed(seed),
+    # which would otherwise put every corrupted label first in the epoch.
+    g = torch.Generator().manual_seed(NOISE_STREAM + seed)
     n = labels.numel()
     flip = torch.randperm(n, generator=g)[: round(rate * n)]
     shift = torch.randint(1, num_classes, (flip.numel(),), generator=g)

@@ -77,6 +77,17 @@ def test_uniform_noise_has_the_exact_rate_and_is_reproducible(rate):
         data.uniform_noise(labels, 1.5)
 
 
+def test_corrupted_labels_are_spread_through_the_epoch():
+    """The noise and the batch order use different random streams: the first
+    batches of an epoch hold the noise rate, not only corrupted labels."""
+    labels = torch.arange(5000) % 10
+    noisy, mask = data.uniform_noise(labels, 0.4, seed=0)
+    batches = data.Batches(torch.zeros(5000, 2, 2, dtype=torch.uint8), torch.arange(5000), 50, seed=0)
+    first = torch.cat([next(batches)[1] for _ in range(20)])  # 1000 indices
+    # Binomial(1000, 0.4) (slightly less spread without replacement): 5 sigma.
+    assert abs(mask[first].float().mean().item() - 0.4) < 5 * (0.4 * 0.6 / 1000) ** 0.5
+
+
 def test_meta_split_is_balanced_and_disjoint():
     labels = torch.arange(3000) % 10
     meta, rest = data.split_meta(labels, per_class=100, seed=0)
