@@ -1,8 +1,11 @@
 """Peak memory and time of a piece of work, as DESIGN.md section 7 measures them.
 
-CPU: resident set size. The baseline is the current RSS when measuring
-starts; the peak is the process's lifetime maximum (ru_maxrss), so each method
-must run in a fresh process for its peak to be its own. CUDA: the caching
+CPU: resident set size. On entry the kernel's high-water mark (VmHWM) is reset
+to the current RSS (`5` into /proc/self/clear_refs), which is the baseline;
+on exit VmHWM is the peak. Where that reset is unavailable, the lifetime peak
+(ru_maxrss) is used instead, which is only meaningful in a fresh process and
+which Linux carries over from the parent across exec. Each method still runs
+in a fresh process so that allocator caches start cold. CUDA: the caching
 allocator's max_memory_allocated after reset_peak_memory_stats."""
 import resource
 import statistics
@@ -18,7 +21,24 @@ def current_rss_bytes() -> int:
 
 
 def peak_rss_bytes() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def reset_peak_rss() -> bool:
+    """Sets the high-water mark to the current RSS; False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 class PeakMemory:
@@ -34,6 +54,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.base = torch.cuda.memory_allocated(self.device)
         else:
+            reset_peak_rss()
             self.base = current_rss_bytes()
         return self
 
