@@ -1,5 +1,7 @@
 #include "lists.h"
 
+#include "kernels.h"
+
 #include <ATen/MemoryOverlap.h>
 
 #include <cmath>
@@ -127,6 +129,26 @@ int64_t total_numel(at::TensorList list) {
   int64_t n = 0;
   for (const auto& t : list) n += t.numel();
   return n;
+}
+
+evograd_noise checked_perturb_args(const char* op, at::TensorList params, at::TensorList out,
+                                   int64_t seed, int64_t k, double sigma,
+                                   c10::string_view noise, bool antithetic) {
+  check_out_list(op, params, out);
+  const auto n = make_noise(op, seed, sigma, noise, antithetic);
+  TORCH_CHECK_VALUE(k >= 0 && k <= static_cast<int64_t>(UINT32_MAX), "evograd.", op,
+                    ": candidate index k must be >= 0, got ", k);
+  return n;
+}
+
+CombineArgs checked_combine_args(const char* op, at::TensorList params, const at::Tensor& losses,
+                                 at::TensorList out, double temperature, int64_t seed,
+                                 double sigma, c10::string_view noise, bool antithetic) {
+  check_out_list(op, params, out);
+  CombineArgs a{make_noise(op, seed, sigma, noise, antithetic),
+                softmax_weights(op, losses, temperature)};
+  check_population(op, static_cast<int64_t>(a.weights.size()), antithetic);
+  return a;
 }
 
 void check_status(const char* op, evograd_status st) {

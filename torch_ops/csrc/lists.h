@@ -29,6 +29,19 @@ int64_t total_numel(at::TensorList list);
 // Raises a ValueError carrying the C status text when st is not OK.
 void check_status(const char* op, evograd_status st);
 
+// The checks every device's perturb/combine shares after its own list check:
+// outputs, noise, candidate index or softmax weights (host doubles).
+evograd_noise checked_perturb_args(const char* op, at::TensorList params, at::TensorList out,
+                                   int64_t seed, int64_t k, double sigma,
+                                   c10::string_view noise, bool antithetic);
+struct CombineArgs {
+  evograd_noise noise;
+  std::vector<double> weights;
+};
+CombineArgs checked_combine_args(const char* op, at::TensorList params, const at::Tensor& losses,
+                                 at::TensorList out, double temperature, int64_t seed,
+                                 double sigma, c10::string_view noise, bool antithetic);
+
 // Contiguous views of the inputs, and outputs to write into: the caller's own
 // tensors where they are contiguous, temporaries copied back by finish().
 struct Writable {

@@ -16,10 +16,7 @@ constexpr int64_t kGrain = 1 << 15;  // elements per task: ~tens of microseconds
 void perturb_impl(const char* op, at::TensorList params, at::TensorList out, int64_t seed,
                   int64_t k, double sigma, c10::string_view noise_name, bool antithetic) {
   check_float_list(op, "params", params);
-  check_out_list(op, params, out);
-  const auto noise = make_noise(op, seed, sigma, noise_name, antithetic);
-  TORCH_CHECK_VALUE(k >= 0 && k <= static_cast<int64_t>(UINT32_MAX), "evograd.", op,
-                    ": candidate index k must be >= 0, got ", k);
+  const auto noise = checked_perturb_args(op, params, out, seed, k, sigma, noise_name, antithetic);
   auto w = make_writable(params, out);
   const auto dtype = dtype_of(params[0]);
   const auto* spans = w.spans.data();
@@ -48,11 +45,11 @@ void combine_impl(const char* op, at::TensorList params, const at::Tensor& losse
                   at::TensorList out, double temperature, int64_t seed, double sigma,
                   c10::string_view noise_name, bool antithetic) {
   check_float_list(op, "params", params);
-  check_out_list(op, params, out);
-  const auto noise = make_noise(op, seed, sigma, noise_name, antithetic);
-  const auto w = softmax_weights(op, losses, temperature);
+  const auto args = checked_combine_args(op, params, losses, out, temperature, seed, sigma,
+                                         noise_name, antithetic);
+  const auto& noise = args.noise;
+  const auto& w = args.weights;
   const auto population = static_cast<int64_t>(w.size());
-  check_population(op, population, antithetic);
   auto wr = make_writable(params, out);
   const auto dtype = dtype_of(params[0]);
   const auto* spans = wr.spans.data();

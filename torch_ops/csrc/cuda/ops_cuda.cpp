@@ -29,10 +29,7 @@ at::Tensor workspace(const at::Tensor& like, size_t n_spans, int64_t total, int6
 void perturb_impl(const char* op, at::TensorList params, at::TensorList out, int64_t seed,
                   int64_t k, double sigma, c10::string_view noise_name, bool antithetic) {
   check_cuda_list(op, "params", params);
-  check_out_list(op, params, out);
-  const auto noise = make_noise(op, seed, sigma, noise_name, antithetic);
-  TORCH_CHECK_VALUE(k >= 0 && k <= static_cast<int64_t>(UINT32_MAX), "evograd.", op,
-                    ": candidate index k must be >= 0, got ", k);
+  const auto noise = checked_perturb_args(op, params, out, seed, k, sigma, noise_name, antithetic);
   c10::cuda::CUDAGuard guard(params[0].device());
   auto w = make_writable(params, out);
   auto ws = workspace(params[0], w.spans.size(), total_numel(params), 1);
@@ -59,11 +56,11 @@ void combine_impl(const char* op, at::TensorList params, const at::Tensor& losse
                   at::TensorList out, double temperature, int64_t seed, double sigma,
                   c10::string_view noise_name, bool antithetic) {
   check_cuda_list(op, "params", params);
-  check_out_list(op, params, out);
-  const auto noise = make_noise(op, seed, sigma, noise_name, antithetic);
-  const auto w = softmax_weights(op, losses, temperature);  // host doubles
+  const auto args = checked_combine_args(op, params, losses, out, temperature, seed, sigma,
+                                         noise_name, antithetic);
+  const auto& w = args.weights;  // host doubles
   const auto population = static_cast<int64_t>(w.size());
-  check_population(op, population, antithetic);
+  const auto& noise = args.noise;
   c10::cuda::CUDAGuard guard(params[0].device());
   auto wr = make_writable(params, out);
   auto ws = workspace(params[0], wr.spans.size(), total_numel(params), population);
