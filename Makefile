@@ -31,7 +31,7 @@ build: configure
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure --timeout 1800
-	scripts/fuzz.sh $(FUZZ_SMOKE_SECONDS) $(BUILD)-fuzz
+	FUZZ_SEED=1 scripts/fuzz.sh $(FUZZ_SMOKE_SECONDS) $(BUILD)-fuzz
 
 # libFuzzer on every C entry point (ASan + UBSan), FUZZ_SECONDS per target.
 fuzz: deps

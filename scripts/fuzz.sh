@@ -4,6 +4,8 @@
 # executions and coverage per target; exits non-zero on any crash, leak,
 # sanitizer report or broken invariant (the reproducer is left in $WORK).
 #   scripts/fuzz.sh SECONDS_PER_TARGET [BUILD_DIR]
+# FUZZ_SEED=N fixes libFuzzer's mutation sequence (make test uses 1, so CI
+# repeats the same inputs); unset, every run explores afresh.
 set -euo pipefail
 SECONDS_PER_TARGET=${1:-60}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,7 +20,7 @@ for t in perturb combine project formulas noise; do
   cp "$ROOT/tests/fuzz/corpus/$t/"* "$WORK/$t/" 2>/dev/null || true
   log="$WORK/$t.log"
   if (cd "$WORK" && "$BUILD/fuzz_$t" "$WORK/$t" -max_total_time="$SECONDS_PER_TARGET" \
-        -print_final_stats=1 -rss_limit_mb=2048 -timeout=10 >"$log" 2>&1); then
+        -print_final_stats=1 -rss_limit_mb=2048 -timeout=10 -seed="${FUZZ_SEED:-0}" >"$log" 2>&1); then
     result=ok
   else
     result="FAILED (see $log)"
