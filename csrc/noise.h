@@ -37,6 +37,15 @@ EVOGRAD_HD evograd_noise_stream evograd_make_stream(uint64_t seed, double sigma,
   return s;
 }
 
+/* Two standard normals from two Philox words (Box-Muller, u in (0, 1)). */
+EVOGRAD_HD void evograd_box_muller(uint32_t w0, uint32_t w1, double *z0, double *z1) {
+  const double u1 = ((double)w0 + 0.5) * (1.0 / 4294967296.0);
+  const double u2 = ((double)w1 + 0.5) * (1.0 / 4294967296.0);
+  const double r = sqrt(-2.0 * log(u1));
+  *z0 = r * cos(EVOGRAD_TWO_PI * u2);
+  *z1 = r * sin(EVOGRAD_TWO_PI * u2);
+}
+
 /* z for the four indices 4q .. 4q+3 (unscaled; the antithetic sign is in
  * s.scale). Sign noise is the top bit of each word. Gaussian noise is
  * Box-Muller on word pairs with u in (0, 1) at 2^-32 resolution, so |z| is
@@ -53,14 +62,8 @@ EVOGRAD_HD void evograd_noise_quad(const evograd_noise_stream *s, uint64_t q,
     int j;
     for (j = 0; j < 4; ++j) z[j] = (c.v[j] & 0x80000000u) ? -1.0 : 1.0;
   } else {
-    int j;
-    for (j = 0; j < 4; j += 2) {
-      const double u1 = ((double)c.v[j] + 0.5) * (1.0 / 4294967296.0);
-      const double u2 = ((double)c.v[j + 1] + 0.5) * (1.0 / 4294967296.0);
-      const double r = sqrt(-2.0 * log(u1));
-      z[j] = r * cos(EVOGRAD_TWO_PI * u2);
-      z[j + 1] = r * sin(EVOGRAD_TWO_PI * u2);
-    }
+    evograd_box_muller(c.v[0], c.v[1], &z[0], &z[1]);
+    evograd_box_muller(c.v[2], c.v[3], &z[2], &z[3]);
   }
 }
 
@@ -70,48 +73,30 @@ EVOGRAD_HD void evograd_noise_quad(const evograd_noise_stream *s, uint64_t q,
 #define EVOGRAD_BATCH 32
 EVOGRAD_HD void evograd_noise_batch(const evograd_noise_stream *s, uint64_t b,
                                     double z[EVOGRAD_BATCH]) {
-  uint32_t c0[8], c1[8], c2[8], c3[8];
+  uint32_t c[8][4];
   uint32_t k0 = s->key0, k1 = s->key1;
   int l, r;
   for (l = 0; l < 8; ++l) {
     const uint64_t q = 8 * b + (uint64_t)l;
-    c0[l] = (uint32_t)q;
-    c1[l] = (uint32_t)(q >> 32);
-    c2[l] = s->stream;
-    c3[l] = 0u;
+    c[l][0] = (uint32_t)q;
+    c[l][1] = (uint32_t)(q >> 32);
+    c[l][2] = s->stream;
+    c[l][3] = 0u;
   }
   for (r = 0; r < 10; ++r) {
-    for (l = 0; l < 8; ++l) {
-      const uint64_t p0 = (uint64_t)0xD2511F53u * c0[l];
-      const uint64_t p1 = (uint64_t)0xCD9E8D57u * c2[l];
-      const uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1[l] ^ k0;
-      const uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3[l] ^ k1;
-      c1[l] = (uint32_t)p1;
-      c3[l] = (uint32_t)p0;
-      c0[l] = n0;
-      c2[l] = n2;
-    }
+    for (l = 0; l < 8; ++l) evograd_philox_round(c[l], k0, k1);
     k0 += 0x9E3779B9u;
     k1 += 0xBB67AE85u;
   }
   if (!s->gauss) {
     for (l = 0; l < 8; ++l) {
-      z[4 * l + 0] = (c0[l] & 0x80000000u) ? -1.0 : 1.0;
-      z[4 * l + 1] = (c1[l] & 0x80000000u) ? -1.0 : 1.0;
-      z[4 * l + 2] = (c2[l] & 0x80000000u) ? -1.0 : 1.0;
-      z[4 * l + 3] = (c3[l] & 0x80000000u) ? -1.0 : 1.0;
+      int j;
+      for (j = 0; j < 4; ++j) z[4 * l + j] = (c[l][j] & 0x80000000u) ? -1.0 : 1.0;
     }
   } else {
     for (l = 0; l < 8; ++l) {
-      const uint32_t w[4] = {c0[l], c1[l], c2[l], c3[l]};
-      int j;
-      for (j = 0; j < 4; j += 2) {
-        const double u1 = ((double)w[j] + 0.5) * (1.0 / 4294967296.0);
-        const double u2 = ((double)w[j + 1] + 0.5) * (1.0 / 4294967296.0);
-        const double rr = sqrt(-2.0 * log(u1));
-        z[4 * l + j] = rr * cos(EVOGRAD_TWO_PI * u2);
-        z[4 * l + j + 1] = rr * sin(EVOGRAD_TWO_PI * u2);
-      }
+      evograd_box_muller(c[l][0], c[l][1], &z[4 * l], &z[4 * l + 1]);
+      evograd_box_muller(c[l][2], c[l][3], &z[4 * l + 2], &z[4 * l + 3]);
     }
   }
 }
