@@ -16,3 +16,17 @@ def run_grid(main, grid, out: Path):
         else:
             results.append(main(list(argv) + ["--json", str(path)]))
     return results
+
+
+def run_and_report(run, args, summary):
+    """The examples' main(): run(args), add the wall time, print summary(result),
+    write it to args.json when given; returns the result."""
+    import time
+    t0 = time.time()
+    result = run(args)
+    result["wall_s"] = time.time() - t0
+    print(summary(result))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1))
+    return result

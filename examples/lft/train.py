@@ -10,11 +10,9 @@ confidence interval over test episodes.
     PYTHONPATH=torch_ops /usr/bin/python3 examples/lft/train.py --method evograd
 """
 import argparse
-import json
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -24,6 +22,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import data  # noqa: E402
+from common.grid import run_and_report  # noqa: E402
 from common.measure import PeakMemory, median, timed  # noqa: E402
 from methods import METHODS, LFTTrainer  # noqa: E402
 from models import RelationNet  # noqa: E402
@@ -104,17 +103,10 @@ def run(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    t0 = time.time()
-    r = run(args)
-    r["wall_s"] = time.time() - t0
-    shots = ", ".join(f"{k} {100 * v['accuracy']:.2f} ± {100 * v['ci95']:.2f}%" for k, v in r["by_shots"].items())
-    print(f"{r['method']} ResNet-{args.depth}: {args.n_way}-way accuracy on {data.TEST_DOMAIN} ({shots}; "
-          f"{args.test_episodes} episodes) after {args.iterations} iterations; "
-          f"{r['median_iteration_s']:.2f} s/iteration")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(r, indent=1))
-    return r
+    return run_and_report(run, args, lambda r: (f"{r['method']} ResNet-{args.depth}: {args.n_way}-way accuracy on {data.TEST_DOMAIN} ("
+                  + ", ".join(f"{k} {100 * v['accuracy']:.2f} ± {100 * v['ci95']:.2f}%" for k, v in r["by_shots"].items())
+                  + f"; {args.test_episodes} episodes) after {args.iterations} iterations; "
+                  f"{r['median_iteration_s']:.2f} s/iteration"))
 
 
 if __name__ == "__main__":

@@ -8,10 +8,8 @@ entity-level F1 on held-out target sentences.
     PYTHONPATH=torch_ops /usr/bin/python3 examples/metaxl/train.py --method evograd
 """
 import argparse
-import json
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -21,6 +19,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import data  # noqa: E402
+from common.grid import run_and_report  # noqa: E402
 from common.measure import PeakMemory, median, timed  # noqa: E402
 from f1 import f1  # noqa: E402
 from methods import METHODS, MetaXLTrainer  # noqa: E402
@@ -111,16 +110,9 @@ def run(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    t0 = time.time()
-    r = run(args)
-    r["wall_s"] = time.time() - t0
-    print(f"{r['method']}: target test F1 {100 * r['f1']:.2f} (P {100 * r['precision']:.1f}, "
-          f"R {100 * r['recall']:.1f}) after {args.iterations} iterations; "
-          f"{r['median_iteration_s']:.3f} s/iteration")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(r, indent=1))
-    return r
+    return run_and_report(run, args, lambda r: (f"{r['method']}: target test F1 {100 * r['f1']:.2f} (P {100 * r['precision']:.1f}, "
+                  f"R {100 * r['recall']:.1f}) after {args.iterations} iterations; "
+                  f"{r['median_iteration_s']:.3f} s/iteration"))
 
 
 if __name__ == "__main__":

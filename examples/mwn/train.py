@@ -10,10 +10,8 @@ labels with no meta-learning.
     PYTHONPATH=torch_ops /usr/bin/python3 examples/mwn/train.py --method evograd --noise-rate 0.4
 """
 import argparse
-import json
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -23,6 +21,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import data  # noqa: E402
+from common.grid import run_and_report  # noqa: E402
 from common.measure import PeakMemory, median, timed  # noqa: E402
 from methods import METHODS, MWNTrainer  # noqa: E402
 from models import ResNet32, WeightingNet, count  # noqa: E402
@@ -121,16 +120,9 @@ def run(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    t0 = time.time()
-    result = run(args)
-    result["wall_s"] = time.time() - t0
-    print(f"{result['method']}: test accuracy {100 * result['test_accuracy']:.2f}% "
-          f"after {args.iterations} iterations at {100 * args.noise_rate:.0f}% label noise; "
-          f"{result['median_iteration_s']:.3f} s/iteration, peak memory +{result['peak_memory_mib']:.0f} MiB")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1))
-    return result
+    return run_and_report(run, args, lambda r: (f"{r['method']}: test accuracy {100 * r['test_accuracy']:.2f}% "
+                  f"after {args.iterations} iterations at {100 * args.noise_rate:.0f}% label noise; "
+                  f"{r['median_iteration_s']:.3f} s/iteration, peak memory +{r['peak_memory_mib']:.0f} MiB"))
 
 
 if __name__ == "__main__":
