@@ -46,18 +46,23 @@ EVOGRAD_HD void evograd_box_muller(uint32_t w0, uint32_t w1, double *z0, double 
   *z1 = r * sin(EVOGRAD_TWO_PI * u2);
 }
 
+/* The Philox words behind quad q: counter (q lo, q hi, stream, 0). */
+EVOGRAD_HD evograd_u32x4 evograd_quad_words(const evograd_noise_stream *s, uint64_t q) {
+  evograd_u32x4 c;
+  c.v[0] = (uint32_t)q;
+  c.v[1] = (uint32_t)(q >> 32);
+  c.v[2] = s->stream;
+  c.v[3] = 0u;
+  return evograd_philox4x32_10(c, s->key0, s->key1);
+}
+
 /* z for the four indices 4q .. 4q+3 (unscaled; the antithetic sign is in
  * s.scale). Sign noise is the top bit of each word. Gaussian noise is
  * Box-Muller on word pairs with u in (0, 1) at 2^-32 resolution, so |z| is
  * at most about 6.7. */
 EVOGRAD_HD void evograd_noise_quad(const evograd_noise_stream *s, uint64_t q,
                                    double z[4]) {
-  evograd_u32x4 c;
-  c.v[0] = (uint32_t)q;
-  c.v[1] = (uint32_t)(q >> 32);
-  c.v[2] = s->stream;
-  c.v[3] = 0u;
-  c = evograd_philox4x32_10(c, s->key0, s->key1);
+  const evograd_u32x4 c = evograd_quad_words(s, q);
   if (!s->gauss) {
     int j;
     for (j = 0; j < 4; ++j) z[j] = (c.v[j] & 0x80000000u) ? -1.0 : 1.0;

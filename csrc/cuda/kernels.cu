@@ -1,13 +1,13 @@
 // CUDA twins of the C kernels. One launch covers a whole parameter list
 // (multi-tensor apply, as apex does): a device table of spans with the global
-// index where each starts, a grid-stride loop over quads of global indices
-// (one Philox call each, as on the CPU), and a binary search for the span of
-// each element. The noise code is the shared header, so sign noise is
-// bit-identical to the CPU.
+// index where each starts, and a grid-stride loop over quads of global
+// indices, one thread per quad and one Philox call each, as on the CPU. What
+// a thread does with its quad is in quad_work.cuh, shared with the host
+// replay that tests these launches without a GPU.
 #include <cuda_runtime.h>
 
 #include "evograd/evograd.h"
-#include "../noise.h"
+#include "quad_work.cuh"
 
 extern "C" {
 #include "../cpu/validate.h"
@@ -15,44 +15,23 @@ extern "C" {
 
 namespace {
 
-struct DeviceSpan {
-  const void* src;
-  void* dst;
-  int64_t start;  // global index of element 0
-  int64_t numel;
-};
+using evograd_cuda::DeviceSpan;
+using evograd_cuda::kProjectChunk;
+using evograd_cuda::QuadNoise;
 
-constexpr int kThreads = 256;
+constexpr int kThreads = evograd_cuda::kBlockThreads;
+static_assert(EVOGRAD_PROJECT_BLOCK == 16 * kThreads, "project: four quads per thread");
 
 size_t align_up(size_t n) { return (n + 255) / 256 * 256; }
-
-__device__ __forceinline__ int find_span(const DeviceSpan* spans, int n, int64_t g) {
-  int lo = 0, hi = n - 1;  // last span with start <= g (zero-size ones never hold g)
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (spans[mid].start <= g) lo = mid; else hi = mid - 1;
-  }
-  while (spans[lo].numel == 0 || g >= spans[lo].start + spans[lo].numel) ++lo;
-  return lo;
-}
 
 template <typename T>
 __global__ void perturb_kernel(const DeviceSpan* spans, int n_spans, int64_t total,
                                evograd_noise_stream s) {
+  const QuadNoise<T> noise(s);
   const int64_t quads = (total + 3) / 4;
   for (int64_t q = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; q < quads;
-       q += (int64_t)gridDim.x * blockDim.x) {
-    double z[4];
-    evograd_noise_quad(&s, (uint64_t)q, z);
-    int sp = find_span(spans, n_spans, 4 * q);
-    for (int l = 0; l < 4 && 4 * q + l < total; ++l) {
-      const int64_t g = 4 * q + l;
-      while (g >= spans[sp].start + spans[sp].numel) ++sp;
-      const int64_t i = g - spans[sp].start;
-      static_cast<T*>(spans[sp].dst)[i] =
-          static_cast<const T*>(spans[sp].src)[i] + (T)(s.scale * z[l]);
-    }
-  }
+       q += (int64_t)gridDim.x * blockDim.x)
+    evograd_cuda::perturb_quad<T>(spans, n_spans, total, noise, (uint64_t)q);
 }
 
 template <typename T>
@@ -61,56 +40,37 @@ __global__ void combine_kernel(const DeviceSpan* spans, int n_spans, int64_t tot
                                double sigma, int gauss, int antithetic) {
   const int64_t quads = (total + 3) / 4;
   for (int64_t q = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; q < quads;
-       q += (int64_t)gridDim.x * blockDim.x) {
-    double acc[4] = {0.0, 0.0, 0.0, 0.0};
-    for (int64_t k = 0; k < population; ++k) {
-      const evograd_noise_stream s = evograd_make_stream(seed, sigma, gauss, antithetic, k);
-      double z[4];
-      evograd_noise_quad(&s, (uint64_t)q, z);
-      for (int l = 0; l < 4; ++l) acc[l] += weights[k] * (double)(T)(s.scale * z[l]);
-    }
-    int sp = find_span(spans, n_spans, 4 * q);
-    for (int l = 0; l < 4 && 4 * q + l < total; ++l) {
-      const int64_t g = 4 * q + l;
-      while (g >= spans[sp].start + spans[sp].numel) ++sp;
-      const int64_t i = g - spans[sp].start;
-      static_cast<T*>(spans[sp].dst)[i] =
-          (T)((double)static_cast<const T*>(spans[sp].src)[i] + acc[l]);
-    }
-  }
+       q += (int64_t)gridDim.x * blockDim.x)
+    evograd_cuda::combine_quad<T>(spans, n_spans, total, weights, population, seed, sigma,
+                                  gauss, antithetic, (uint64_t)q);
 }
 
-// One CUDA block per EVOGRAD_PROJECT_BLOCK elements; per candidate, each
-// thread sums its elements in order, then a fixed shared-memory tree.
+// One CUDA block per EVOGRAD_PROJECT_BLOCK elements, kProjectChunk candidates
+// at a time: each thread sums its quads (q = first + t, + kThreads, ...) in
+// order, then a fixed shared-memory tree (strides 128, 64, ..., 1) adds the
+// threads' partials. No atomics: the same bits on every run.
 template <typename T>
 __global__ void project_blocks_kernel(const DeviceSpan* spans, int n_spans, int64_t total,
                                       int64_t population, uint64_t seed, double sigma,
                                       int gauss, int antithetic, double* block_sums) {
-  __shared__ double partial[kThreads];
-  const int64_t block_begin = (int64_t)blockIdx.x * EVOGRAD_PROJECT_BLOCK;
-  const int64_t block_end = block_begin + EVOGRAD_PROJECT_BLOCK < total
-                                ? block_begin + EVOGRAD_PROJECT_BLOCK : total;
-  for (int64_t k = 0; k < population; ++k) {
-    const evograd_noise_stream s = evograd_make_stream(seed, sigma, gauss, antithetic, k);
-    double sum = 0.0;
-    for (int64_t q = block_begin / 4 + threadIdx.x; 4 * q < block_end; q += blockDim.x) {
-      double z[4];
-      evograd_noise_quad(&s, (uint64_t)q, z);
-      int sp = find_span(spans, n_spans, 4 * q);
-      for (int l = 0; l < 4 && 4 * q + l < block_end; ++l) {
-        const int64_t g = 4 * q + l;
-        while (g >= spans[sp].start + spans[sp].numel) ++sp;
-        const double v = (double)static_cast<const T*>(spans[sp].src)[g - spans[sp].start];
-        sum += v * (double)(T)(s.scale * z[l]);
-      }
-    }
-    partial[threadIdx.x] = sum;
+  __shared__ double partial[kProjectChunk][kThreads];
+  const int64_t begin = (int64_t)blockIdx.x * EVOGRAD_PROJECT_BLOCK;
+  const int64_t end = begin + EVOGRAD_PROJECT_BLOCK < total ? begin + EVOGRAD_PROJECT_BLOCK : total;
+  const int t = threadIdx.x;
+  for (int64_t k0 = 0; k0 < population; k0 += kProjectChunk) {
+    const int kn = population - k0 < kProjectChunk ? (int)(population - k0) : kProjectChunk;
+    double sums[kProjectChunk] = {0.0, 0.0, 0.0, 0.0};
+    for (int64_t q = begin / 4 + t; 4 * q < end; q += kThreads)
+      evograd_cuda::project_quad<T>(spans, n_spans, end, seed, sigma, gauss, antithetic, k0, kn,
+                                    (uint64_t)q, sums);
+    for (int c = 0; c < kProjectChunk; ++c) partial[c][t] = sums[c];
     __syncthreads();
     for (int stride = kThreads / 2; stride > 0; stride /= 2) {
-      if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
+      if (t < stride)
+        for (int c = 0; c < kProjectChunk; ++c) partial[c][t] += partial[c][t + stride];
       __syncthreads();
     }
-    if (threadIdx.x == 0) block_sums[blockIdx.x * population + k] = partial[0];
+    if (t < kn) block_sums[blockIdx.x * population + k0 + t] = partial[t][0];
     __syncthreads();
   }
 }

@@ -3,6 +3,7 @@
 #include "kernels.h"
 
 #include <ATen/MemoryOverlap.h>
+#include <ATen/core/grad_mode.h>
 
 #include <cmath>
 #include <cstdint>

@@ -1,0 +1,221 @@
+// What one CUDA thread does with one quad: the four global indices 4q..4q+3
+// that share a Philox call. Host-and-device code, so that a machine without a
+// GPU can replay a launch thread by thread (tests/c/cuda_replay.cpp), under
+// the sanitizers too, and a GPU can be checked bit for bit against the replay.
+//
+// Arithmetic matches the CPU kernels exactly: noise rounded to T, float32
+// sums in float (the correctly rounded sum, as the CPU's double-then-round
+// gives), combine accumulating in double in candidate order. Project's sums
+// follow the launch's own fixed order (per thread, then a tree per block).
+#ifndef EVOGRAD_CUDA_QUAD_WORK_CUH
+#define EVOGRAD_CUDA_QUAD_WORK_CUH
+
+#include <cuda_runtime.h>  // float4, double2 (also on the host)
+#include <stdint.h>
+
+#include "../noise.h"
+
+// nvcc: host and device, inlined. A host compiler (the replay): plain inline.
+#if defined(__CUDACC__)
+#define EVOGRAD_CUDA_HD __host__ __device__ __forceinline__
+#else
+#define EVOGRAD_CUDA_HD inline
+#endif
+
+namespace evograd_cuda {
+
+// One tensor of the list, with the global index of its element 0.
+struct DeviceSpan {
+  const void* src;
+  void* dst;
+  int64_t start;
+  int64_t numel;
+};
+
+// Threads per block. Project's reduction tree, hence its bits, depends on it.
+constexpr int kBlockThreads = 256;
+
+// Candidates whose project sums one thread carries at once: the gradient is
+// read once per chunk rather than once per candidate.
+constexpr int kProjectChunk = 4;
+
+// The span holding global index g: the last one starting at or before g,
+// stepping over zero-size spans that share its start.
+EVOGRAD_CUDA_HD int find_span(const DeviceSpan* spans, int n, int64_t g) {
+  int lo = 0, hi = n - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (spans[mid].start <= g) lo = mid; else hi = mid - 1;
+  }
+  while (spans[lo].numel == 0 || g >= spans[lo].start + spans[lo].numel) ++lo;
+  return lo;
+}
+
+EVOGRAD_CUDA_HD bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// 16-byte loads and stores of four elements: one float4, or two double2.
+EVOGRAD_CUDA_HD void load4(const float* p, float v[4]) {
+  const float4 x = *reinterpret_cast<const float4*>(p);
+  v[0] = x.x; v[1] = x.y; v[2] = x.z; v[3] = x.w;
+}
+EVOGRAD_CUDA_HD void store4(float* p, const float v[4]) {
+  *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+}
+EVOGRAD_CUDA_HD void load4(const double* p, double v[4]) {
+  const double2 a = reinterpret_cast<const double2*>(p)[0];
+  const double2 b = reinterpret_cast<const double2*>(p)[1];
+  v[0] = a.x; v[1] = a.y; v[2] = b.x; v[3] = b.y;
+}
+EVOGRAD_CUDA_HD void store4(double* p, const double v[4]) {
+  reinterpret_cast<double2*>(p)[0] = make_double2(v[0], v[1]);
+  reinterpret_cast<double2*>(p)[1] = make_double2(v[2], v[3]);
+}
+
+// Where a quad's elements live. `vector`: all four in one span, at 16-byte
+// aligned addresses (in dst too, when the op writes), so one wide access
+// serves them; otherwise element by element, across span boundaries.
+struct QuadPlace {
+  int64_t first;  // global index 4q
+  int count;      // 4, or fewer at the end of the list
+  int span;       // span of the first element
+  bool vector;
+};
+
+template <typename T>
+EVOGRAD_CUDA_HD QuadPlace place_quad(const DeviceSpan* spans, int n_spans, int64_t total, uint64_t q,
+                                bool writes) {
+  QuadPlace p;
+  p.first = 4 * (int64_t)q;
+  p.count = total - p.first < 4 ? (int)(total - p.first) : 4;
+  p.span = find_span(spans, n_spans, p.first);
+  const DeviceSpan& s = spans[p.span];
+  const int64_t i = p.first - s.start;
+  p.vector = p.count == 4 && i + 4 <= s.numel &&
+             aligned16(static_cast<const T*>(s.src) + i) &&
+             (!writes || aligned16(static_cast<T*>(s.dst) + i));
+  return p;
+}
+
+template <typename T>
+EVOGRAD_CUDA_HD void gather(const DeviceSpan* spans, const QuadPlace& p, T v[4]) {
+  int sp = p.span;
+  if (p.vector) {
+    load4(static_cast<const T*>(spans[sp].src) + (p.first - spans[sp].start), v);
+    return;
+  }
+  for (int l = 0; l < 4; ++l) {  // fixed bound: v stays in registers
+    if (l >= p.count) break;
+    const int64_t g = p.first + l;
+    while (g >= spans[sp].start + spans[sp].numel) ++sp;
+    v[l] = static_cast<const T*>(spans[sp].src)[g - spans[sp].start];
+  }
+}
+
+template <typename T>
+EVOGRAD_CUDA_HD void scatter(const DeviceSpan* spans, const QuadPlace& p, const T v[4]) {
+  int sp = p.span;
+  if (p.vector) {
+    store4(static_cast<T*>(spans[sp].dst) + (p.first - spans[sp].start), v);
+    return;
+  }
+  for (int l = 0; l < 4; ++l) {  // fixed bound: v stays in registers
+    if (l >= p.count) break;
+    const int64_t g = p.first + l;
+    while (g >= spans[sp].start + spans[sp].numel) ++sp;
+    static_cast<T*>(spans[sp].dst)[g - spans[sp].start] = v[l];
+  }
+}
+
+// A candidate's noise for a quad, rounded to T as the CPU rounds it. Sign
+// noise is +-(T)scale exactly: no multiply and no conversion per element.
+template <typename T>
+struct QuadNoise {
+  evograd_noise_stream s;
+  T step;         // (T)scale, the sign-noise magnitude
+  double step_d;  // the same, widened once
+
+  EVOGRAD_CUDA_HD explicit QuadNoise(const evograd_noise_stream& stream)
+      : s(stream), step((T)stream.scale), step_d((double)(T)stream.scale) {}
+
+  EVOGRAD_CUDA_HD void values(uint64_t q, T eps[4]) const {
+    if (!s.gauss) {
+      const evograd_u32x4 c = evograd_quad_words(&s, q);
+      for (int l = 0; l < 4; ++l) eps[l] = (c.v[l] & 0x80000000u) ? -step : step;
+    } else {
+      double z[4];
+      evograd_noise_quad(&s, q, z);
+      for (int l = 0; l < 4; ++l) eps[l] = (T)(s.scale * z[l]);
+    }
+  }
+
+  // out[l] = f[l] * (double)eps[l], bit for bit (f * -x is -(f * x)).
+  EVOGRAD_CUDA_HD void scaled(uint64_t q, const double f[4], double out[4]) const {
+    if (!s.gauss) {
+      const evograd_u32x4 c = evograd_quad_words(&s, q);
+      for (int l = 0; l < 4; ++l) {
+        const double m = f[l] * step_d;
+        out[l] = (c.v[l] & 0x80000000u) ? -m : m;
+      }
+    } else {
+      T eps[4];
+      values(q, eps);
+      for (int l = 0; l < 4; ++l) out[l] = f[l] * (double)eps[l];
+    }
+  }
+};
+
+// dst = src + eps_k on one quad.
+template <typename T>
+EVOGRAD_CUDA_HD void perturb_quad(const DeviceSpan* spans, int n_spans, int64_t total,
+                             const QuadNoise<T>& noise, uint64_t q) {
+  const QuadPlace p = place_quad<T>(spans, n_spans, total, q, true);
+  T v[4], eps[4];
+  gather(spans, p, v);
+  noise.values(q, eps);
+  for (int l = 0; l < 4; ++l) v[l] = v[l] + eps[l];
+  scatter(spans, p, v);
+}
+
+// dst = src + sum_k w_k eps_k on one quad, the sum in double in k order.
+template <typename T>
+EVOGRAD_CUDA_HD void combine_quad(const DeviceSpan* spans, int n_spans, int64_t total,
+                             const double* weights, int64_t population, uint64_t seed,
+                             double sigma, int gauss, int antithetic, uint64_t q) {
+  double acc[4] = {0.0, 0.0, 0.0, 0.0};
+  for (int64_t k = 0; k < population; ++k) {
+    const QuadNoise<T> noise(evograd_make_stream(seed, sigma, gauss, antithetic, k));
+    const double w[4] = {weights[k], weights[k], weights[k], weights[k]};
+    double term[4];
+    noise.scaled(q, w, term);
+    for (int l = 0; l < 4; ++l) acc[l] += term[l];
+  }
+  const QuadPlace p = place_quad<T>(spans, n_spans, total, q, true);
+  T v[4];
+  gather(spans, p, v);
+  for (int l = 0; l < 4; ++l) v[l] = (T)((double)v[l] + acc[l]);
+  scatter(spans, p, v);
+}
+
+// Adds <g, eps_k> over one quad (its elements below `end`) to sums[c] for
+// the candidates k0 .. k0+kn-1, products in double, in element order.
+template <typename T>
+EVOGRAD_CUDA_HD void project_quad(const DeviceSpan* spans, int n_spans, int64_t end, uint64_t seed,
+                             double sigma, int gauss, int antithetic, int64_t k0, int kn,
+                             uint64_t q, double sums[kProjectChunk]) {
+  const QuadPlace p = place_quad<T>(spans, n_spans, end, q, false);
+  T v[4];
+  gather(spans, p, v);
+  double g[4];
+  for (int l = 0; l < 4; ++l) g[l] = l < p.count ? (double)v[l] : 0.0;
+  for (int c = 0; c < kn; ++c) {
+    const QuadNoise<T> noise(evograd_make_stream(seed, sigma, gauss, antithetic, k0 + c));
+    double term[4];
+    noise.scaled(q, g, term);
+    for (int l = 0; l < 4; ++l)
+      if (l < p.count) sums[c] += term[l];
+  }
+}
+
+}  // namespace evograd_cuda
+
+#endif  // EVOGRAD_CUDA_QUAD_WORK_CUH
