@@ -22,22 +22,35 @@ run() {  # run NAME CMD...: log to OUT/NAME.log, remember failures
   if "$@" >"$OUT/$name.log" 2>&1; then echo "   ok"; else echo "   FAILED (rc $?), tail:"; tail -25 "$OUT/$name.log"; status=1; fi
 }
 
-{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || echo "no nvidia-smi"
   $PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
   nvcc --version | tail -2; } | tee "$OUT/machine.txt"
 
 PREFIX=$($PY -c 'import torch; print(torch.utils.cmake_prefix_path)')
+TORCH_LIB=$($PY -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+GPU=$($PY -c 'import torch; print(int(torch.cuda.is_available()))')
 GTEST_NOTE="googletest: third_party/googletest"
 [ -f third_party/googletest/CMakeLists.txt ] || GTEST_NOTE="googletest: not found, C/C++ suites skipped (copy /usr/src/googletest to third_party/googletest)"
 echo "$GTEST_NOTE" | tee -a "$OUT/machine.txt"
-ARCH=$($PY -c 'import torch; p=torch.cuda.get_device_properties(0); print(f"{p.major}{p.minor}")')
+# The GPU's own architecture; without one (a rehearsal of this script) Hopper.
+ARCH=$($PY -c 'import torch; p=torch.cuda.get_device_properties(0); print(f"{p.major}{p.minor}")' 2>/dev/null || echo 90)
+# Torch's libraries named outright: another libtorch on the system paths
+# (a Debian one, say) must not be picked up instead.
 run configure cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$PREFIX" \
+    -DTORCH_LIBRARY="$TORCH_LIB/libtorch.so" -Dc10_LIBRARY="$TORCH_LIB/libc10.so" \
     -DEVOGRAD_PYTHON="$(command -v $PY)" -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DEVOGRAD_SANITIZE=OFF
+grep -q "CUDA operators ON" "$OUT/configure.log" || { echo "   the CUDA operators are not built (see configure.log)"; status=1; }
 run build cmake --build "$BUILD" -j"$(nproc)"
 export EVOGRAD_LIBRARY="$BUILD/libevograd_ops.so" PYTHONPATH="$ROOT/torch_ops" PYTHONUNBUFFERED=1
 run ctest bash -c "cd '$BUILD' && ctest --output-on-failure -E pytest"
 run pytest_cuda $PY -m pytest -q -rs -p no:cacheprovider tests/python/test_cuda.py tests/python/test_ops.py tests/python/test_step.py
+if [ "$GPU" != 1 ]; then
+  echo "== no CUDA device visible to torch: benchmarks skipped (a rehearsal: build and tests only)"
+  echo "== done: status $status; logs in $OUT"
+  exit $status
+fi
 run kernel_bench timeout 120 $PY examples/kernels/bench.py --device cuda --log2-sizes 20 22 24 26 --out "$OUT/kernels"
+run kernel_bench_gauss timeout 60 $PY examples/kernels/bench.py --device cuda --noise gauss --population 4 --log2-sizes 24 26 --out "$OUT/kernels_gauss"
 run mwn_bench timeout 200 $PY examples/mwn/bench.py --device cuda --repeats 5 --out "$OUT/mwn_bench"
 run lft_bench timeout 150 $PY examples/lft/bench.py --device cuda --fit-12gb --out "$OUT/lft_bench"
 run metaxl_bench timeout 90 $PY examples/metaxl/bench.py --device cuda --out "$OUT/metaxl_bench"

@@ -24,17 +24,21 @@ import evograd  # noqa: E402
 from common import ab  # noqa: E402
 
 
-def timeit(fn, device, repeats):
+def timeit(fn, device, repeats, inner):
+    """Median seconds per call over `repeats` batches of `inner` back-to-back
+    calls: on CUDA one synchronisation per batch, so that, as in training,
+    launches queue behind running kernels instead of each paying a round trip."""
     fn()
     times = []
     for _ in range(repeats):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t = time.perf_counter()
-        fn()
+        for _ in range(inner):
+            fn()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t)
+        times.append((time.perf_counter() - t) / inner)
     return statistics.median(times)
 
 
@@ -44,13 +48,17 @@ def main():
     p.add_argument("--log2-sizes", type=int, nargs="*", default=[20, 22, 24, 26])
     p.add_argument("--population", type=int, default=2)
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--inner", type=int, default=0, help="calls per timed batch (0: 20 on CUDA, 1 on CPU)")
+    p.add_argument("--noise", choices=["sign", "gauss"], default="sign")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     p.add_argument("--out", type=Path, default=Path("results/kernels"))
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    inner = args.inner or (20 if device.type == "cuda" else 1)
     K = args.population
+    noise = args.noise
     losses = torch.linspace(0.1, 0.2, K, dtype=torch.float64)
     rows = []
     for lg in args.log2_sizes:
@@ -61,27 +69,27 @@ def main():
         with torch.no_grad():
             cases = {
                 "copy": (lambda: y.copy_(x), 2 * b),
-                "perturb": (lambda: evograd.perturb_into([x], [y], 1, 0, 1e-3), 2 * b),
-                "combine": (lambda: evograd.combine_into([x], losses, [y], 0.05, 1, 1e-3), 2 * b),
-                "project": (lambda: evograd.project([x], 1, K, 1e-3), b),
+                "perturb": (lambda: evograd.perturb_into([x], [y], 1, 0, 1e-3, noise), 2 * b),
+                "combine": (lambda: evograd.combine_into([x], losses, [y], 0.05, 1, 1e-3, noise), 2 * b),
+                "project": (lambda: evograd.project([x], 1, K, 1e-3, noise), b),
             }
             for name, (fn, nbytes) in cases.items():
-                s = timeit(fn, device, args.repeats)
+                s = timeit(fn, device, args.repeats, inner)
                 rows.append({"op": name, "elements": n, "seconds": s, "gb_per_s": nbytes / s / 1e9})
     from models import ResNet32
     model = ResNet32().to(device)
     params = [p.detach() for p in model.parameters()]
     flat = [torch.cat([p.flatten() for p in params])]
     with torch.no_grad():
-        t_list = timeit(lambda: evograd.perturb_into(params, params, 1, 0, 1e-3), device, args.repeats)
-        t_flat = timeit(lambda: evograd.perturb_into(flat, flat, 1, 0, 1e-3), device, args.repeats)
+        t_list = timeit(lambda: evograd.perturb_into(params, params, 1, 0, 1e-3), device, args.repeats, inner)
+        t_flat = timeit(lambda: evograd.perturb_into(flat, flat, 1, 0, 1e-3), device, args.repeats, inner)
     launch = {"tensors": len(params), "elements": sum(p.numel() for p in params),
               "list_s": t_list, "flat_s": t_flat, "ratio": t_list / t_flat}
     meta = {"device": ab.device_label(args.device), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-            "population": K, "threads": torch.get_num_threads()}
+            "population": K, "noise": noise, "threads": torch.get_num_threads(), "calls_per_batch": inner}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "kernels.json").write_text(json.dumps({"meta": meta, "rows": rows, "resnet32_list": launch}, indent=1))
-    lines = [f"# kernel bandwidth, float32, K={K}: {meta['device']}, {meta['threads']} threads, torch {meta['torch']}, {meta['date']}",
+    lines = [f"# kernel bandwidth, float32, K={K}, {noise} noise: {meta['device']}, {meta['threads']} threads, torch {meta['torch']}, {meta['date']}",
              f"{'elements':>10} " + " ".join(f"{op:>18}" for op in ("copy", "perturb", "combine", "project"))]
     for lg in args.log2_sizes:
         n = 1 << lg
