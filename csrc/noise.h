@@ -1,9 +1,13 @@
 /*
  * z(seed, k, i): the noise of candidate k at global index i, built on
- * Philox. One Philox call yields the noise of four consecutive indices
- * (a "quad": i >> 2), with counter (quad lo, quad hi, stream, 0) and key
- * (seed lo, seed hi). With antithetic noise, candidates 2j and 2j+1 share
- * stream j and the odd one takes the negation.
+ * Philox4x32-10 with key (seed lo, seed hi) and counter (c lo, c hi,
+ * stream, 0):
+ *   sign:  one call gives 128 signs, one per bit. Index i uses c = i >> 7,
+ *          word (i >> 5) & 3, bit i & 31; a set bit is -1.
+ *   gauss: one call gives four normals. Index i uses c = i >> 2 (its
+ *          "quad"), Box-Muller on words (0, 1) and (2, 3).
+ * With antithetic noise, candidates 2j and 2j+1 share stream j and the odd
+ * one takes the negation.
  */
 #ifndef EVOGRAD_NOISE_H
 #define EVOGRAD_NOISE_H
@@ -46,62 +50,72 @@ EVOGRAD_HD void evograd_box_muller(uint32_t w0, uint32_t w1, double *z0, double 
   *z1 = r * sin(EVOGRAD_TWO_PI * u2);
 }
 
-/* The Philox words behind quad q: counter (q lo, q hi, stream, 0). */
-EVOGRAD_HD evograd_u32x4 evograd_quad_words(const evograd_noise_stream *s, uint64_t q) {
-  evograd_u32x4 c;
-  c.v[0] = (uint32_t)q;
-  c.v[1] = (uint32_t)(q >> 32);
-  c.v[2] = s->stream;
-  c.v[3] = 0u;
-  return evograd_philox4x32_10(c, s->key0, s->key1);
+/* The four Philox words at counter c of the stream. */
+EVOGRAD_HD evograd_u32x4 evograd_noise_words(const evograd_noise_stream *s, uint64_t c) {
+  evograd_u32x4 x;
+  x.v[0] = (uint32_t)c;
+  x.v[1] = (uint32_t)(c >> 32);
+  x.v[2] = s->stream;
+  x.v[3] = 0u;
+  return evograd_philox4x32_10(x, s->key0, s->key1);
 }
 
-/* z for the four indices 4q .. 4q+3 (unscaled; the antithetic sign is in
- * s.scale). Sign noise is the top bit of each word. Gaussian noise is
- * Box-Muller on word pairs with u in (0, 1) at 2^-32 resolution, so |z| is
- * at most about 6.7. */
+/* +1 for bit 0, -1 for bit 1, without a branch: random bits would make a
+ * branch mispredict half the time. */
+EVOGRAD_HD double evograd_sign_of_bit(uint32_t bit) { return 1.0 - 2.0 * (double)bit; }
+
+/* The 32 sign bits of indices 32w .. 32w+31 (bit j for index 32w + j). */
+EVOGRAD_HD uint32_t evograd_sign_word(const evograd_noise_stream *s, uint64_t w) {
+  return evograd_noise_words(s, w >> 2).v[w & 3];
+}
+
+/* z for the four indices 4q .. 4q+3, unscaled (the antithetic sign is in
+ * s.scale). Gaussian |z| is at most about 6.7 (u in (0, 1) at 2^-32). */
 EVOGRAD_HD void evograd_noise_quad(const evograd_noise_stream *s, uint64_t q,
                                    double z[4]) {
-  const evograd_u32x4 c = evograd_quad_words(s, q);
   if (!s->gauss) {
+    const uint32_t bits = evograd_sign_word(s, q >> 3) >> (4 * (q & 7));
     int j;
-    for (j = 0; j < 4; ++j) z[j] = (c.v[j] & 0x80000000u) ? -1.0 : 1.0;
+    for (j = 0; j < 4; ++j) z[j] = evograd_sign_of_bit((bits >> j) & 1u);
   } else {
+    const evograd_u32x4 c = evograd_noise_words(s, q);
     evograd_box_muller(c.v[0], c.v[1], &z[0], &z[1]);
     evograd_box_muller(c.v[2], c.v[3], &z[2], &z[3]);
   }
 }
 
-/* z for the 32 indices 32b .. 32b+31: eight quads whose Philox calls run in
- * lockstep, so the CPU overlaps (or vectorises) eight independent chains
- * instead of waiting on one. Same values as eight evograd_noise_quad calls. */
-#define EVOGRAD_BATCH 32
+/* z for the 128 indices 128b .. 128b+127, the CPU kernels' unit: sign noise
+ * is one Philox call; Gaussian noise is 32 quads whose Philox calls run
+ * eight in lockstep, so the CPU overlaps (or vectorises) eight independent
+ * chains instead of waiting on one. Same values as evograd_noise_quad. */
+#define EVOGRAD_BATCH 128
 EVOGRAD_HD void evograd_noise_batch(const evograd_noise_stream *s, uint64_t b,
                                     double z[EVOGRAD_BATCH]) {
-  uint32_t c[8][4];
-  uint32_t k0 = s->key0, k1 = s->key1;
-  int l, r;
-  for (l = 0; l < 8; ++l) {
-    const uint64_t q = 8 * b + (uint64_t)l;
-    c[l][0] = (uint32_t)q;
-    c[l][1] = (uint32_t)(q >> 32);
-    c[l][2] = s->stream;
-    c[l][3] = 0u;
-  }
-  for (r = 0; r < 10; ++r) {
-    for (l = 0; l < 8; ++l) evograd_philox_round(c[l], k0, k1);
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
-  }
+  int g, l, r;
   if (!s->gauss) {
+    const evograd_u32x4 w = evograd_noise_words(s, b);
+    for (l = 0; l < EVOGRAD_BATCH; ++l) z[l] = evograd_sign_of_bit((w.v[l >> 5] >> (l & 31)) & 1u);
+    return;
+  }
+  for (g = 0; g < 4; ++g) {
+    uint32_t c[8][4];
+    uint32_t k0 = s->key0, k1 = s->key1;
+    double *zg = z + 32 * g;
     for (l = 0; l < 8; ++l) {
-      int j;
-      for (j = 0; j < 4; ++j) z[4 * l + j] = (c[l][j] & 0x80000000u) ? -1.0 : 1.0;
+      const uint64_t q = 32 * b + 8 * (uint64_t)g + (uint64_t)l;
+      c[l][0] = (uint32_t)q;
+      c[l][1] = (uint32_t)(q >> 32);
+      c[l][2] = s->stream;
+      c[l][3] = 0u;
     }
-  } else {
+    for (r = 0; r < 10; ++r) {
+      for (l = 0; l < 8; ++l) evograd_philox_round(c[l], k0, k1);
+      k0 += 0x9E3779B9u;
+      k1 += 0xBB67AE85u;
+    }
     for (l = 0; l < 8; ++l) {
-      evograd_box_muller(c[l][0], c[l][1], &z[4 * l], &z[4 * l + 1]);
-      evograd_box_muller(c[l][2], c[l][3], &z[4 * l + 2], &z[4 * l + 3]);
+      evograd_box_muller(c[l][0], c[l][1], &zg[4 * l], &zg[4 * l + 1]);
+      evograd_box_muller(c[l][2], c[l][3], &zg[4 * l + 2], &zg[4 * l + 3]);
     }
   }
 }

@@ -21,7 +21,7 @@
       const int64_t lane0 = g % EVOGRAD_BATCH;                                  \
       const int64_t n = (EVOGRAD_BATCH - lane0) < (seg->count - j)              \
                             ? (EVOGRAD_BATCH - lane0) : (seg->count - j);       \
-      /* Batches never straddle blocks: EVOGRAD_PROJECT_BLOCK % 32 == 0. */    \
+      /* Batches never straddle blocks (asserted below). */                     \
       double *sums = block_sums + ((g - begin) / EVOGRAD_PROJECT_BLOCK) * kn;   \
       double v[EVOGRAD_BATCH];                                                  \
       int64_t k, l;                                                             \
@@ -36,6 +36,7 @@
       j += n;                                                                   \
     }                                                                           \
   }
+_Static_assert(EVOGRAD_PROJECT_BLOCK % EVOGRAD_BATCH == 0, "a batch lies in one block");
 EVOGRAD_DEFINE_PROJECT(f32)
 EVOGRAD_DEFINE_PROJECT(f64)
 EVOGRAD_DEFINE_PROJECT(f16)

@@ -137,10 +137,17 @@ struct QuadNoise {
   EVOGRAD_CUDA_HD explicit QuadNoise(const evograd_noise_stream& stream)
       : s(stream), step((T)stream.scale), step_d((double)(T)stream.scale) {}
 
+  // The quad's four sign bits, in bits 0..3. A warp's 32 quads are the 128
+  // signs of one Philox call: its lanes compute the same words, one call's
+  // instructions per 128 elements.
+  EVOGRAD_CUDA_HD uint32_t sign_bits(uint64_t q) const {
+    return evograd_sign_word(&s, q >> 3) >> (4 * (q & 7));
+  }
+
   EVOGRAD_CUDA_HD void values(uint64_t q, T eps[4]) const {
     if (!s.gauss) {
-      const evograd_u32x4 c = evograd_quad_words(&s, q);
-      for (int l = 0; l < 4; ++l) eps[l] = (c.v[l] & 0x80000000u) ? -step : step;
+      const uint32_t bits = sign_bits(q);
+      for (int l = 0; l < 4; ++l) eps[l] = ((bits >> l) & 1u) ? -step : step;
     } else {
       double z[4];
       evograd_noise_quad(&s, q, z);
@@ -151,10 +158,10 @@ struct QuadNoise {
   // out[l] = f[l] * (double)eps[l], bit for bit (f * -x is -(f * x)).
   EVOGRAD_CUDA_HD void scaled(uint64_t q, const double f[4], double out[4]) const {
     if (!s.gauss) {
-      const evograd_u32x4 c = evograd_quad_words(&s, q);
+      const uint32_t bits = sign_bits(q);
       for (int l = 0; l < 4; ++l) {
         const double m = f[l] * step_d;
-        out[l] = (c.v[l] & 0x80000000u) ? -m : m;
+        out[l] = ((bits >> l) & 1u) ? -m : m;
       }
     } else {
       T eps[4];

@@ -42,15 +42,16 @@ std::vector<double> z(uint64_t seed, int64_t k, int64_t first, int64_t n,
   return out;
 }
 
-// The documented layout: quad q = i >> 2, counter (q lo, q hi, k, 0), key = seed.
+// The documented layout: counter c = i >> 7, (c lo, c hi, k, 0), key = seed;
+// index i is bit i & 31 of word (i >> 5) & 3, a set bit meaning -1.
 TEST(Noise, SignFollowsTheDocumentedCounterLayout) {
   const uint64_t seed = 0x0123456789abcdefULL;
-  const int64_t first = (int64_t(1) << 33) + 5;  // exercises the high counter word
-  auto got = z(seed, 7, first, 64, EVOGRAD_NOISE_SIGN);
-  for (int64_t j = 0; j < 64; ++j) {
-    const uint64_t i = first + j, q = i >> 2;
-    auto w = philox(uint32_t(q), uint32_t(q >> 32), 7, 0, uint32_t(seed), uint32_t(seed >> 32));
-    EXPECT_EQ(got[j], (w.v[i & 3] >> 31) ? -1.0 : 1.0) << "index " << i;
+  const int64_t first = (int64_t(1) << 40) + 75;  // exercises the high counter word
+  auto got = z(seed, 7, first, 300, EVOGRAD_NOISE_SIGN);
+  for (int64_t j = 0; j < 300; ++j) {
+    const uint64_t i = first + j, c = i >> 7;
+    auto w = philox(uint32_t(c), uint32_t(c >> 32), 7, 0, uint32_t(seed), uint32_t(seed >> 32));
+    EXPECT_EQ(got[j], ((w.v[(i >> 5) & 3] >> (i & 31)) & 1u) ? -1.0 : 1.0) << "index " << i;
   }
 }
 
@@ -80,6 +81,19 @@ TEST(Noise, SignIsBalanced) {
     }
     mean /= n;
     EXPECT_LT(std::abs(mean), 5.0 / std::sqrt(double(n))) << "candidate " << k;
+  }
+}
+
+// Neighbouring bits of one word, and the same bit of neighbouring words,
+// must be uncorrelated: for independent signs each lag's mean product has
+// standard deviation 1/sqrt(n), so 5 of them bound it.
+TEST(Noise, SignHasNoCorrelationAtWordLags) {
+  const int64_t n = 1 << 20;
+  auto v = z(99, 2, 0, n + 128, EVOGRAD_NOISE_SIGN);
+  for (int lag : {1, 2, 31, 32, 64, 96, 127, 128}) {
+    double c = 0;
+    for (int64_t i = 0; i < n; ++i) c += v[i] * v[i + lag];
+    EXPECT_LT(std::abs(c / n), 5.0 / std::sqrt(double(n))) << "lag " << lag;
   }
 }
 

@@ -21,11 +21,14 @@ def philox4x32_10(ctr, key):
 
 def z(seed, k, i, noise="sign", antithetic=False):
     stream, sign = (k >> 1, -1.0 if k & 1 else 1.0) if antithetic else (k, 1.0)
+    key = (seed & M32, (seed >> 32) & M32)
+    if noise == "sign":  # 128 signs per call: bit i % 32 of word (i // 32) % 4
+        c = i >> 7
+        w = philox4x32_10((c & M32, c >> 32, stream, 0), key)
+        return sign * (-1.0 if (w[(i >> 5) & 3] >> (i & 31)) & 1 else 1.0)
     q = i >> 2
-    w = philox4x32_10((q & M32, q >> 32, stream, 0), (seed & M32, (seed >> 32) & M32))
+    w = philox4x32_10((q & M32, q >> 32, stream, 0), key)
     lane = i & 3
-    if noise == "sign":
-        return sign * (-1.0 if w[lane] >> 31 else 1.0)
     pair = lane & ~1
     u1 = (w[pair] + 0.5) / 4294967296.0
     u2 = (w[pair + 1] + 0.5) / 4294967296.0
