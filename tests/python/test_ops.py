@@ -195,6 +195,26 @@ def test_bad_input_raises_and_writes_nothing(call, err, match):
     assert torch.equal(params[0], torch.ones(4))
 
 
+def test_sharing_rules_for_outputs():
+    """In place through another handle to the same elements is allowed;
+    partly shared and interleaved outputs are refused, nothing written."""
+    p = [torch.zeros(8), torch.zeros(3)]
+    with torch.no_grad():
+        evograd.perturb_into(p, [p[0][:], p[1].view(3)], 5, 0, 0.1)
+    ref = evograd.perturb([torch.zeros(8), torch.zeros(3)], 5, 0, 0.1)
+    assert all(torch.equal(a, b) for a, b in zip(p, ref))
+    t = torch.zeros(8)
+    for params, out, match in [
+        ([torch.ones(4), torch.ones(4)], [t[::2], t[1::2]], r"out\[1\] and out\[0\] share memory"),
+        ([t[:6]], [t[2:]], r"out\[0\] and params\[0\] share memory"),
+        ([torch.ones(2), t[4:6]], [torch.zeros(2), t[3:5]], r"out\[1\] and params\[1\] share memory"),
+        ([torch.ones(3), torch.ones(3)], [t[:3], t[2:5]], r"out\[1\] and out\[0\] share memory"),
+    ]:
+        with torch.no_grad(), pytest.raises(ValueError, match=match):
+            evograd.perturb_into(params, out, 0, 0, 0.1)
+        assert torch.equal(t, torch.zeros(8))
+
+
 def test_bad_population_and_shapes_in_project_and_cotangent():
     g = [torch.ones(4)]
     with pytest.raises(ValueError, match="population"):
