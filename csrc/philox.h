@@ -9,11 +9,7 @@
 
 #include <stdint.h>
 
-#if defined(__CUDACC__)
-#define EVOGRAD_HD __host__ __device__ __forceinline__
-#else
-#define EVOGRAD_HD static inline
-#endif
+#include "portable.h"
 
 typedef struct evograd_u32x4 {
   uint32_t v[4];

@@ -85,8 +85,6 @@ __global__ void project_finish_kernel(const double* block_sums, int64_t nblocks,
   }
 }
 
-// Half-precision storage is CPU-only for now.
-bool cuda_dtype(evograd_dtype d) { return d == EVOGRAD_FLOAT32 || d == EVOGRAD_FLOAT64; }
 
 evograd_status device_ready() {
   int count = 0;
@@ -164,7 +162,6 @@ evograd_status evograd_cuda_perturb(evograd_dtype dtype, const evograd_span* spa
   int64_t total = 0;
   evograd_status st;
   if ((st = evograd_check_spans(dtype, spans, n_spans, 1, &total)) != EVOGRAD_OK) return st;
-  if (!cuda_dtype(dtype)) return EVOGRAD_ERR_INVALID_DTYPE;
   if ((st = evograd_check_noise(noise)) != EVOGRAD_OK) return st;
   if (k < 0 || k > (int64_t)UINT32_MAX) return EVOGRAD_ERR_INVALID_CANDIDATE;
   if ((st = device_ready()) != EVOGRAD_OK) return st;
@@ -178,10 +175,9 @@ evograd_status evograd_cuda_perturb(evograd_dtype dtype, const evograd_span* spa
   const auto ns = evograd_make_stream(noise->seed, noise->sigma,
                                       noise->kind == EVOGRAD_NOISE_GAUSS, noise->antithetic, k);
   const int grid = grid_for((total + 3) / 4);
-  if (dtype == EVOGRAD_FLOAT32)
-    perturb_kernel<float><<<grid, kThreads, 0, s>>>(d_spans, (int)n_spans, total, ns);
-  else
-    perturb_kernel<double><<<grid, kThreads, 0, s>>>(d_spans, (int)n_spans, total, ns);
+  evograd_cuda::with_storage_type(dtype, [&](auto tag) {
+    perturb_kernel<decltype(tag)><<<grid, kThreads, 0, s>>>(d_spans, (int)n_spans, total, ns);
+  });
   return cudaGetLastError() == cudaSuccess ? EVOGRAD_OK : EVOGRAD_ERR_DEVICE;
 }
 
@@ -192,7 +188,6 @@ evograd_status evograd_cuda_combine(evograd_dtype dtype, const evograd_span* spa
   int64_t total = 0;
   evograd_status st;
   if ((st = evograd_check_spans(dtype, spans, n_spans, 1, &total)) != EVOGRAD_OK) return st;
-  if (!cuda_dtype(dtype)) return EVOGRAD_ERR_INVALID_DTYPE;
   if ((st = evograd_check_noise(noise)) != EVOGRAD_OK) return st;
   if ((st = evograd_check_population(population, noise->antithetic)) != EVOGRAD_OK) return st;
   if ((st = evograd_check_finite(weights, population, EVOGRAD_ERR_NONFINITE_VALUE)) != EVOGRAD_OK)
@@ -207,14 +202,11 @@ evograd_status evograd_cuda_combine(evograd_dtype dtype, const evograd_span* spa
     return st;
   const int gauss = noise->kind == EVOGRAD_NOISE_GAUSS;
   const int grid = grid_for((total + 3) / 4);
-  if (dtype == EVOGRAD_FLOAT32)
-    combine_kernel<float><<<grid, kThreads, 0, s>>>(d_spans, (int)n_spans, total, d_weights,
-                                                    population, noise->seed, noise->sigma,
-                                                    gauss, noise->antithetic);
-  else
-    combine_kernel<double><<<grid, kThreads, 0, s>>>(d_spans, (int)n_spans, total, d_weights,
-                                                     population, noise->seed, noise->sigma,
-                                                     gauss, noise->antithetic);
+  evograd_cuda::with_storage_type(dtype, [&](auto tag) {
+    combine_kernel<decltype(tag)><<<grid, kThreads, 0, s>>>(
+        d_spans, (int)n_spans, total, d_weights, population, noise->seed, noise->sigma, gauss,
+        noise->antithetic);
+  });
   return cudaGetLastError() == cudaSuccess ? EVOGRAD_OK : EVOGRAD_ERR_DEVICE;
 }
 
@@ -225,7 +217,6 @@ evograd_status evograd_cuda_project(evograd_dtype dtype, const evograd_span* spa
   int64_t total = 0;
   evograd_status st;
   if ((st = evograd_check_spans(dtype, spans, n_spans, 0, &total)) != EVOGRAD_OK) return st;
-  if (!cuda_dtype(dtype)) return EVOGRAD_ERR_INVALID_DTYPE;
   if ((st = evograd_check_noise(noise)) != EVOGRAD_OK) return st;
   if ((st = evograd_check_population(population, noise->antithetic)) != EVOGRAD_OK) return st;
   if (out == nullptr) return EVOGRAD_ERR_NULL_POINTER;
@@ -239,14 +230,11 @@ evograd_status evograd_cuda_project(evograd_dtype dtype, const evograd_span* spa
     return st;
   const int gauss = noise->kind == EVOGRAD_NOISE_GAUSS;
   if (nblocks > 0) {
-    if (dtype == EVOGRAD_FLOAT32)
-      project_blocks_kernel<float><<<(unsigned)nblocks, kThreads, 0, s>>>(
+    evograd_cuda::with_storage_type(dtype, [&](auto tag) {
+      project_blocks_kernel<decltype(tag)><<<(unsigned)nblocks, kThreads, 0, s>>>(
           d_spans, (int)n_spans, total, population, noise->seed, noise->sigma, gauss,
           noise->antithetic, d_sums);
-    else
-      project_blocks_kernel<double><<<(unsigned)nblocks, kThreads, 0, s>>>(
-          d_spans, (int)n_spans, total, population, noise->seed, noise->sigma, gauss,
-          noise->antithetic, d_sums);
+    });
   }
   project_finish_kernel<<<grid_for(population), kThreads, 0, s>>>(d_sums, nblocks, population,
                                                                   out);

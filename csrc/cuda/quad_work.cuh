@@ -3,16 +3,21 @@
 // GPU can replay a launch thread by thread (tests/c/cuda_replay.cpp), under
 // the sanitizers too, and a GPU can be checked bit for bit against the replay.
 //
-// Arithmetic matches the CPU kernels exactly: noise rounded to T, float32
-// sums in float (the correctly rounded sum, as the CPU's double-then-round
-// gives), combine accumulating in double in candidate order. Project's sums
-// follow the launch's own fixed order (per thread, then a tree per block).
+// Arithmetic matches the CPU kernels (csrc/cpu/storage.h) exactly: noise
+// rounded to float32 (float64 for float64 lists); float32 and float64 sums in
+// their own type (the correctly rounded sum, as the CPU's double-then-round
+// gives); float16 and bfloat16 through double and rounded once when stored,
+// by the same codec as the CPU; combine accumulating in double in candidate
+// order. Project's sums follow the launch's own fixed order (per thread,
+// then a tree per block).
 #ifndef EVOGRAD_CUDA_QUAD_WORK_CUH
 #define EVOGRAD_CUDA_QUAD_WORK_CUH
 
 #include <cuda_runtime.h>  // float4, double2 (also on the host)
 #include <stdint.h>
 
+#include "evograd/evograd.h"
+#include "../float_codec.h"
 #include "../noise.h"
 
 // nvcc: host and device, inlined. A host compiler (the replay): plain inline.
@@ -51,9 +56,45 @@ EVOGRAD_CUDA_HD int find_span(const DeviceSpan* spans, int n, int64_t g) {
   return lo;
 }
 
-EVOGRAD_CUDA_HD bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+// 16-bit storage: the bit pattern, converted by float_codec.h.
+struct Half { uint16_t bits; };
+struct BFloat16 { uint16_t bits; };
 
-// 16-byte loads and stores of four elements: one float4, or two double2.
+// What each storage type needs: the precision of its noise, widening to
+// double, rounding back once, and the sum of an element and its noise.
+template <typename S> struct Elem;
+template <> struct Elem<float> {
+  using Noise = float;
+  static EVOGRAD_CUDA_HD double wide(float v) { return v; }
+  static EVOGRAD_CUDA_HD float narrow(double v) { return (float)v; }
+  static EVOGRAD_CUDA_HD float add(float v, float eps) { return v + eps; }
+};
+template <> struct Elem<double> {
+  using Noise = double;
+  static EVOGRAD_CUDA_HD double wide(double v) { return v; }
+  static EVOGRAD_CUDA_HD double narrow(double v) { return v; }
+  static EVOGRAD_CUDA_HD double add(double v, double eps) { return v + eps; }
+};
+template <int MBITS, int EBITS, typename S>
+struct Elem16 {
+  using Noise = float;
+  static EVOGRAD_CUDA_HD double wide(S v) { return evograd_decode_float(v.bits, MBITS, EBITS); }
+  static EVOGRAD_CUDA_HD S narrow(double v) { return S{(uint16_t)evograd_encode_float(v, MBITS, EBITS)}; }
+  static EVOGRAD_CUDA_HD S add(S v, float eps) { return narrow(wide(v) + (double)eps); }
+};
+template <> struct Elem<Half> : Elem16<10, 5, Half> {};
+template <> struct Elem<BFloat16> : Elem16<7, 8, BFloat16> {};
+
+// Four elements in one access: 8 bytes (16-bit types), 16 (float4), or two
+// 16-byte halves (double2). It needs that many bytes of alignment, up to 16.
+template <typename S>
+constexpr uintptr_t vector_alignment() { return 4 * sizeof(S) < 16 ? 4 * sizeof(S) : 16; }
+
+template <typename S>
+EVOGRAD_CUDA_HD bool vector_aligned(const S* p) {
+  return (reinterpret_cast<uintptr_t>(p) & (vector_alignment<S>() - 1)) == 0;
+}
+
 EVOGRAD_CUDA_HD void load4(const float* p, float v[4]) {
   const float4 x = *reinterpret_cast<const float4*>(p);
   v[0] = x.x; v[1] = x.y; v[2] = x.z; v[3] = x.w;
@@ -70,10 +111,21 @@ EVOGRAD_CUDA_HD void store4(double* p, const double v[4]) {
   reinterpret_cast<double2*>(p)[0] = make_double2(v[0], v[1]);
   reinterpret_cast<double2*>(p)[1] = make_double2(v[2], v[3]);
 }
+template <typename S>  // Half, BFloat16: four 16-bit patterns in one uint2
+EVOGRAD_CUDA_HD void load4(const S* p, S v[4]) {
+  const uint2 x = *reinterpret_cast<const uint2*>(p);
+  v[0].bits = (uint16_t)x.x; v[1].bits = (uint16_t)(x.x >> 16);
+  v[2].bits = (uint16_t)x.y; v[3].bits = (uint16_t)(x.y >> 16);
+}
+template <typename S>
+EVOGRAD_CUDA_HD void store4(S* p, const S v[4]) {
+  *reinterpret_cast<uint2*>(p) = make_uint2(v[0].bits | ((uint32_t)v[1].bits << 16),
+                                            v[2].bits | ((uint32_t)v[3].bits << 16));
+}
 
-// Where a quad's elements live. `vector`: all four in one span, at 16-byte
-// aligned addresses (in dst too, when the op writes), so one wide access
-// serves them; otherwise element by element, across span boundaries.
+// Where a quad's elements live. `vector`: all four in one span, at aligned
+// addresses (in dst too, when the op writes), so one wide access serves
+// them; otherwise element by element, across span boundaries.
 struct QuadPlace {
   int64_t first;  // global index 4q
   int count;      // 4, or fewer at the end of the list
@@ -82,8 +134,8 @@ struct QuadPlace {
 };
 
 template <typename T>
-EVOGRAD_CUDA_HD QuadPlace place_quad(const DeviceSpan* spans, int n_spans, int64_t total, uint64_t q,
-                                bool writes) {
+EVOGRAD_CUDA_HD QuadPlace place_quad(const DeviceSpan* spans, int n_spans, int64_t total,
+                                     uint64_t q, bool writes) {
   QuadPlace p;
   p.first = 4 * (int64_t)q;
   p.count = total - p.first < 4 ? (int)(total - p.first) : 4;
@@ -91,8 +143,8 @@ EVOGRAD_CUDA_HD QuadPlace place_quad(const DeviceSpan* spans, int n_spans, int64
   const DeviceSpan& s = spans[p.span];
   const int64_t i = p.first - s.start;
   p.vector = p.count == 4 && i + 4 <= s.numel &&
-             aligned16(static_cast<const T*>(s.src) + i) &&
-             (!writes || aligned16(static_cast<T*>(s.dst) + i));
+             vector_aligned(static_cast<const T*>(s.src) + i) &&
+             (!writes || vector_aligned(static_cast<const T*>(s.dst) + i));
   return p;
 }
 
@@ -126,16 +178,18 @@ EVOGRAD_CUDA_HD void scatter(const DeviceSpan* spans, const QuadPlace& p, const 
   }
 }
 
-// A candidate's noise for a quad, rounded to T as the CPU rounds it. Sign
-// noise is +-(T)scale exactly: no multiply and no conversion per element.
+// A candidate's noise for a quad, rounded as the CPU rounds it (to float32,
+// or float64 for float64 lists). Sign noise is +-(N)scale exactly: no
+// multiply and no conversion per element.
 template <typename T>
 struct QuadNoise {
+  using N = typename Elem<T>::Noise;
   evograd_noise_stream s;
-  T step;         // (T)scale, the sign-noise magnitude
+  N step;         // (N)scale, the sign-noise magnitude
   double step_d;  // the same, widened once
 
   EVOGRAD_CUDA_HD explicit QuadNoise(const evograd_noise_stream& stream)
-      : s(stream), step((T)stream.scale), step_d((double)(T)stream.scale) {}
+      : s(stream), step((N)stream.scale), step_d((double)(N)stream.scale) {}
 
   // The quad's four sign bits, in bits 0..3. A warp's 32 quads are the 128
   // signs of one Philox call: its lanes compute the same words, one call's
@@ -144,14 +198,14 @@ struct QuadNoise {
     return evograd_sign_word(&s, q >> 3) >> (4 * (q & 7));
   }
 
-  EVOGRAD_CUDA_HD void values(uint64_t q, T eps[4]) const {
+  EVOGRAD_CUDA_HD void values(uint64_t q, N eps[4]) const {
     if (!s.gauss) {
       const uint32_t bits = sign_bits(q);
       for (int l = 0; l < 4; ++l) eps[l] = ((bits >> l) & 1u) ? -step : step;
     } else {
       double z[4];
       evograd_noise_quad(&s, q, z);
-      for (int l = 0; l < 4; ++l) eps[l] = (T)(s.scale * z[l]);
+      for (int l = 0; l < 4; ++l) eps[l] = (N)(s.scale * z[l]);
     }
   }
 
@@ -164,7 +218,7 @@ struct QuadNoise {
         out[l] = ((bits >> l) & 1u) ? -m : m;
       }
     } else {
-      T eps[4];
+      N eps[4];
       values(q, eps);
       for (int l = 0; l < 4; ++l) out[l] = f[l] * (double)eps[l];
     }
@@ -174,20 +228,21 @@ struct QuadNoise {
 // dst = src + eps_k on one quad.
 template <typename T>
 EVOGRAD_CUDA_HD void perturb_quad(const DeviceSpan* spans, int n_spans, int64_t total,
-                             const QuadNoise<T>& noise, uint64_t q) {
+                                  const QuadNoise<T>& noise, uint64_t q) {
   const QuadPlace p = place_quad<T>(spans, n_spans, total, q, true);
-  T v[4], eps[4];
+  T v[4] = {};
+  typename Elem<T>::Noise eps[4];
   gather(spans, p, v);
   noise.values(q, eps);
-  for (int l = 0; l < 4; ++l) v[l] = v[l] + eps[l];
+  for (int l = 0; l < 4; ++l) v[l] = Elem<T>::add(v[l], eps[l]);
   scatter(spans, p, v);
 }
 
 // dst = src + sum_k w_k eps_k on one quad, the sum in double in k order.
 template <typename T>
 EVOGRAD_CUDA_HD void combine_quad(const DeviceSpan* spans, int n_spans, int64_t total,
-                             const double* weights, int64_t population, uint64_t seed,
-                             double sigma, int gauss, int antithetic, uint64_t q) {
+                                  const double* weights, int64_t population, uint64_t seed,
+                                  double sigma, int gauss, int antithetic, uint64_t q) {
   double acc[4] = {0.0, 0.0, 0.0, 0.0};
   for (int64_t k = 0; k < population; ++k) {
     const QuadNoise<T> noise(evograd_make_stream(seed, sigma, gauss, antithetic, k));
@@ -197,29 +252,40 @@ EVOGRAD_CUDA_HD void combine_quad(const DeviceSpan* spans, int n_spans, int64_t 
     for (int l = 0; l < 4; ++l) acc[l] += term[l];
   }
   const QuadPlace p = place_quad<T>(spans, n_spans, total, q, true);
-  T v[4];
+  T v[4] = {};
   gather(spans, p, v);
-  for (int l = 0; l < 4; ++l) v[l] = (T)((double)v[l] + acc[l]);
+  for (int l = 0; l < 4; ++l) v[l] = Elem<T>::narrow(Elem<T>::wide(v[l]) + acc[l]);
   scatter(spans, p, v);
 }
 
 // Adds <g, eps_k> over one quad (its elements below `end`) to sums[c] for
 // the candidates k0 .. k0+kn-1, products in double, in element order.
 template <typename T>
-EVOGRAD_CUDA_HD void project_quad(const DeviceSpan* spans, int n_spans, int64_t end, uint64_t seed,
-                             double sigma, int gauss, int antithetic, int64_t k0, int kn,
-                             uint64_t q, double sums[kProjectChunk]) {
+EVOGRAD_CUDA_HD void project_quad(const DeviceSpan* spans, int n_spans, int64_t end,
+                                  uint64_t seed, double sigma, int gauss, int antithetic,
+                                  int64_t k0, int kn, uint64_t q, double sums[kProjectChunk]) {
   const QuadPlace p = place_quad<T>(spans, n_spans, end, q, false);
-  T v[4];
+  T v[4] = {};
   gather(spans, p, v);
   double g[4];
-  for (int l = 0; l < 4; ++l) g[l] = l < p.count ? (double)v[l] : 0.0;
+  for (int l = 0; l < 4; ++l) g[l] = l < p.count ? Elem<T>::wide(v[l]) : 0.0;
   for (int c = 0; c < kn; ++c) {
     const QuadNoise<T> noise(evograd_make_stream(seed, sigma, gauss, antithetic, k0 + c));
     double term[4];
     noise.scaled(q, g, term);
     for (int l = 0; l < 4; ++l)
       if (l < p.count) sums[c] += term[l];
+  }
+}
+
+// Calls f(T{}) with the storage type of a list's dtype.
+template <typename F>
+void with_storage_type(evograd_dtype dtype, F&& f) {
+  switch (dtype) {
+    case EVOGRAD_FLOAT32: f(float{}); break;
+    case EVOGRAD_FLOAT64: f(double{}); break;
+    case EVOGRAD_FLOAT16: f(Half{}); break;
+    case EVOGRAD_BFLOAT16: f(BFloat16{}); break;
   }
 }
 

@@ -86,36 +86,37 @@ void perturb(evograd_dtype dtype, const evograd_span* spans, size_t n_spans,
              const evograd_noise& noise, int64_t k) {
   int64_t total;
   const auto t = table(spans, n_spans, &total);
-  if (dtype == EVOGRAD_FLOAT32) perturb_t<float>(t, total, noise, k);
-  else perturb_t<double>(t, total, noise, k);
+  evograd_cuda::with_storage_type(
+      dtype, [&](auto tag) { perturb_t<decltype(tag)>(t, total, noise, k); });
 }
 
 void combine(evograd_dtype dtype, const evograd_span* spans, size_t n_spans,
              const evograd_noise& noise, const double* weights, int64_t population) {
   int64_t total;
   const auto t = table(spans, n_spans, &total);
-  if (dtype == EVOGRAD_FLOAT32) combine_t<float>(t, total, noise, weights, population);
-  else combine_t<double>(t, total, noise, weights, population);
+  evograd_cuda::with_storage_type(dtype, [&](auto tag) {
+    combine_t<decltype(tag)>(t, total, noise, weights, population);
+  });
 }
 
 void project(evograd_dtype dtype, const evograd_span* spans, size_t n_spans,
              const evograd_noise& noise, int64_t population, double* out) {
   int64_t total;
   const auto t = table(spans, n_spans, &total);
-  if (dtype == EVOGRAD_FLOAT32) project_t<float>(t, total, noise, population, out);
-  else project_t<double>(t, total, noise, population, out);
+  evograd_cuda::with_storage_type(dtype, [&](auto tag) {
+    project_t<decltype(tag)>(t, total, noise, population, out);
+  });
 }
 
 int64_t vector_quads(evograd_dtype dtype, const evograd_span* spans, size_t n_spans,
                      bool writes) {
   int64_t total, count = 0;
   const auto t = table(spans, n_spans, &total);
-  for (int64_t q = 0; q < (total + 3) / 4; ++q) {
-    const auto p = dtype == EVOGRAD_FLOAT32
-                       ? evograd_cuda::place_quad<float>(t.data(), (int)t.size(), total, q, writes)
-                       : evograd_cuda::place_quad<double>(t.data(), (int)t.size(), total, q, writes);
-    count += p.vector;
-  }
+  evograd_cuda::with_storage_type(dtype, [&](auto tag) {
+    for (int64_t q = 0; q < (total + 3) / 4; ++q)
+      count += evograd_cuda::place_quad<decltype(tag)>(t.data(), (int)t.size(), total, q, writes)
+                   .vector;
+  });
   return count;
 }
 

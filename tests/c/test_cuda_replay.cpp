@@ -11,15 +11,18 @@
 #include <vector>
 
 #include "cuda_replay.h"
+#include "storage_formats.h"
 
 namespace {
+
 
 // A list of spans, either back to back in one buffer per side (like views
 // of one flat tensor: starts at any alignment) or each in its own allocation
 // (so that ASan sees any access past a span's end). Guard zones surround the
 // buffers; `shift` moves dst off 16-byte alignment.
-template <typename T>
+template <typename F>
 struct Layout {
+  using T = typename F::S;
   static constexpr int kGuard = 8;
   std::vector<std::vector<T>> src, dst, ref;  // one buffer, or one per span
   std::vector<evograd_span> spans, ref_spans;
@@ -31,12 +34,12 @@ struct Layout {
     int64_t at = 0;
     for (size_t b = 0; b < buffers; ++b) {
       const int64_t n = separate ? sizes[b] : total;
-      src.emplace_back(n + 2 * kGuard, T(0));
+      src.emplace_back(n + 2 * kGuard, F::enc(0.0));
       for (int64_t i = 0; i < n; ++i) {
         const int64_t g = at + i;
-        src.back()[kGuard + i] = T(std::sin(0.37 * g) + 0.01 * (g % 13));
+        src.back()[kGuard + i] = F::enc(std::sin(0.37 * g) + 0.01 * (g % 13));
       }
-      dst.emplace_back(n + 2 * kGuard + shift, T(-7));
+      dst.emplace_back(n + 2 * kGuard + shift, F::enc(-7.0));
       ref.push_back(dst.back());
       at += separate ? n : 0;
     }
@@ -51,10 +54,10 @@ struct Layout {
     }
   }
 
-  T source(int64_t g) const {  // global element g of the list
+  double source(int64_t g) const {  // global element g of the list
     size_t i = 0;
     while (g >= spans[i].numel) g -= spans[i++].numel;
-    return static_cast<const T*>(spans[i].src)[g];
+    return F::dec(static_cast<const T*>(spans[i].src)[g]);
   }
   bool same_outputs() const {  // guards included
     for (size_t b = 0; b < dst.size(); ++b)
@@ -78,17 +81,14 @@ const std::vector<Case> kLayouts = {
     {"tiny", {1}, 0, false},
 };
 
-constexpr evograd_dtype dtype_of(float) { return EVOGRAD_FLOAT32; }
-constexpr evograd_dtype dtype_of(double) { return EVOGRAD_FLOAT64; }
-
-template <typename T>
+template <typename F>
 void expect_perturb_matches_cpu(evograd_noise noise) {
   for (const auto& c : kLayouts) {
     SCOPED_TRACE(c.name);
-    Layout<T> l(c.sizes, c.shift, c.separate);
+    Layout<F> l(c.sizes, c.shift, c.separate);
     for (int64_t k : {0, 3}) {
-      cuda_replay::perturb(dtype_of(T()), l.spans.data(), l.spans.size(), noise, k);
-      ASSERT_EQ(evograd_perturb(dtype_of(T()), l.ref_spans.data(), l.ref_spans.size(), &noise, k,
+      cuda_replay::perturb(F::dtype, l.spans.data(), l.spans.size(), noise, k);
+      ASSERT_EQ(evograd_perturb(F::dtype, l.ref_spans.data(), l.ref_spans.size(), &noise, k,
                                 {0, -1}),
                 EVOGRAD_OK);
       ASSERT_TRUE(l.same_outputs());
@@ -96,17 +96,17 @@ void expect_perturb_matches_cpu(evograd_noise noise) {
   }
 }
 
-template <typename T>
+template <typename F>
 void expect_combine_matches_cpu(evograd_noise noise) {
   const std::vector<double> w = {0.125, 0.5, 0.0625, 0.3125};
   for (const auto& c : kLayouts) {
     SCOPED_TRACE(c.name);
-    Layout<T> l(c.sizes, c.shift, c.separate);
+    Layout<F> l(c.sizes, c.shift, c.separate);
     for (int64_t population : {1, 2, 4}) {
       if (noise.antithetic && population % 2) continue;
-      cuda_replay::combine(dtype_of(T()), l.spans.data(), l.spans.size(), noise, w.data(),
+      cuda_replay::combine(F::dtype, l.spans.data(), l.spans.size(), noise, w.data(),
                            population);
-      ASSERT_EQ(evograd_combine(dtype_of(T()), l.ref_spans.data(), l.ref_spans.size(), &noise,
+      ASSERT_EQ(evograd_combine(F::dtype, l.ref_spans.data(), l.ref_spans.size(), &noise,
                                 w.data(), population, {0, -1}),
                 EVOGRAD_OK);
       ASSERT_TRUE(l.same_outputs());
@@ -117,23 +117,23 @@ void expect_combine_matches_cpu(evograd_noise noise) {
 // c_k = sum_i g_i * eps_k[i] in float64 from evograd_noise_values, with the
 // bound on rounding: each product and the two summations lose at most
 // ~n ulps of sum |g_i eps_k[i]| (plus float32 rounding of eps for float32).
-template <typename T>
+template <typename F>
 void expect_project_matches_reference(evograd_noise noise) {
   for (const auto& c : kLayouts) {
     SCOPED_TRACE(c.name);
-    Layout<T> l(c.sizes, c.shift, c.separate);
+    Layout<F> l(c.sizes, c.shift, c.separate);
     const int64_t population = noise.antithetic ? 6 : 7;  // past one chunk of four
     std::vector<double> got(population);
-    cuda_replay::project(dtype_of(T()), l.spans.data(), l.spans.size(), noise, population,
+    cuda_replay::project(F::dtype, l.spans.data(), l.spans.size(), noise, population,
                          got.data());
     std::vector<double> z(l.total);
     for (int64_t k = 0; k < population; ++k) {
       ASSERT_EQ(evograd_noise_values(&noise, k, 0, l.total, z.data()), EVOGRAD_OK);
       double want = 0.0, scale = 0.0;
       for (int64_t i = 0; i < l.total; ++i) {
-        const double eps = (double)(T)(noise.sigma * z[i]);
-        want += (double)l.source(i) * eps;
-        scale += std::fabs((double)l.source(i) * eps);
+        const double eps = F::noise(noise.sigma * z[i]);
+        want += l.source(i) * eps;
+        scale += std::fabs(l.source(i) * eps);
       }
       EXPECT_NEAR(got[k], want, 4.0 * l.total * 1.2e-16 * scale + 1e-300) << "k=" << k;
     }
@@ -145,8 +145,10 @@ TEST(CudaReplay, PerturbEqualsCpuBitForBit) {
     for (int anti : {0, 1}) {
       SCOPED_TRACE(std::to_string(kind) + "/" + std::to_string(anti));
       const evograd_noise noise{77, 0.03, (evograd_noise_kind)kind, anti};
-      expect_perturb_matches_cpu<float>(noise);
-      expect_perturb_matches_cpu<double>(noise);
+      expect_perturb_matches_cpu<F32>(noise);
+      expect_perturb_matches_cpu<F64>(noise);
+      expect_perturb_matches_cpu<F16>(noise);
+      expect_perturb_matches_cpu<BF16>(noise);
     }
 }
 
@@ -155,8 +157,10 @@ TEST(CudaReplay, CombineEqualsCpuBitForBit) {
     for (int anti : {0, 1}) {
       SCOPED_TRACE(std::to_string(kind) + "/" + std::to_string(anti));
       const evograd_noise noise{5, 0.2, (evograd_noise_kind)kind, anti};
-      expect_combine_matches_cpu<float>(noise);
-      expect_combine_matches_cpu<double>(noise);
+      expect_combine_matches_cpu<F32>(noise);
+      expect_combine_matches_cpu<F64>(noise);
+      expect_combine_matches_cpu<F16>(noise);
+      expect_combine_matches_cpu<BF16>(noise);
     }
 }
 
@@ -165,8 +169,10 @@ TEST(CudaReplay, ProjectEqualsFloat64Reference) {
     for (int anti : {0, 1}) {
       SCOPED_TRACE(std::to_string(kind) + "/" + std::to_string(anti));
       const evograd_noise noise{11, 0.5, (evograd_noise_kind)kind, anti};
-      expect_project_matches_reference<float>(noise);
-      expect_project_matches_reference<double>(noise);
+      expect_project_matches_reference<F32>(noise);
+      expect_project_matches_reference<F64>(noise);
+      expect_project_matches_reference<F16>(noise);
+      expect_project_matches_reference<BF16>(noise);
     }
 }
 
@@ -180,8 +186,13 @@ TEST(CudaReplay, VectorPathTakesWholeAlignedQuadsOnly) {
   const evograd_span shifted[] = {{d, d + 1, 8}};  // dst off alignment, src on it
   EXPECT_EQ(cuda_replay::vector_quads(EVOGRAD_FLOAT64, shifted, 1, true), 0);
   EXPECT_EQ(cuda_replay::vector_quads(EVOGRAD_FLOAT64, shifted, 1, false), 2);
-  Layout<float> big({70001}, 0, false);
+  Layout<F32> big({70001}, 0, false);
   EXPECT_EQ(cuda_replay::vector_quads(EVOGRAD_FLOAT32, big.spans.data(), 1, true), 70000 / 4);
+  alignas(16) uint16_t h[12] = {};  // 16-bit: four elements need 8-byte alignment
+  const evograd_span half_spans[] = {{h, h, 4}, {h + 6, h + 6, 4}};  // 2nd at 12 bytes
+  EXPECT_EQ(cuda_replay::vector_quads(EVOGRAD_FLOAT16, half_spans, 2, true), 1);
+  const evograd_span half_shifted[] = {{h + 4, h + 4, 8}};  // 8 bytes: aligned enough
+  EXPECT_EQ(cuda_replay::vector_quads(EVOGRAD_BFLOAT16, half_shifted, 1, true), 2);
 }
 
 }  // namespace

@@ -15,9 +15,6 @@ namespace {
 void check_cuda_list(const char* op, const char* what, at::TensorList list) {
   check_float_list(op, what, list);
   TORCH_CHECK_VALUE(list[0].is_cuda(), "evograd.", op, ": ", what, " must be CUDA tensors");
-  const auto st = list[0].scalar_type();
-  TORCH_CHECK_TYPE(st == at::kFloat || st == at::kDouble, "evograd.", op, ": ", st,
-                   " on CUDA is not supported yet; use float32 or float64");
 }
 
 at::Tensor workspace(const at::Tensor& like, size_t n_spans, int64_t total, int64_t population) {
