@@ -1,9 +1,13 @@
 // CUDA twins of the C kernels. One launch covers a whole parameter list
-// (multi-tensor apply, as apex does): a device table of spans with the global
-// index where each starts, and a grid-stride loop over quads of global
-// indices, one thread per quad and one Philox call each, as on the CPU. What
-// a thread does with its quad is in quad_work.cuh, shared with the host
-// replay that tests these launches without a GPU.
+// (multi-tensor apply, as apex does): a table of spans with the global index
+// where each starts, and a grid-stride loop over quads of global indices,
+// one thread per quad. What a thread does with its quad is in quad_work.cuh,
+// shared with the host replay that tests these launches without a GPU.
+//
+// The table and the weights ride in the kernel's parameters when they fit
+// (up to kInlineSpans tensors and kInlineWeights candidates): no copy, and
+// no wait on the stream, which a copy from pageable host memory may impose.
+// Longer lists are copied into the caller's workspace.
 #include <cuda_runtime.h>
 
 #include "evograd/evograd.h"
@@ -24,24 +28,48 @@ static_assert(EVOGRAD_PROJECT_BLOCK == 16 * kThreads, "project: four quads per t
 
 size_t align_up(size_t n) { return (n + 255) / 256 * 256; }
 
-template <typename T>
-__global__ void perturb_kernel(const DeviceSpan* spans, int n_spans, int64_t total,
-                               evograd_noise_stream s) {
-  const QuadNoise<T> noise(s);
-  const int64_t quads = (total + 3) / 4;
-  for (int64_t q = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; q < quads;
-       q += (int64_t)gridDim.x * blockDim.x)
-    evograd_cuda::perturb_quad<T>(spans, n_spans, total, noise, (uint64_t)q);
+constexpr int kInlineSpans = 96;
+constexpr int kInlineWeights = 64;
+
+struct LaunchArgs {
+  DeviceSpan spans[kInlineSpans];
+  double weights[kInlineWeights];
+  const DeviceSpan* span_table;  // in the workspace; null: `spans` above
+  const double* weight_table;    // in the workspace; null: `weights` above
+  int n_spans;
+};
+static_assert(sizeof(LaunchArgs) + 128 <= 4096, "kernel parameters are limited to 4 KiB");
+
+// __grid_constant__: read in place from parameter space, never copied per
+// thread, so its arrays can be indexed through a pointer.
+__device__ __forceinline__ const DeviceSpan* spans_of(const LaunchArgs& a) {
+  return a.span_table ? a.span_table : a.spans;
+}
+__device__ __forceinline__ const double* weights_of(const LaunchArgs& a) {
+  return a.weight_table ? a.weight_table : a.weights;
 }
 
 template <typename T>
-__global__ void combine_kernel(const DeviceSpan* spans, int n_spans, int64_t total,
-                               const double* weights, int64_t population, uint64_t seed,
-                               double sigma, int gauss, int antithetic) {
+__global__ void perturb_kernel(const __grid_constant__ LaunchArgs a, int64_t total,
+                               evograd_noise_stream s) {
+  const QuadNoise<T> noise(s);
+  const DeviceSpan* spans = spans_of(a);
   const int64_t quads = (total + 3) / 4;
   for (int64_t q = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; q < quads;
        q += (int64_t)gridDim.x * blockDim.x)
-    evograd_cuda::combine_quad<T>(spans, n_spans, total, weights, population, seed, sigma,
+    evograd_cuda::perturb_quad<T>(spans, a.n_spans, total, noise, (uint64_t)q);
+}
+
+template <typename T>
+__global__ void combine_kernel(const __grid_constant__ LaunchArgs a, int64_t total,
+                               int64_t population, uint64_t seed, double sigma, int gauss,
+                               int antithetic) {
+  const DeviceSpan* spans = spans_of(a);
+  const double* weights = weights_of(a);
+  const int64_t quads = (total + 3) / 4;
+  for (int64_t q = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; q < quads;
+       q += (int64_t)gridDim.x * blockDim.x)
+    evograd_cuda::combine_quad<T>(spans, a.n_spans, total, weights, population, seed, sigma,
                                   gauss, antithetic, (uint64_t)q);
 }
 
@@ -50,10 +78,12 @@ __global__ void combine_kernel(const DeviceSpan* spans, int n_spans, int64_t tot
 // order, then a fixed shared-memory tree (strides 128, 64, ..., 1) adds the
 // threads' partials. No atomics: the same bits on every run.
 template <typename T>
-__global__ void project_blocks_kernel(const DeviceSpan* spans, int n_spans, int64_t total,
+__global__ void project_blocks_kernel(const __grid_constant__ LaunchArgs a, int64_t total,
                                       int64_t population, uint64_t seed, double sigma,
                                       int gauss, int antithetic, double* block_sums) {
   __shared__ double partial[kProjectChunk][kThreads];
+  const DeviceSpan* spans = spans_of(a);
+  const int n_spans = a.n_spans;
   const int64_t begin = (int64_t)blockIdx.x * EVOGRAD_PROJECT_BLOCK;
   const int64_t end = begin + EVOGRAD_PROJECT_BLOCK < total ? begin + EVOGRAD_PROJECT_BLOCK : total;
   const int t = threadIdx.x;
@@ -95,38 +125,54 @@ evograd_status device_ready() {
   return EVOGRAD_OK;
 }
 
-// Copies the span table (and optionally K doubles) into the workspace.
-evograd_status upload(const evograd_span* spans, size_t n_spans, const double* extra,
-                      int64_t n_extra, void* workspace, size_t workspace_bytes,
-                      cudaStream_t stream, DeviceSpan** d_spans, double** d_extra,
-                      double** d_rest, size_t rest_doubles) {
+// Fills the launch's table and weights (`weights` may be null), inline or
+// in the workspace, laid out as evograd_cuda_workspace_bytes() counts it:
+// [span table][weights][rest_doubles doubles, returned in *rest].
+evograd_status prepare(const evograd_span* spans, size_t n_spans, const double* weights,
+                       int64_t population, size_t rest_doubles, void* workspace,
+                       size_t workspace_bytes, cudaStream_t stream, LaunchArgs* a,
+                       double** rest) {
   const size_t table = align_up(n_spans * sizeof(DeviceSpan));
-  const size_t extra_bytes = align_up((size_t)n_extra * sizeof(double));
+  const size_t weight_bytes = align_up((size_t)population * sizeof(double));
   if (workspace == nullptr) return EVOGRAD_ERR_NULL_POINTER;
-  if (workspace_bytes < table + extra_bytes + rest_doubles * sizeof(double))
+  if (workspace_bytes < table + weight_bytes + rest_doubles * sizeof(double))
     return EVOGRAD_ERR_INVALID_COUNT;
-  // Host staging: small, lives until the copies below have been issued.
-  DeviceSpan local[64];
   char* base = static_cast<char*>(workspace);
+  a->n_spans = (int)n_spans;
+  a->span_table = nullptr;
+  a->weight_table = nullptr;
   int64_t start = 0;
-  for (size_t i0 = 0; i0 < n_spans; i0 += 64) {
-    const size_t n = n_spans - i0 < 64 ? n_spans - i0 : 64;
-    for (size_t i = 0; i < n; ++i) {
-      local[i] = {spans[i0 + i].src, spans[i0 + i].dst, start, spans[i0 + i].numel};
-      start += spans[i0 + i].numel;
+  if (n_spans <= (size_t)kInlineSpans) {
+    for (size_t i = 0; i < n_spans; ++i) {
+      a->spans[i] = {spans[i].src, spans[i].dst, start, spans[i].numel};
+      start += spans[i].numel;
     }
-    // Pageable source: the driver stages it before returning, so reusing
-    // `local` for the next chunk is safe.
-    if (cudaMemcpyAsync(base + i0 * sizeof(DeviceSpan), local, n * sizeof(DeviceSpan),
-                        cudaMemcpyHostToDevice, stream) != cudaSuccess)
-      return EVOGRAD_ERR_DEVICE;
+  } else {
+    // Staged through `a->spans` in chunks. The source is pageable, so the
+    // driver has copied it out before cudaMemcpyAsync returns.
+    for (size_t i0 = 0; i0 < n_spans; i0 += kInlineSpans) {
+      const size_t n = n_spans - i0 < (size_t)kInlineSpans ? n_spans - i0 : kInlineSpans;
+      for (size_t i = 0; i < n; ++i) {
+        a->spans[i] = {spans[i0 + i].src, spans[i0 + i].dst, start, spans[i0 + i].numel};
+        start += spans[i0 + i].numel;
+      }
+      if (cudaMemcpyAsync(base + i0 * sizeof(DeviceSpan), a->spans, n * sizeof(DeviceSpan),
+                          cudaMemcpyHostToDevice, stream) != cudaSuccess)
+        return EVOGRAD_ERR_DEVICE;
+    }
+    a->span_table = reinterpret_cast<const DeviceSpan*>(base);
   }
-  *d_spans = reinterpret_cast<DeviceSpan*>(base);
-  *d_extra = reinterpret_cast<double*>(base + table);
-  if (n_extra > 0 && cudaMemcpyAsync(*d_extra, extra, (size_t)n_extra * sizeof(double),
-                                     cudaMemcpyHostToDevice, stream) != cudaSuccess)
-    return EVOGRAD_ERR_DEVICE;
-  *d_rest = reinterpret_cast<double*>(base + table + extra_bytes);
+  if (weights != nullptr) {
+    if (population <= kInlineWeights) {
+      for (int64_t k = 0; k < population; ++k) a->weights[k] = weights[k];
+    } else {
+      if (cudaMemcpyAsync(base + table, weights, (size_t)population * sizeof(double),
+                          cudaMemcpyHostToDevice, stream) != cudaSuccess)
+        return EVOGRAD_ERR_DEVICE;
+      a->weight_table = reinterpret_cast<const double*>(base + table);
+    }
+  }
+  *rest = reinterpret_cast<double*>(base + table + weight_bytes);
   return EVOGRAD_OK;
 }
 
@@ -167,16 +213,16 @@ evograd_status evograd_cuda_perturb(evograd_dtype dtype, const evograd_span* spa
   if ((st = device_ready()) != EVOGRAD_OK) return st;
   if (total == 0) return EVOGRAD_OK;
   auto s = static_cast<cudaStream_t>(stream);
-  DeviceSpan* d_spans;
-  double *unused, *rest;
-  if ((st = upload(spans, n_spans, nullptr, 0, workspace, workspace_bytes, s, &d_spans,
-                   &unused, &rest, 0)) != EVOGRAD_OK)
+  LaunchArgs a;
+  double* rest;
+  if ((st = prepare(spans, n_spans, nullptr, 0, 0, workspace, workspace_bytes, s, &a, &rest)) !=
+      EVOGRAD_OK)
     return st;
   const auto ns = evograd_make_stream(noise->seed, noise->sigma,
                                       noise->kind == EVOGRAD_NOISE_GAUSS, noise->antithetic, k);
   const int grid = grid_for((total + 3) / 4);
   evograd_cuda::with_storage_type(dtype, [&](auto tag) {
-    perturb_kernel<decltype(tag)><<<grid, kThreads, 0, s>>>(d_spans, (int)n_spans, total, ns);
+    perturb_kernel<decltype(tag)><<<grid, kThreads, 0, s>>>(a, total, ns);
   });
   return cudaGetLastError() == cudaSuccess ? EVOGRAD_OK : EVOGRAD_ERR_DEVICE;
 }
@@ -195,17 +241,16 @@ evograd_status evograd_cuda_combine(evograd_dtype dtype, const evograd_span* spa
   if ((st = device_ready()) != EVOGRAD_OK) return st;
   if (total == 0) return EVOGRAD_OK;
   auto s = static_cast<cudaStream_t>(stream);
-  DeviceSpan* d_spans;
-  double *d_weights, *rest;
-  if ((st = upload(spans, n_spans, weights, population, workspace, workspace_bytes, s, &d_spans,
-                   &d_weights, &rest, 0)) != EVOGRAD_OK)
+  LaunchArgs a;
+  double* rest;
+  if ((st = prepare(spans, n_spans, weights, population, 0, workspace, workspace_bytes, s, &a,
+                    &rest)) != EVOGRAD_OK)
     return st;
   const int gauss = noise->kind == EVOGRAD_NOISE_GAUSS;
   const int grid = grid_for((total + 3) / 4);
   evograd_cuda::with_storage_type(dtype, [&](auto tag) {
     combine_kernel<decltype(tag)><<<grid, kThreads, 0, s>>>(
-        d_spans, (int)n_spans, total, d_weights, population, noise->seed, noise->sigma, gauss,
-        noise->antithetic);
+        a, total, population, noise->seed, noise->sigma, gauss, noise->antithetic);
   });
   return cudaGetLastError() == cudaSuccess ? EVOGRAD_OK : EVOGRAD_ERR_DEVICE;
 }
@@ -223,17 +268,16 @@ evograd_status evograd_cuda_project(evograd_dtype dtype, const evograd_span* spa
   if ((st = device_ready()) != EVOGRAD_OK) return st;
   auto s = static_cast<cudaStream_t>(stream);
   const int64_t nblocks = (total + EVOGRAD_PROJECT_BLOCK - 1) / EVOGRAD_PROJECT_BLOCK;
-  DeviceSpan* d_spans;
-  double *unused, *d_sums;
-  if ((st = upload(spans, n_spans, nullptr, population, workspace, workspace_bytes, s, &d_spans,
-                   &unused, &d_sums, (size_t)(nblocks * population))) != EVOGRAD_OK)
+  LaunchArgs a;
+  double* d_sums;
+  if ((st = prepare(spans, n_spans, nullptr, population, (size_t)(nblocks * population),
+                    workspace, workspace_bytes, s, &a, &d_sums)) != EVOGRAD_OK)
     return st;
   const int gauss = noise->kind == EVOGRAD_NOISE_GAUSS;
   if (nblocks > 0) {
     evograd_cuda::with_storage_type(dtype, [&](auto tag) {
       project_blocks_kernel<decltype(tag)><<<(unsigned)nblocks, kThreads, 0, s>>>(
-          d_spans, (int)n_spans, total, population, noise->seed, noise->sigma, gauss,
-          noise->antithetic, d_sums);
+          a, total, population, noise->seed, noise->sigma, gauss, noise->antithetic, d_sums);
     });
   }
   project_finish_kernel<<<grid_for(population), kThreads, 0, s>>>(d_sums, nblocks, population,

@@ -88,7 +88,9 @@ template <> struct Elem<BFloat16> : Elem16<7, 8, BFloat16> {};
 // Four elements in one access: 8 bytes (16-bit types), 16 (float4), or two
 // 16-byte halves (double2). It needs that many bytes of alignment, up to 16.
 template <typename S>
-constexpr uintptr_t vector_alignment() { return 4 * sizeof(S) < 16 ? 4 * sizeof(S) : 16; }
+EVOGRAD_CUDA_HD constexpr uintptr_t vector_alignment() {
+  return 4 * sizeof(S) < 16 ? 4 * sizeof(S) : 16;
+}
 
 template <typename S>
 EVOGRAD_CUDA_HD bool vector_aligned(const S* p) {

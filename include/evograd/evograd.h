@@ -140,12 +140,15 @@ evograd_status evograd_loss_cotangent(const double *losses,
 
 /* ---- CUDA twins (csrc/cuda), present when built with nvcc ----------------
  * Spans hold device pointers; the span array itself, weights and losses are
- * host memory. Each call is one launch over the whole list (two for project)
- * on `stream` (a cudaStream_t; NULL is the legacy default stream), after the
- * span table is copied into `workspace`, a device buffer of at least
- * evograd_cuda_workspace_bytes() bytes that must stay untouched until the
- * stream has run the kernels. Without a usable device the calls return
- * EVOGRAD_ERR_NO_DEVICE; argument errors are reported before any launch. */
+ * host memory. All four dtypes, with the CPU kernels' arithmetic. Each call
+ * is one launch over the whole list (two for project) on `stream` (a
+ * cudaStream_t; NULL is the legacy default stream). Lists of up to 96
+ * tensors and up to 64 weights travel in the launch's parameters; longer
+ * ones are first copied into `workspace`, which project also uses for its
+ * block sums: a device buffer of at least evograd_cuda_workspace_bytes()
+ * bytes that must stay untouched until the stream has run the kernels.
+ * Without a usable device the calls return EVOGRAD_ERR_NO_DEVICE; argument
+ * errors are reported before any launch. */
 size_t evograd_cuda_workspace_bytes(size_t n_spans, int64_t total, int64_t population);
 evograd_status evograd_cuda_device_count(int *count);
 evograd_status evograd_cuda_perturb(evograd_dtype dtype, const evograd_span *spans,

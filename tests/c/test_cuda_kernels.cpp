@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cuda_replay.h"
@@ -59,13 +60,13 @@ TEST(CudaKernels, NoDeviceIsACleanStatus) {
 template <typename F>
 struct DeviceList {
   using T = typename F::S;
-  std::vector<int64_t> sizes = {5, 0, 70000, 3, 4099, 1, 262147};
+  std::vector<int64_t> sizes;
   int64_t n = 0;
   std::vector<T> host_src, host_dst;
   T *d_src = nullptr, *d_dst = nullptr;
   std::vector<evograd_span> dspans, hspans;
 
-  DeviceList() {
+  explicit DeviceList(std::vector<int64_t> sizes_) : sizes(std::move(sizes_)) {
     for (auto s : sizes) n += s;
     host_src.resize(n);
     host_dst.assign(n, F::enc(0.0));
@@ -109,12 +110,17 @@ void expect_same(const std::vector<typename F::S>& got, const std::vector<typena
     ASSERT_NEAR(F::dec(got[i]), F::dec(want[i]), 8 * ulp * (1.0 + std::fabs(F::dec(want[i])))) << i;
 }
 
+const std::vector<int64_t> kFewTensors = {5, 0, 70000, 3, 4099, 1, 262147};
+
+// Up to 96 tensors and 64 candidates travel in the kernel's parameters; more
+// go through the workspace. K = 6: project has one chunk of four and a part.
 template <typename F>
-void expect_device_equals_replay(evograd_noise noise) {
+void expect_device_equals_replay(evograd_noise noise, const std::vector<int64_t>& sizes = kFewTensors,
+                                 int64_t K = 6) {
   const evograd_dtype dtype = F::dtype;
-  DeviceList<F> list;
-  const int64_t K = 6;  // project: one chunk of four and a partial one
-  const double w[K] = {0.2, 0.1, 0.05, 0.3, 0.25, 0.1};
+  DeviceList<F> list(sizes);
+  std::vector<double> w(K);
+  for (int64_t k = 0; k < K; ++k) w[k] = (k % 5 + 1.0) / (3.0 * K);
   const bool exact = noise.kind == EVOGRAD_NOISE_SIGN;
   const size_t bytes = evograd_cuda_workspace_bytes(list.dspans.size(), list.n, K);
   void* ws;
@@ -128,16 +134,17 @@ void expect_device_equals_replay(evograd_noise noise) {
   cuda_replay::perturb(dtype, list.hspans.data(), ns, noise, 3);
   expect_same<F>(list.result(), list.host_dst, exact);
 
-  ASSERT_EQ(evograd_cuda_combine(dtype, ds, ns, &noise, w, K, ws, bytes, nullptr), EVOGRAD_OK);
-  cuda_replay::combine(dtype, list.hspans.data(), ns, noise, w, K);
+  ASSERT_EQ(evograd_cuda_combine(dtype, ds, ns, &noise, w.data(), K, ws, bytes, nullptr),
+            EVOGRAD_OK);
+  cuda_replay::combine(dtype, list.hspans.data(), ns, noise, w.data(), K);
   expect_same<F>(list.result(), list.host_dst, exact);
 
-  double dev[K], again[K], replay[K];
+  std::vector<double> dev(K), again(K), replay(K);
   ASSERT_EQ(evograd_cuda_project(dtype, ds, ns, &noise, K, d_out, ws, bytes, nullptr), EVOGRAD_OK);
-  cudaMemcpy(dev, d_out, sizeof dev, cudaMemcpyDeviceToHost);
+  cudaMemcpy(dev.data(), d_out, K * sizeof(double), cudaMemcpyDeviceToHost);
   ASSERT_EQ(evograd_cuda_project(dtype, ds, ns, &noise, K, d_out, ws, bytes, nullptr), EVOGRAD_OK);
-  cudaMemcpy(again, d_out, sizeof again, cudaMemcpyDeviceToHost);
-  cuda_replay::project(dtype, list.hspans.data(), ns, noise, K, replay);
+  cudaMemcpy(again.data(), d_out, K * sizeof(double), cudaMemcpyDeviceToHost);
+  cuda_replay::project(dtype, list.hspans.data(), ns, noise, K, replay.data());
   for (int k = 0; k < K; ++k) {
     EXPECT_EQ(dev[k], again[k]);  // run to run: the same bits
     if (exact) EXPECT_EQ(dev[k], replay[k]);  // same products, same order
@@ -159,6 +166,15 @@ TEST(CudaKernels, DeviceEqualsHostReplay) {
       expect_device_equals_replay<F16>(noise);
       expect_device_equals_replay<BF16>(noise);
     }
+}
+
+TEST(CudaKernels, LongListsAndPopulationsGoThroughTheWorkspace) {
+  if (devices() == 0) GTEST_SKIP() << "no CUDA device on this machine";
+  std::vector<int64_t> sizes;
+  for (int i = 0; i < 230; ++i) sizes.push_back(i % 9 == 0 ? 0 : 37 * (i % 13) + i % 4);
+  const evograd_noise noise{31, 0.05, EVOGRAD_NOISE_SIGN, 0};
+  expect_device_equals_replay<F32>(noise, sizes, 70);
+  expect_device_equals_replay<F16>(noise, sizes, 3);
 }
 
 }  // namespace

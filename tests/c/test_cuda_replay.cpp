@@ -118,11 +118,12 @@ void expect_combine_matches_cpu(evograd_noise noise) {
 // bound on rounding: each product and the two summations lose at most
 // ~n ulps of sum |g_i eps_k[i]| (plus float32 rounding of eps for float32).
 template <typename F>
-void expect_project_matches_reference(evograd_noise noise) {
-  for (const auto& c : kLayouts) {
+void expect_project_matches_reference(evograd_noise noise, int64_t population = 0,
+                                      const std::vector<Case>& layouts = kLayouts) {
+  if (population == 0) population = noise.antithetic ? 6 : 7;  // past one chunk of four
+  for (const auto& c : layouts) {
     SCOPED_TRACE(c.name);
     Layout<F> l(c.sizes, c.shift, c.separate);
-    const int64_t population = noise.antithetic ? 6 : 7;  // past one chunk of four
     std::vector<double> got(population);
     cuda_replay::project(F::dtype, l.spans.data(), l.spans.size(), noise, population,
                          got.data());
@@ -174,6 +175,12 @@ TEST(CudaReplay, ProjectEqualsFloat64Reference) {
       expect_project_matches_reference<F16>(noise);
       expect_project_matches_reference<BF16>(noise);
     }
+}
+
+TEST(CudaReplay, ProjectOverManyCandidateChunks) {
+  const evograd_noise noise{8, 0.1, EVOGRAD_NOISE_SIGN, 1};
+  expect_project_matches_reference<F32>(noise, 70, {kLayouts[1]});
+  expect_project_matches_reference<BF16>(noise, 70, {kLayouts[1]});
 }
 
 // Quads: 0..3 (span 0, aligned), 4..7 (span 1 at 0, aligned), 8..11 (spans 1

@@ -1,5 +1,5 @@
 // CUDA kernels of the list ops: one launch over the whole list on torch's
-// current stream, under a device guard. The span table and project's block
+// current stream, under a device guard. Long span tables and project's block
 // sums live in a workspace from torch's caching allocator, which keeps it
 // alive for the stream's later work even after the tensor is released here.
 #include <ATen/cuda/CUDAContext.h>
