@@ -41,6 +41,7 @@ def test_gauss_noise_and_projections_agree(dtype):
     c_cpu = evograd.project(cpu, 3, 5, 0.5, "gauss")
     c_gpu = evograd.project(gpu, 3, 5, 0.5, "gauss")
     assert torch.equal(c_gpu, evograd.project(gpu, 3, 5, 0.5, "gauss"))  # run to run
+    assert c_gpu.dtype == c_cpu.dtype and c_gpu.device.type == "cuda"
     mag = sum((t.double().abs() * 0.5 * 7).sum() for t in cpu)  # |z| < 6.7
     # float64 sums in another order, returned as float64 (float64 lists) or
     # float32 (the others): the result's own rounding dominates.

@@ -184,6 +184,10 @@ int64_t total_numel(at::TensorList list) {
   return n;
 }
 
+at::ScalarType projection_dtype(at::ScalarType grads) {
+  return grads == at::kHalf || grads == at::kBFloat16 ? at::kFloat : grads;
+}
+
 evograd_noise checked_perturb_args(const char* op, at::TensorList params, at::TensorList out,
                                    int64_t seed, int64_t k, double sigma,
                                    c10::string_view noise, bool antithetic) {

@@ -26,6 +26,10 @@ std::vector<double> host_vector(const char* op, const char* what,
                                 const at::Tensor& t, bool finite);
 evograd_dtype dtype_of(const at::Tensor& t);
 int64_t total_numel(at::TensorList list);
+
+// The dtype project returns for grads of dtype `grads`: their own, but
+// float32 for float16/bfloat16 (c_k feeds a difference of nearby values).
+at::ScalarType projection_dtype(at::ScalarType grads);
 // Raises a ValueError carrying the C status text when st is not OK.
 void check_status(const char* op, evograd_status st);
 

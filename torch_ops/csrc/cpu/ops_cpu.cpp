@@ -101,9 +101,7 @@ at::Tensor project_cpu(at::TensorList grads, int64_t seed, int64_t population, d
   auto result = at::empty({population}, at::dtype(at::kDouble));
   check_status(op, evograd_project_finish(sums.data(), nblocks, population,
                                           result.data_ptr<double>()));
-  // Half-precision grads get float32 projections: c_k feeds a difference.
-  const auto st = grads[0].scalar_type();
-  return result.to(st == at::kHalf || st == at::kBFloat16 ? at::kFloat : st);
+  return result.to(projection_dtype(grads[0].scalar_type()));
 }
 
 }  // namespace

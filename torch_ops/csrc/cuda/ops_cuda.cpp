@@ -96,7 +96,7 @@ at::Tensor project_cuda(at::TensorList grads, int64_t seed, int64_t population, 
   check_status(op, evograd_cuda_project(dtype_of(grads[0]), spans.data(), spans.size(), &noise,
                                         population, result.data_ptr<double>(), ws.data_ptr(),
                                         ws.numel(), at::cuda::getCurrentCUDAStream().stream()));
-  return result.to(grads[0].scalar_type());
+  return result.to(projection_dtype(grads[0].scalar_type()));
 }
 
 }  // namespace
