@@ -4,7 +4,10 @@
 #ifndef EVOGRAD_TESTS_STORAGE_FORMATS_H
 #define EVOGRAD_TESTS_STORAGE_FORMATS_H
 
+#include <gtest/gtest.h>
+
 #include <cstdint>
+#include <string>
 
 extern "C" {
 #include "evograd/evograd.h"
@@ -35,5 +38,20 @@ struct Bits16 {
 };
 using F16 = Bits16<10, 5, EVOGRAD_FLOAT16>;
 using BF16 = Bits16<7, 8, EVOGRAD_BFLOAT16>;
+
+// Calls f(noise, Format{}) for sign and Gaussian noise, plain and antithetic,
+// and each of the four formats.
+template <typename Fn>
+void for_each_noise_and_format(uint64_t seed, double sigma, Fn&& f) {
+  for (int kind : {EVOGRAD_NOISE_SIGN, EVOGRAD_NOISE_GAUSS})
+    for (int anti : {0, 1}) {
+      SCOPED_TRACE("noise kind " + std::to_string(kind) + ", antithetic " + std::to_string(anti));
+      const evograd_noise noise{seed, sigma, (evograd_noise_kind)kind, anti};
+      f(noise, F32{});
+      f(noise, F64{});
+      f(noise, F16{});
+      f(noise, BF16{});
+    }
+}
 
 #endif

@@ -157,15 +157,9 @@ void expect_device_equals_replay(evograd_noise noise, const std::vector<int64_t>
 
 TEST(CudaKernels, DeviceEqualsHostReplay) {
   if (devices() == 0) GTEST_SKIP() << "no CUDA device on this machine";
-  for (int kind : {EVOGRAD_NOISE_SIGN, EVOGRAD_NOISE_GAUSS})
-    for (int anti : {0, 1}) {
-      SCOPED_TRACE(std::to_string(kind) + "/" + std::to_string(anti));
-      const evograd_noise noise{2024, 0.01, (evograd_noise_kind)kind, anti};
-      expect_device_equals_replay<F32>(noise);
-      expect_device_equals_replay<F64>(noise);
-      expect_device_equals_replay<F16>(noise);
-      expect_device_equals_replay<BF16>(noise);
-    }
+  for_each_noise_and_format(2024, 0.01, [](const evograd_noise& noise, auto format) {
+    expect_device_equals_replay<decltype(format)>(noise);
+  });
 }
 
 TEST(CudaKernels, LongListsAndPopulationsGoThroughTheWorkspace) {

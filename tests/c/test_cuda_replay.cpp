@@ -7,7 +7,6 @@
 
 #include <cmath>
 #include <cstring>
-#include <string>
 #include <vector>
 
 #include "cuda_replay.h"
@@ -142,39 +141,21 @@ void expect_project_matches_reference(evograd_noise noise, int64_t population = 
 }
 
 TEST(CudaReplay, PerturbEqualsCpuBitForBit) {
-  for (int kind : {EVOGRAD_NOISE_SIGN, EVOGRAD_NOISE_GAUSS})
-    for (int anti : {0, 1}) {
-      SCOPED_TRACE(std::to_string(kind) + "/" + std::to_string(anti));
-      const evograd_noise noise{77, 0.03, (evograd_noise_kind)kind, anti};
-      expect_perturb_matches_cpu<F32>(noise);
-      expect_perturb_matches_cpu<F64>(noise);
-      expect_perturb_matches_cpu<F16>(noise);
-      expect_perturb_matches_cpu<BF16>(noise);
-    }
+  for_each_noise_and_format(77, 0.03, [](const evograd_noise& noise, auto format) {
+    expect_perturb_matches_cpu<decltype(format)>(noise);
+  });
 }
 
 TEST(CudaReplay, CombineEqualsCpuBitForBit) {
-  for (int kind : {EVOGRAD_NOISE_SIGN, EVOGRAD_NOISE_GAUSS})
-    for (int anti : {0, 1}) {
-      SCOPED_TRACE(std::to_string(kind) + "/" + std::to_string(anti));
-      const evograd_noise noise{5, 0.2, (evograd_noise_kind)kind, anti};
-      expect_combine_matches_cpu<F32>(noise);
-      expect_combine_matches_cpu<F64>(noise);
-      expect_combine_matches_cpu<F16>(noise);
-      expect_combine_matches_cpu<BF16>(noise);
-    }
+  for_each_noise_and_format(5, 0.2, [](const evograd_noise& noise, auto format) {
+    expect_combine_matches_cpu<decltype(format)>(noise);
+  });
 }
 
 TEST(CudaReplay, ProjectEqualsFloat64Reference) {
-  for (int kind : {EVOGRAD_NOISE_SIGN, EVOGRAD_NOISE_GAUSS})
-    for (int anti : {0, 1}) {
-      SCOPED_TRACE(std::to_string(kind) + "/" + std::to_string(anti));
-      const evograd_noise noise{11, 0.5, (evograd_noise_kind)kind, anti};
-      expect_project_matches_reference<F32>(noise);
-      expect_project_matches_reference<F64>(noise);
-      expect_project_matches_reference<F16>(noise);
-      expect_project_matches_reference<BF16>(noise);
-    }
+  for_each_noise_and_format(11, 0.5, [](const evograd_noise& noise, auto format) {
+    expect_project_matches_reference<decltype(format)>(noise);
+  });
 }
 
 TEST(CudaReplay, ProjectOverManyCandidateChunks) {
