@@ -6,7 +6,11 @@
 # third_party/googletest if present: `cp -r /usr/src/googletest third_party/`
 # on a Debian machine, then carry it), runs the C/C++ and Python suites
 # (CUDA tests included), the kernel bandwidth benchmark and the MWN, LFT and
-# MetaXL A/B benchmarks on CUDA. Logs and JSON go to OUT_DIR. ~8 minutes.
+# MetaXL A/B benchmarks on CUDA. Logs and JSON go to OUT_DIR, all of them
+# also to OUT_DIR.tar.gz, the tables to OUT_DIR/summary.txt and stdout. At
+# most BUDGET seconds (540 by default). With the device tool (carry
+# third_party/googletest):
+#   scripts/gpu_check.sh /tmp/gpu; cp /tmp/gpu.tar.gz /tmp/gpu/summary.txt $OUT/
 set -uo pipefail
 OUT=$(realpath -m "${1:?usage: scripts/gpu_check.sh OUT_DIR}")
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,11 +19,20 @@ BUILD=${BUILD:-$ROOT/build-gpu}
 mkdir -p "$OUT"
 cd "$ROOT"
 status=0
+# The device tool stops a command at 10 minutes: every step gets at most what
+# is left of BUDGET seconds, and a step with under 20 s left is skipped (and
+# said so), so that the logs of what ran always come back.
+BUDGET=${BUDGET:-540}
+START=$SECONDS
 step() { echo "== $1"; }
-run() {  # run NAME CMD...: log to OUT/NAME.log, remember failures
-  local name=$1; shift
+run() {  # run NAME SECONDS CMD...: log to OUT/NAME.log, remember failures
+  local name=$1 limit=$2; shift 2
+  local left=$((BUDGET - (SECONDS - START)))
   step "$name"
-  if "$@" >"$OUT/$name.log" 2>&1; then echo "   ok"; else echo "   FAILED (rc $?), tail:"; tail -25 "$OUT/$name.log"; status=1; fi
+  if [ "$left" -lt 20 ]; then echo "   SKIPPED: time budget spent"; status=1; return; fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  if timeout "$limit" "$@" >"$OUT/$name.log" 2>&1; then echo "   ok ($((SECONDS - START)) s)"
+  else echo "   FAILED (rc $?, $((SECONDS - START)) s), tail:"; tail -25 "$OUT/$name.log"; status=1; fi
 }
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || echo "no nvidia-smi"
@@ -36,23 +49,34 @@ echo "$GTEST_NOTE" | tee -a "$OUT/machine.txt"
 ARCH=$($PY -c 'import torch; p=torch.cuda.get_device_properties(0); print(f"{p.major}{p.minor}")' 2>/dev/null || echo 90)
 # Torch's libraries named outright: another libtorch on the system paths
 # (a Debian one, say) must not be picked up instead.
-run configure cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$PREFIX" \
+run configure 120 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$PREFIX" \
     -DTORCH_LIBRARY="$TORCH_LIB/libtorch.so" -Dc10_LIBRARY="$TORCH_LIB/libc10.so" \
     -DEVOGRAD_PYTHON="$(command -v $PY)" -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DEVOGRAD_SANITIZE=OFF
 grep -q "CUDA operators ON" "$OUT/configure.log" || { echo "   the CUDA operators are not built (see configure.log)"; status=1; }
-run build cmake --build "$BUILD" -j"$(nproc)"
+run build 300 cmake --build "$BUILD" -j"$(nproc)"
 export EVOGRAD_LIBRARY="$BUILD/libevograd_ops.so" PYTHONPATH="$ROOT/torch_ops" PYTHONUNBUFFERED=1
-run ctest bash -c "cd '$BUILD' && ctest --output-on-failure -E pytest"
-run pytest_cuda $PY -m pytest -q -rs -p no:cacheprovider tests/python/test_cuda.py tests/python/test_ops.py tests/python/test_step.py
+run ctest 120 bash -c "cd '$BUILD' && ctest --output-on-failure -E pytest"
+run pytest_cuda 180 $PY -m pytest -q -rs -p no:cacheprovider tests/python/test_cuda.py tests/python/test_ops.py tests/python/test_step.py
+# One file to bring back (the device tool returns few files) and the
+# measured tables on stdout (its output tail).
+finish() {
+  { cat "$OUT/machine.txt"
+    for f in "$OUT"/kernels/kernels.txt "$OUT"/kernels_gauss/kernels.txt "$OUT"/mwn_bench/*.txt \
+             "$OUT"/lft_bench/*.txt "$OUT"/metaxl_bench/*.txt; do
+      [ -f "$f" ] && { echo; echo "### $f"; cat "$f"; }
+    done; } > "$OUT/summary.txt"
+  tar -czf "$OUT.tar.gz" -C "$(dirname "$OUT")" "$(basename "$OUT")"
+  cat "$OUT/summary.txt"
+  echo "== done: status $status; logs in $OUT, all of it in $OUT.tar.gz"
+  exit $status
+}
 if [ "$GPU" != 1 ]; then
   echo "== no CUDA device visible to torch: benchmarks skipped (a rehearsal: build and tests only)"
-  echo "== done: status $status; logs in $OUT"
-  exit $status
+  finish
 fi
-run kernel_bench timeout 120 $PY examples/kernels/bench.py --device cuda --log2-sizes 20 22 24 26 --out "$OUT/kernels"
-run kernel_bench_gauss timeout 60 $PY examples/kernels/bench.py --device cuda --noise gauss --population 4 --log2-sizes 24 26 --out "$OUT/kernels_gauss"
-run mwn_bench timeout 200 $PY examples/mwn/bench.py --device cuda --repeats 5 --out "$OUT/mwn_bench"
-run lft_bench timeout 150 $PY examples/lft/bench.py --device cuda --fit-12gb --out "$OUT/lft_bench"
-run metaxl_bench timeout 90 $PY examples/metaxl/bench.py --device cuda --out "$OUT/metaxl_bench"
-echo "== done: status $status; logs in $OUT"
-exit $status
+run kernel_bench 90 $PY examples/kernels/bench.py --device cuda --log2-sizes 20 22 24 26 --out "$OUT/kernels"
+run kernel_bench_gauss 45 $PY examples/kernels/bench.py --device cuda --noise gauss --population 4 --log2-sizes 24 26 --out "$OUT/kernels_gauss"
+run mwn_bench 150 $PY examples/mwn/bench.py --device cuda --repeats 5 --out "$OUT/mwn_bench"
+run lft_bench 120 $PY examples/lft/bench.py --device cuda --fit-12gb --out "$OUT/lft_bench"
+run metaxl_bench 90 $PY examples/metaxl/bench.py --device cuda --out "$OUT/metaxl_bench"
+finish

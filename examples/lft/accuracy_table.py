@@ -7,6 +7,7 @@
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,15 @@ def main():
                      for k in ("1-shot", "5-shot")]
             name = m if len(args.seeds) == 1 else f"{m} (seed {r['seed']})"
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if len(args.seeds) > 1:  # then the spread between seeds, which dominates here
+        lines += ["", f"mean ± standard deviation over seeds {args.seeds}:", "",
+                  "| method | 1-shot | 5-shot |", "|---|---|---|"]
+        for m in args.methods:
+            cells = []
+            for k in ("1-shot", "5-shot"):
+                accs = [100 * r["by_shots"][k]["accuracy"] for r in runs if r["method"] == m]
+                cells.append(f"{statistics.mean(accs):.2f} ± {statistics.stdev(accs):.2f}")
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     (args.out / "accuracy.md").write_text(table + "\n")
     (args.out / "accuracy.json").write_text(json.dumps(runs, indent=1))
