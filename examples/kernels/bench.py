@@ -20,8 +20,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import torch  # noqa: E402
 
+from common import ab  # noqa: E402  (first: it makes evograd importable)
 import evograd  # noqa: E402
-from common import ab  # noqa: E402
 
 
 def timeit(fn, device, repeats, inner):
