@@ -49,4 +49,36 @@ static inline int fz_valid_dtype(evograd_dtype d) {
          d == EVOGRAD_BFLOAT16;
 }
 
+/* The noise term one element receives: eps_k[g] for perturb, the weighted
+ * sum for combine (`ctx` carries what it needs). */
+typedef double (*fz_term_fn)(int64_t g, const void *ctx);
+
+/* After an accepted perturb or combine over [b, e): each element in the range
+ * is stored(src before the call + term(g)), each other one is unchanged. */
+static inline void fz_check_written(evograd_dtype d, const fz_list *l, const fz_snapshot *snap,
+                                    int64_t b, int64_t e, fz_term_fn term, const void *ctx) {
+  int64_t g = 0;
+  for (size_t i = 0; i < l->n; ++i) {
+    for (int64_t j = 0; j < l->spans[i].numel; ++j, ++g) {
+      const double got = fz_load(d, l->spans[i].dst, j);
+      if (g >= b && g < e) {
+        const void *src0 = snap->copy[l->src_owned[i]];
+        FZ_REQUIRE(fz_same(got, fz_stored(d, fz_load(d, src0, j) + term(g, ctx))));
+      } else {
+        FZ_REQUIRE(fz_same(got, fz_load(d, snap->copy[l->dst_owned[i]], j)));
+      }
+    }
+  }
+}
+
+/* z of candidate k at g, read one element at a time through
+ * evograd_noise_values (the unit tests hold it to an independent Philox). */
+static inline double fz_z(const evograd_noise *noise, int64_t k, int64_t g) {
+  evograd_noise unit = *noise;
+  double z;
+  unit.sigma = 1.0;
+  FZ_REQUIRE(evograd_noise_values(&unit, k, g, 1, &z) == EVOGRAD_OK);
+  return z;
+}
+
 #endif

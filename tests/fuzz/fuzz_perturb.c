@@ -2,6 +2,17 @@
  * nothing written outside it, nothing at all on error. */
 #include "check.h"
 
+typedef struct {
+  evograd_dtype d;
+  const evograd_noise *noise;
+  int64_t k;
+} perturb_ctx;
+
+static double perturb_term(int64_t g, const void *p) {
+  const perturb_ctx *c = (const perturb_ctx *)p;
+  return fz_noise_round(c->d, c->noise->sigma * fz_z(c->noise, c->k, g));
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   fz_reader r = {data, size};
   const evograd_dtype d = (evograd_dtype)(fz_u8(&r) % 5);
@@ -20,24 +31,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   } else {
     FZ_REQUIRE(!l.bogus && !l.overlapping && fz_valid_dtype(d));
     const int64_t b = range.begin, e = (range.begin == 0 && range.end == -1) ? total : range.end;
-    evograd_noise unit = noise;
-    unit.sigma = 1.0;
-    int64_t g = 0;
-    for (size_t i = 0; i < l.n; ++i) {
-      for (int64_t j = 0; j < l.spans[i].numel; ++j, ++g) {
-        const double got = fz_load(d, l.spans[i].dst, j);
-        const void *src0 = snap.copy[l.src_owned[i]]; /* src before the call */
-        if (g >= b && g < e) {
-          double z;
-          FZ_REQUIRE(evograd_noise_values(&unit, k, g, 1, &z) == EVOGRAD_OK);
-          const double want = fz_stored(d, fz_load(d, src0, j) +
-                                               fz_noise_round(d, noise.sigma * z));
-          FZ_REQUIRE(fz_same(got, want));
-        } else {
-          FZ_REQUIRE(fz_same(got, fz_load(d, snap.copy[l.dst_owned[i]], j)));
-        }
-      }
-    }
+    const perturb_ctx ctx = {d, &noise, k};
+    fz_check_written(d, &l, &snap, b, e, perturb_term, &ctx);
   }
   fz_snap_free(&l, &snap);
   fz_list_free(&l);
