@@ -17,8 +17,7 @@
     while (j < seg->count) {                                                    \
       const int64_t g = seg->global + j;                                        \
       const int64_t lane0 = g % EVOGRAD_BATCH;                                  \
-      const int64_t n = (EVOGRAD_BATCH - lane0) < (seg->count - j)              \
-                            ? (EVOGRAD_BATCH - lane0) : (seg->count - j);       \
+      const int64_t n = evograd_batch_piece(g, seg->count - j);                 \
       double acc[EVOGRAD_BATCH];                                                \
       int64_t k, l;                                                             \
       for (l = 0; l < n; ++l) acc[l] = 0.0;                                     \

@@ -19,8 +19,7 @@
     while (j < seg->count) {                                                    \
       const int64_t g = seg->global + j;                                        \
       const int64_t lane0 = g % EVOGRAD_BATCH;                                  \
-      const int64_t n = (EVOGRAD_BATCH - lane0) < (seg->count - j)              \
-                            ? (EVOGRAD_BATCH - lane0) : (seg->count - j);       \
+      const int64_t n = evograd_batch_piece(g, seg->count - j);                 \
       /* Batches never straddle blocks (asserted below). */                     \
       double *sums = block_sums + ((g - begin) / EVOGRAD_PROJECT_BLOCK) * kn;   \
       double v[EVOGRAD_BATCH];                                                  \

@@ -4,6 +4,7 @@
 #define EVOGRAD_CPU_SEGMENTS_H
 
 #include "evograd/evograd.h"
+#include "../noise.h"
 
 typedef struct evograd_segment {
   size_t span;    /* which span */
@@ -48,6 +49,13 @@ static inline int evograd_walk_next(evograd_segment_walk *w, evograd_segment *se
     ++w->span;
   }
   return 0;
+}
+
+/* How many of the `left` elements from global index g lie in g's noise
+ * batch (EVOGRAD_BATCH elements from one evograd_noise_batch call). */
+static inline int64_t evograd_batch_piece(int64_t g, int64_t left) {
+  const int64_t in_batch = EVOGRAD_BATCH - g % EVOGRAD_BATCH;
+  return in_batch < left ? in_batch : left;
 }
 
 #endif
