@@ -1,6 +1,7 @@
 """Resumable grids of training runs: each run's result is a JSON file; runs
 already on disk are read back instead of repeated."""
 import json
+import statistics
 from pathlib import Path
 
 
@@ -30,3 +31,17 @@ def run_and_report(run, args, summary):
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))
     return result
+
+
+def mean_sd(values):
+    """'mean ± sample standard deviation' to two decimals; the mean alone for one value."""
+    mean = f"{statistics.mean(values):.2f}"
+    return mean + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
+
+
+def write_table(lines, runs, out: Path, stem):
+    """The table as Markdown (printed too) and the runs behind it as JSON: out/stem.md, out/stem.json."""
+    table = "\n".join(lines)
+    (out / f"{stem}.md").write_text(table + "\n")
+    (out / f"{stem}.json").write_text(json.dumps(runs, indent=1))
+    print(table)

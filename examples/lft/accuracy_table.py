@@ -5,9 +5,7 @@
     PYTHONPATH=torch_ops /usr/bin/python3 examples/lft/accuracy_table.py --out results/lft_accuracy
 """
 import argparse
-import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -15,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import train  # noqa: E402
-from common.grid import run_grid  # noqa: E402
+from common.grid import mean_sd, run_grid, write_table  # noqa: E402
 
 
 def main():
@@ -47,15 +45,10 @@ def main():
         lines += ["", f"mean ± standard deviation over seeds {args.seeds}:", "",
                   "| method | 1-shot | 5-shot |", "|---|---|---|"]
         for m in args.methods:
-            cells = []
-            for k in ("1-shot", "5-shot"):
-                accs = [100 * r["by_shots"][k]["accuracy"] for r in runs if r["method"] == m]
-                cells.append(f"{statistics.mean(accs):.2f} ± {statistics.stdev(accs):.2f}")
+            cells = [mean_sd([100 * r["by_shots"][k]["accuracy"] for r in runs if r["method"] == m])
+                     for k in ("1-shot", "5-shot")]
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
-    (args.out / "accuracy.md").write_text(table + "\n")
-    (args.out / "accuracy.json").write_text(json.dumps(runs, indent=1))
-    print(table)
+    write_table(lines, runs, args.out, "accuracy")
 
 
 if __name__ == "__main__":

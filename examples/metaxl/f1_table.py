@@ -5,9 +5,7 @@ F1 table (JSON and Markdown) that the README quotes.
     PYTHONPATH=torch_ops /usr/bin/python3 examples/metaxl/f1_table.py --seeds 0 1 2 --out results/metaxl_f1
 """
 import argparse
-import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -15,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import train  # noqa: E402
-from common.grid import run_grid  # noqa: E402
+from common.grid import mean_sd, run_grid, write_table  # noqa: E402
 
 
 def main():
@@ -35,13 +33,8 @@ def main():
              "| method | F1 mean ± std | per seed |", "|---|---|---|"]
     for method in args.methods:
         scores = [100 * r["f1"] for r in runs if r["method"] == method]
-        sd = statistics.stdev(scores) if len(scores) > 1 else 0.0
-        lines.append(f"| {method} | {statistics.mean(scores):.2f} ± {sd:.2f} | "
-                     + ", ".join(f"{s:.2f}" for s in scores) + " |")
-    table = "\n".join(lines)
-    (args.out / "f1.md").write_text(table + "\n")
-    (args.out / "f1.json").write_text(json.dumps(runs, indent=1))
-    print(table)
+        lines.append(f"| {method} | {mean_sd(scores)} | " + ", ".join(f"{s:.2f}" for s in scores) + " |")
+    write_table(lines, runs, args.out, "f1")
 
 
 if __name__ == "__main__":

@@ -5,9 +5,7 @@ accuracy table (JSON and Markdown) that the README quotes.
     PYTHONPATH=torch_ops /usr/bin/python3 examples/mwn/accuracy_table.py --iterations 500 --out results/mwn_accuracy
 """
 import argparse
-import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -15,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import train  # noqa: E402
-from common.grid import run_grid  # noqa: E402
+from common.grid import mean_sd, run_grid, write_table  # noqa: E402
 
 
 def main():
@@ -42,13 +40,9 @@ def main():
         cells = []
         for rate in args.noise_rates:
             accs = [100 * r["test_accuracy"] for r in runs if r["method"] == method and r["noise_rate"] == rate]
-            sd = f" ± {statistics.stdev(accs):.2f}" if len(accs) > 1 else ""
-            cells.append(f"{statistics.mean(accs):.2f}{sd}")
+            cells.append(mean_sd(accs))
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
-    (args.out / "accuracy.md").write_text(table + "\n")
-    (args.out / "accuracy.json").write_text(json.dumps(runs, indent=1))
-    print(table)
+    write_table(lines, runs, args.out, "accuracy")
 
 
 if __name__ == "__main__":
