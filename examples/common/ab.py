@@ -16,6 +16,19 @@ def run_worker(script, cfg):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def other_mode(args, worker, plot, saved_json):
+    """The benchmarks' two other modes, before any measuring: `--worker JSON`
+    (one measurement in this process, printed as JSON, see run_worker) and
+    `--replot` (plot(saved results) from `saved_json`). True when one ran."""
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return True
+    if args.replot:
+        plot(json.loads(saved_json.read_text()))
+        return True
+    return False
+
+
 def device_label(device):
     import torch
     if str(device).startswith("cuda"):

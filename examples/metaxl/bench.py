@@ -102,11 +102,7 @@ def plot(results, out):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
-        return
-    if args.replot:
-        plot(json.loads((args.out / "metaxl_bench.json").read_text()), args.out)
+    if ab.other_mode(args, worker, lambda saved: plot(saved, args.out), args.out / "metaxl_bench.json"):
         return
     import torch
     from tqdm import tqdm

@@ -135,12 +135,8 @@ def plot(results, out, device_label):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
-        return
-    if args.replot:
-        saved = json.loads((args.out / "mwn_bench.json").read_text())
-        plot(saved, args.out, saved["meta"]["device"])
+    if ab.other_mode(args, worker, lambda saved: plot(saved, args.out, saved["meta"]["device"]),
+                     args.out / "mwn_bench.json"):
         return
     import torch
     from tqdm import tqdm
