@@ -56,11 +56,11 @@ void check_no_shared_outputs(const char* op, at::TensorList in, at::TensorList o
       if (!o.is_out && !cur.is_out) continue;  // reading shared memory is fine
       const auto& w = o.is_out ? o : cur;      // an output
       const auto& x = o.is_out ? cur : o;      // the other
-      if (!x.is_out && x.index == w.index && in[x.index].is_same(out[w.index])) continue;
+      // In place: params[i] itself, or another handle to exactly its elements.
       if (!x.is_out && x.index == w.index &&
           at::get_overlap_status(out[w.index], in[x.index]) == at::MemOverlapStatus::Full &&
           out[w.index].strides() == in[x.index].strides())
-        continue;  // in place through another handle to the same elements
+        continue;
       if (x.is_out) {
         const size_t hi = std::max(w.index, x.index), lo = std::min(w.index, x.index);
         TORCH_CHECK_VALUE(false, "evograd.", op, ": out[", hi, "] and out[", lo,
