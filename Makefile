@@ -1,18 +1,28 @@
 # The README's commands. `make test` and `make demo` install what is missing
-# (Debian packages, after apt-get update), configure, build and run.
-PYTHON  ?= /usr/bin/python3
-BUILD   ?= build
-JOBS    ?= 2
+# (Debian packages after apt-get update; a project virtual environment with
+# pip's PyTorch), configure, build and run.
+#
+#   main leg    .venv: pip torch 2.13 (CPU), `pip install -e .` builds in build/main,
+#               every suite plus the PyTorch 2.x tests (opcheck, compile, export, func)
+#   compat leg  Debian's torch and /usr/bin/python3, built in build/debian: C, C++, Python
+#   CUDA leg    make test-cuda-build: pip torch 2.14.1 for CUDA, the CUDA operators
+#               compiled and linked, suites run (no GPU here: CUDA tests skip)
+PYTHON   ?= python3
+VENV     ?= .venv
+VPY      := $(VENV)/bin/python
+DEBIAN_PYTHON ?= /usr/bin/python3
+BUILD    ?= build
+JOBS     ?= 2
 CMAKE_FLAGS ?=
-SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := cmake g++ make libtorch-dev python3-torch libgtest-dev python3-pytest \
-                dataset-fashion-mnist python3-sklearn python3-matplotlib python3-tqdm \
+                python3-venv dataset-fashion-mnist python3-sklearn python3-matplotlib python3-tqdm \
                 clang libclang-rt-14-dev
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 15
-RUN_PY  := PYTHONPATH=$(CURDIR)/torch_ops EVOGRAD_LIBRARY=$(CURDIR)/$(BUILD)/libevograd_ops.so $(PYTHON)
+CTEST    := ctest --output-on-failure --timeout 1800
 
-.PHONY: deps configure build test demo fuzz gpu-rehearsal clean
+.PHONY: deps venv install build test test-main test-compat test-fuzz test-cuda-build demo fuzz clean
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -23,27 +33,47 @@ deps:
 	  $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; \
 	fi
 
-configure: deps
-	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DEVOGRAD_PYTHON=$(PYTHON) $(CMAKE_FLAGS)
+# The project's virtual environment, rebuilt when requirements-dev.txt changes.
+$(VENV)/.installed: requirements-dev.txt | deps
+	[ -x $(VPY) ] || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q -r requirements-dev.txt
+	touch $@
 
-build: configure
-	cmake --build $(BUILD) -j$(JOBS)
+venv: $(VENV)/.installed
 
-test: build
-	cd $(BUILD) && ctest --output-on-failure --timeout 1800
-	FUZZ_SEED=1 scripts/fuzz.sh $(FUZZ_SMOKE_SECONDS) $(BUILD)-fuzz
+# The package as a user installs it (editable), built in $(BUILD)/main with
+# the test suites, against the venv's torch.
+install: venv
+	$(VPY) -m pip install -q --no-build-isolation -e . \
+	  -Cbuild-dir=$(BUILD)/main \
+	  -Ccmake.define.EVOGRAD_TESTS=ON -Ccmake.define.EVOGRAD_TEST_INSTALLED=ON \
+	  -Ccmake.define.EVOGRAD_PYTHON=$(CURDIR)/$(VPY) $(CMAKE_FLAGS)
+
+build: install
+
+test: test-main test-compat test-fuzz
+
+test-main: install
+	cd $(BUILD)/main && $(CTEST)
+
+test-compat: deps
+	cmake -S . -B $(BUILD)/debian -DCMAKE_BUILD_TYPE=Release -DEVOGRAD_PYTHON=$(DEBIAN_PYTHON) \
+	  -DEVOGRAD_SANITIZE_OPS=OFF $(CMAKE_FLAGS)
+	cmake --build $(BUILD)/debian -j$(JOBS)
+	cd $(BUILD)/debian && $(CTEST)
+
+test-fuzz: deps
+	FUZZ_SEED=1 scripts/fuzz.sh $(FUZZ_SMOKE_SECONDS) $(BUILD)/fuzz
 
 # libFuzzer on every C entry point (ASan + UBSan), FUZZ_SECONDS per target.
 fuzz: deps
-	scripts/fuzz.sh $(FUZZ_SECONDS) $(BUILD)-fuzz
+	scripts/fuzz.sh $(FUZZ_SECONDS) $(BUILD)/fuzz
 
-demo: build
-	$(RUN_PY) examples/demo.py
+demo: install
+	$(VPY) examples/demo.py
 
-# scripts/gpu_check.sh without a GPU, against a pip-installed CUDA torch 2.x
-# (downloads ~4.6 GB once): the CUDA operators build and link, suites pass.
-gpu-rehearsal: deps
-	scripts/torch2_rehearsal.sh
+test-cuda-build: deps
+	scripts/cuda_build.sh
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-fuzz build-torch2
+	rm -rf $(BUILD)

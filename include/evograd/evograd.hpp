@@ -82,6 +82,9 @@ class EvoGrad {
   int64_t step_ = 0;
 };
 
+// The torch version the evograd operators were built against.
+const char* built_for_torch();
+
 // Seed of step t for base seed s: (s + t) mod 2^63, the same in Python.
 int64_t step_seed(int64_t base, int64_t step);
 

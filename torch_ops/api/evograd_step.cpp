@@ -7,6 +7,8 @@
 
 #include <ATen/core/dispatch/Dispatcher.h>
 
+#include "library.h"
+
 namespace evograd {
 namespace {
 
@@ -108,12 +110,15 @@ double checked_loss(const torch::Tensor& loss, const char* which) {
   return v;
 }
 
-std::vector<torch::Tensor> without(const std::vector<torch::Tensor>& all,
-                                   const std::vector<torch::Tensor>& drop) {
+// A module's tensors, each once (tied weights are listed once per use) and
+// without the hyperparameters, as Python's Module.parameters() gives them.
+std::vector<torch::Tensor> unique_without(const std::vector<torch::Tensor>& all,
+                                          const std::vector<torch::Tensor>& drop) {
   std::vector<torch::Tensor> kept;
   for (const auto& t : all) {
     bool dropped = false;
     for (const auto& d : drop) dropped = dropped || same_storage(t, d);
+    for (const auto& k : kept) dropped = dropped || same_storage(t, k);
     if (!dropped) kept.push_back(t);
   }
   return kept;
@@ -130,6 +135,10 @@ std::vector<torch::Tensor> jit_tensors(const torch::jit::Module& m, bool params)
 }
 
 }  // namespace
+
+// A call into the operator library: linking this API therefore keeps that
+// library, and with it the operators' registrations, loaded.
+const char* built_for_torch() { return evograd_ops::built_for_torch(); }
 
 int64_t step_seed(int64_t base, int64_t step) {
   const uint64_t s = static_cast<uint64_t>(base) + static_cast<uint64_t>(step);
@@ -150,13 +159,13 @@ EvoGrad::EvoGrad(std::vector<torch::Tensor> params, std::vector<torch::Tensor> h
 
 EvoGrad::EvoGrad(torch::nn::Module& model, std::vector<torch::Tensor> hyperparams,
                  Options options)
-    : EvoGrad(without(model.parameters(), hyperparams), hyperparams, std::move(options),
-              model.buffers()) {}
+    : EvoGrad(unique_without(model.parameters(), hyperparams), hyperparams, std::move(options),
+              unique_without(model.buffers(), {})) {}
 
 EvoGrad::EvoGrad(const torch::jit::Module& model, std::vector<torch::Tensor> hyperparams,
                  Options options)
-    : EvoGrad(without(jit_tensors(model, true), hyperparams), hyperparams,
-              std::move(options), jit_tensors(model, false)) {}
+    : EvoGrad(unique_without(jit_tensors(model, true), hyperparams), hyperparams,
+              std::move(options), unique_without(jit_tensors(model, false), {})) {}
 
 void EvoGrad::validate() const {
   const auto& o = options_;

@@ -10,6 +10,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
+#include <torch/version.h>
 
 #include "kernels.h"
 
@@ -40,6 +41,17 @@ using CombineIntoSig = void(at::TensorList, const at::Tensor&, at::TensorList, d
 // Non-tensor arguments after the tensors: each needs an (undefined) gradient.
 constexpr size_t kPerturbScalars = 5;  // seed, k, sigma, noise, antithetic
 constexpr size_t kCombineScalars = 5;  // temperature, seed, sigma, noise, antithetic
+
+// K, the number of candidate losses. Under torch.compile(dynamic=True) the
+// losses' size is symbolic; project needs a concrete K, so this specialises
+// the compiled graph on it (a guard), as any Python int argument would.
+int64_t population(const at::Tensor& losses) {
+#if TORCH_VERSION_MAJOR >= 2
+  return losses.sym_numel().guard_int(__FILE__, __LINE__);
+#else
+  return losses.numel();
+#endif
+}
 
 class PerturbFunction : public torch::autograd::Function<PerturbFunction> {
  public:
@@ -80,7 +92,7 @@ class CombineFunction : public torch::autograd::Function<CombineFunction> {
     if (ctx->saved_data["losses_need_grad"].toBool()) {
       const double temperature = ctx->saved_data["temperature"].toDouble();
       auto c = op_handle<ProjectSig>("evograd::project")
-                   .call(grads, ctx->saved_data["seed"].toInt(), losses.numel(),
+                   .call(grads, ctx->saved_data["seed"].toInt(), population(losses),
                          ctx->saved_data["sigma"].toDouble(),
                          ctx->saved_data["noise"].toStringRef(),
                          ctx->saved_data["antithetic"].toBool());

@@ -11,8 +11,5 @@ namespace evograd_ops {
 // Device-independent pieces of the K-sized formulas, on host doubles.
 std::vector<double> softmax_weights(const char* op, const at::Tensor& losses,
                                     double temperature);
-at::Tensor weights_any(const at::Tensor& losses, double temperature);
-at::Tensor loss_cotangent_any(const at::Tensor& losses, const at::Tensor& projections,
-                              double temperature);
 
 }  // namespace evograd_ops

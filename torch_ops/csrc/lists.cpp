@@ -3,11 +3,14 @@
 #include "kernels.h"
 
 #include <ATen/MemoryOverlap.h>
+#include <torch/version.h>
 #include <ATen/core/grad_mode.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <sstream>
+#include <string>
 #include <vector>
 
 namespace evograd_ops {
@@ -75,6 +78,24 @@ void check_no_shared_outputs(const char* op, at::TensorList in, at::TensorList o
 
 }  // namespace
 
+bool same_sizes(const at::Tensor& a, const at::Tensor& b) {
+#if TORCH_VERSION_MAJOR >= 2
+  return a.sym_sizes() == b.sym_sizes();  // symbolic under torch.compile(dynamic=True)
+#else
+  return a.sizes() == b.sizes();
+#endif
+}
+
+std::string shape_of(const at::Tensor& t) {
+  std::ostringstream s;
+#if TORCH_VERSION_MAJOR >= 2
+  s << t.sym_sizes();
+#else
+  s << t.sizes();
+#endif
+  return s.str();
+}
+
 void check_float_list(const char* op, const char* what, at::TensorList list) {
   TORCH_CHECK_VALUE(!list.empty(), "evograd.", op, ": ", what, " is an empty list");
   const auto& first = list[0];
@@ -97,14 +118,14 @@ void check_float_list(const char* op, const char* what, at::TensorList list) {
   }
 }
 
-void check_out_list(const char* op, at::TensorList in, at::TensorList out) {
+void check_out_metadata(const char* op, at::TensorList in, at::TensorList out) {
   TORCH_CHECK_VALUE(in.size() == out.size(), "evograd.", op, ": out has ", out.size(),
                     " tensors but params has ", in.size());
   for (size_t i = 0; i < in.size(); ++i) {
     TORCH_CHECK_VALUE(out[i].defined(), "evograd.", op, ": out[", i, "] is undefined");
-    TORCH_CHECK_VALUE(out[i].sizes() == in[i].sizes(), "evograd.", op, ": out[", i,
-                      "] has shape ", out[i].sizes(), " but params[", i, "] has shape ",
-                      in[i].sizes());
+    TORCH_CHECK_VALUE(same_sizes(out[i], in[i]), "evograd.", op, ": out[", i,
+                      "] has shape ", shape_of(out[i]), " but params[", i, "] has shape ",
+                      shape_of(in[i]));
     TORCH_CHECK_TYPE(out[i].scalar_type() == in[i].scalar_type(), "evograd.", op, ": out[",
                      i, "] is ", out[i].scalar_type(), " but params[", i, "] is ",
                      in[i].scalar_type());
@@ -114,9 +135,14 @@ void check_out_list(const char* op, at::TensorList in, at::TensorList out) {
     TORCH_CHECK_VALUE(!(at::GradMode::is_enabled() && out[i].requires_grad()), "evograd.",
                       op, ": out[", i,
                       "] requires grad; write into parameters under torch.no_grad()");
+  }
+}
+
+void check_out_list(const char* op, at::TensorList in, at::TensorList out) {
+  check_out_metadata(op, in, out);
+  for (size_t i = 0; i < out.size(); ++i)
     TORCH_CHECK_VALUE(at::has_internal_overlap(out[i]) != at::MemOverlap::Yes, "evograd.", op,
                       ": out[", i, "] has elements that overlap each other (e.g. expand())");
-  }
   check_no_shared_outputs(op, in, out);
 }
 
@@ -151,13 +177,22 @@ void check_temperature(const char* op, double temperature) {
                     ": temperature must be finite and > 0, got ", temperature);
 }
 
-std::vector<double> host_vector(const char* op, const char* what, const at::Tensor& t,
-                                bool finite) {
+void check_vector(const char* op, const char* what, const at::Tensor& t) {
   TORCH_CHECK_VALUE(t.defined(), "evograd.", op, ": ", what, " is undefined");
   TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), "evograd.", op, ": ", what,
                    " must be a floating tensor, got ", t.scalar_type());
-  TORCH_CHECK_VALUE(t.dim() == 1 && t.numel() >= 1, "evograd.", op, ": ", what,
-                    " must be a non-empty 1-D tensor, got shape ", t.sizes());
+#if TORCH_VERSION_MAJOR >= 2
+  const bool nonempty = t.dim() == 1 && t.sym_numel() >= 1;
+#else
+  const bool nonempty = t.dim() == 1 && t.numel() >= 1;
+#endif
+  TORCH_CHECK_VALUE(nonempty, "evograd.", op, ": ", what,
+                    " must be a non-empty 1-D tensor, got shape ", shape_of(t));
+}
+
+std::vector<double> host_vector(const char* op, const char* what, const at::Tensor& t,
+                                bool finite) {
+  check_vector(op, what, t);
   auto host = t.detach().to(at::kCPU, at::kDouble).contiguous();
   const double* p = host.data_ptr<double>();
   std::vector<double> v(p, p + host.numel());

@@ -6,21 +6,30 @@
 #include <ATen/ATen.h>
 #include <c10/util/string_view.h>
 
+#include <string>
 #include <vector>
 
 #include "evograd/evograd.h"
 
 namespace evograd_ops {
 
-// Checks a non-empty list of defined float32/float64 tensors sharing dtype and
-// device; `what` names the argument in messages.
+// Checks a non-empty list of defined, dense float32/float64/float16/bfloat16
+// tensors sharing dtype and device; `what` names the argument in messages.
 void check_float_list(const char* op, const char* what, at::TensorList list);
-// out[i] must match in[i] in shape, dtype and device.
+// out[i] must match in[i] in shape, dtype and device: what a meta (fake)
+// tensor can tell, with symbolic shapes compared symbolically.
+void check_out_metadata(const char* op, at::TensorList in, at::TensorList out);
+// check_out_metadata, and no output shares memory with another output or
+// with an input other than its own params[i].
 void check_out_list(const char* op, at::TensorList in, at::TensorList out);
+bool same_sizes(const at::Tensor& a, const at::Tensor& b);
+std::string shape_of(const at::Tensor& t);
 evograd_noise make_noise(const char* op, int64_t seed, double sigma,
                          c10::string_view noise, bool antithetic);
 void check_population(const char* op, int64_t population, bool antithetic);
 void check_temperature(const char* op, double temperature);
+// A non-empty 1-D floating tensor (its values not looked at).
+void check_vector(const char* op, const char* what, const at::Tensor& t);
 // A 1-D floating tensor of finite values (when `finite`), copied to host doubles.
 std::vector<double> host_vector(const char* op, const char* what,
                                 const at::Tensor& t, bool finite);

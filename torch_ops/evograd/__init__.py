@@ -9,7 +9,8 @@ from .step import EvoGrad, StepResult, step_seed
 from . import baselines, functional
 
 library_path = _library.library_path
-__version__ = "0.1.0"
+# Written once, in CMakeLists.txt's project(); the build records it.
+__version__ = _library.build_record["evograd"]
 
 __all__ = ["EvoGrad", "StepResult", "step_seed", "perturb", "perturb_into", "combine",
            "combine_into", "weights", "project", "loss_cotangent", "functional", "baselines",

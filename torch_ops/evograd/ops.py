@@ -7,13 +7,25 @@ z(seed, k, i)`` with ``z`` a pure function of its arguments (Philox4x32-10):
 ``2j+1`` uses exactly ``-z`` of candidate ``2j``. Element ``i`` counts across
 the list in order, so splitting a list differently never changes the noise.
 """
+import warnings
 from typing import List, Sequence
 
 import torch
 
 from . import _library  # noqa: F401  (registers torch.ops.evograd)
+from . import _transforms
 
 _ops = torch.ops.evograd
+
+
+def _warn_if_tracing(op: str):
+    # torch.jit.trace records Python ints as constants: the traced code would
+    # replay this call's seed and candidate on every later call.
+    if torch.jit.is_tracing():
+        warnings.warn(f"evograd.{op}: torch.jit.trace records seed, k and population as "
+                      "constants, so the traced code reuses this call's noise on every call; "
+                      "use torch.jit.script for code whose seed or candidate changes",
+                      torch.jit.TracerWarning, stacklevel=3)
 
 
 def _tensor_list(name, tensors) -> List[torch.Tensor]:
@@ -54,13 +66,19 @@ def _noise(noise) -> str:
 def perturb(params: Sequence[torch.Tensor], seed: int, k: int, sigma: float,
             noise: str = "sign", antithetic: bool = False) -> List[torch.Tensor]:
     """Candidate ``k``: new tensors ``params + eps_k`` (gradient to params: identity)."""
-    return _ops.perturb(_tensor_list("params", params), _int("seed", seed), _int("k", k),
-                        _float("sigma", sigma), _noise(noise), bool(antithetic))
+    args = (_int("seed", seed), _int("k", k), _float("sigma", sigma), _noise(noise),
+            bool(antithetic))
+    params = _tensor_list("params", params)
+    _warn_if_tracing("perturb")
+    if _transforms.transforms_active():
+        return list(_transforms.Perturb.apply(*args, *params))
+    return _ops.perturb(params, *args)
 
 
 def perturb_into(params: Sequence[torch.Tensor], out: Sequence[torch.Tensor], seed: int,
                  k: int, sigma: float, noise: str = "sign", antithetic: bool = False) -> None:
     """Writes ``params + eps_k`` into ``out`` (may be ``params`` itself). Use under no_grad."""
+    _warn_if_tracing("perturb_into")
     _ops.perturb_into(_tensor_list("params", params), _tensor_list("out", out),
                       _int("seed", seed), _int("k", k), _float("sigma", sigma), _noise(noise),
                       bool(antithetic))
@@ -76,9 +94,13 @@ def combine(params: Sequence[torch.Tensor], losses: torch.Tensor, temperature: f
     """
     if not isinstance(losses, torch.Tensor):
         raise TypeError("losses must be a 1-D tensor")
-    return _ops.combine(_tensor_list("params", params), losses,
-                        _float("temperature", temperature), _int("seed", seed),
-                        _float("sigma", sigma), _noise(noise), bool(antithetic))
+    args = (_float("temperature", temperature), _int("seed", seed), _float("sigma", sigma),
+            _noise(noise), bool(antithetic))
+    params = _tensor_list("params", params)
+    _warn_if_tracing("combine")
+    if _transforms.transforms_active():
+        return list(_transforms.Combine.apply(losses, *args, *params))
+    return _ops.combine(params, losses, *args)
 
 
 def combine_into(params: Sequence[torch.Tensor], losses: torch.Tensor,
@@ -87,6 +109,7 @@ def combine_into(params: Sequence[torch.Tensor], losses: torch.Tensor,
     """Writes ``theta*`` into ``out`` (may be ``params``). Not differentiable; use under no_grad."""
     if not isinstance(losses, torch.Tensor):
         raise TypeError("losses must be a 1-D tensor")
+    _warn_if_tracing("combine_into")
     _ops.combine_into(_tensor_list("params", params), losses, _tensor_list("out", out),
                       _float("temperature", temperature), _int("seed", seed),
                       _float("sigma", sigma), _noise(noise), bool(antithetic))
@@ -96,7 +119,10 @@ def weights(losses: torch.Tensor, temperature: float) -> torch.Tensor:
     """``softmax(-losses / temperature)``, stable for any spread of losses; differentiable."""
     if not isinstance(losses, torch.Tensor):
         raise TypeError("losses must be a 1-D tensor")
-    return _ops.weights(losses, _float("temperature", temperature))
+    temperature = _float("temperature", temperature)
+    if _transforms.transforms_active():
+        return _transforms.Weights.apply(losses, temperature)
+    return _ops.weights(losses, temperature)
 
 
 def project(grads: Sequence[torch.Tensor], seed: int, population: int, sigma: float,
@@ -106,6 +132,7 @@ def project(grads: Sequence[torch.Tensor], seed: int, population: int, sigma: fl
     The reduction order is fixed, so results are bit-identical for any thread
     count. Returned in the grads' dtype (float32 for float16/bfloat16 grads).
     """
+    _warn_if_tracing("project")
     return _ops.project(_tensor_list("grads", grads), _int("seed", seed),
                         _int("population", population), _float("sigma", sigma),
                         _noise(noise), bool(antithetic))

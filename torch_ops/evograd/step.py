@@ -248,6 +248,10 @@ class EvoGrad:
         losses for logging; the model is left exactly as it was found."""
         if not callable(train_loss_fn) or not callable(val_loss_fn):
             raise TypeError("step needs two callables: train_loss_fn() and val_loss_fn()")
+        if torch.jit.is_tracing():
+            raise RuntimeError("EvoGrad.step cannot be traced: torch.jit.trace would record "
+                               "this step's seed and candidate losses as constants. Trace the "
+                               "model and call step() from Python, or script the ops")
         K, seed = self.population, step_seed(self.seed, self.steps_taken)
         noise_args = (self.sigma, self.noise, self.antithetic)
         _check_sigma_resolution(self.params, self.sigma)
