@@ -43,6 +43,20 @@ class MetaMLP(nn.Module):
         return ((self.forward(x) - y) ** 2).sum(1).mean()
 
 
+class TiedAutoencoder(nn.Module):
+    """Decoder and encoder share one weight: parameters() lists it once in
+    Python, while a C++ jit::Module lists it once per use."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Linear(5, 5)
+        self.dec = nn.Linear(5, 5)
+        self.dec.weight = self.enc.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dec(torch.tanh(self.enc(x)))
+
+
 class Holder(nn.Module):
     """Named tensors for C++ to read back (as buffers)."""
 
@@ -88,6 +102,20 @@ def main(out_dir: Path):
     expected.update({"x": x, "y": y, "xv": xv, "yv": yv, "logits": logits.detach(),
                      "grad_decay": decay.grad, "grad_logits": logits.grad,
                      "losses_step1": results[1].losses, "val_step1": torch.tensor(results[1].val_loss, dtype=torch.float64)})
+
+    # 3. A scripted model with tied weights: Python's step, for C++ to match.
+    tied = torch.jit.script(TiedAutoencoder().double())
+    tied.save(str(out_dir / "tied.pt"))
+    tied = torch.jit.load(str(out_dir / "tied.pt"))
+    xt = torch.randn(12, 5, dtype=torch.float64)
+    tied_logits = torch.zeros(12, dtype=torch.float64).uniform_(-1, 1).requires_grad_()
+    meta = evograd.EvoGrad(tied, tied_logits, population=3, sigma=0.01, temperature=0.1,
+                           seed=9)
+    assert len(meta.params) == 3, "the tied weight is perturbed once"
+    r = meta.step(lambda: (torch.sigmoid(tied_logits) * ((tied(xt) - xt) ** 2).sum(1)).mean(),
+                  lambda: ((tied(xt[:6]) - xt[:6]) ** 2).mean())
+    expected.update({"tied_x": xt, "tied_logits": tied_logits.detach(),
+                     "tied_grad_logits": tied_logits.grad, "tied_losses": r.losses})
     torch.jit.script(Holder(expected)).save(str(out_dir / "expected.pt"))
     print("wrote", out_dir / "combine.pt", out_dir / "meta_mlp.pt", out_dir / "expected.pt")
 

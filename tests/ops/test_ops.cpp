@@ -90,6 +90,34 @@ TEST(CppApi, StepOnScriptedModelMatchesPython) {
   expect_close(logits.grad(), e["grad_logits"], 1e-10);
 }
 
+TEST(CppApi, TiedWeightsOfAScriptedModelArePerturbedOnceAsInPython) {
+  auto e = expected();
+  auto model = torch::jit::load(g_dir + "/tied.pt");
+  size_t listed = 0;
+  for (const auto& p : model.parameters()) listed += p.defined();
+  ASSERT_EQ(listed, 4u);  // enc.weight, enc.bias, dec.weight (= enc.weight), dec.bias
+  auto before = model.attr("enc").toModule().attr("weight").toTensor().clone();
+  auto logits = e["tied_logits"].clone().requires_grad_(true);
+  evograd::Options opt;
+  opt.population = 3;
+  opt.sigma = 0.01;
+  opt.temperature = 0.1;
+  opt.seed = 9;
+  evograd::EvoGrad meta(model, {logits}, opt);
+  EXPECT_EQ(meta.params().size(), 3u);
+  const auto x = e["tied_x"];
+  auto forward = [&](const torch::Tensor& in) { return model.forward({in}).toTensor(); };
+  auto r = meta.step(
+      [&] { return (torch::sigmoid(logits) * (forward(x) - x).pow(2).sum(1)).mean(); },
+      [&] {
+        auto xv = x.slice(0, 0, 6);
+        return (forward(xv) - xv).pow(2).mean();
+      });
+  expect_close(r.losses, e["tied_losses"], 1e-12);
+  expect_close(logits.grad(), e["tied_grad_logits"], 1e-10);
+  EXPECT_TRUE(torch::equal(model.attr("enc").toModule().attr("weight").toTensor(), before));
+}
+
 // A C++ module, and the same step written out with the ops' autograd (the
 // differentiable-combine route) as the reference.
 struct Net : torch::nn::Module {

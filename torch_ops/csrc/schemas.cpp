@@ -29,11 +29,11 @@ const std::vector<at::Tag> kTags = {at::Tag::pt2_compliant_tag};
 TORCH_LIBRARY(evograd, m) {
   EVOGRAD_DEF(m, "perturb(Tensor[] params, int seed, int k, float sigma, str noise=\"sign\", "
                  "bool antithetic=False) -> Tensor[]");
-  EVOGRAD_DEF(m, "perturb_into(Tensor[] params, Tensor(a!)[] out, int seed, int k, float sigma, "
+  EVOGRAD_DEF(m, "perturb_into(Tensor[] params, Tensor(a! -> *)[] out, int seed, int k, float sigma, "
                  "str noise=\"sign\", bool antithetic=False) -> ()");
   EVOGRAD_DEF(m, "combine(Tensor[] params, Tensor losses, float temperature, int seed, "
                  "float sigma, str noise=\"sign\", bool antithetic=False) -> Tensor[]");
-  EVOGRAD_DEF(m, "combine_into(Tensor[] params, Tensor losses, Tensor(a!)[] out, "
+  EVOGRAD_DEF(m, "combine_into(Tensor[] params, Tensor losses, Tensor(a! -> *)[] out, "
                  "float temperature, int seed, float sigma, str noise=\"sign\", "
                  "bool antithetic=False) -> ()");
   EVOGRAD_DEF(m, "weights(Tensor losses, float temperature) -> Tensor");
