@@ -43,11 +43,12 @@ venv: $(VENV)/.installed
 
 # The package as a user installs it (editable), built in $(BUILD)/main with
 # the test suites, against the venv's torch.
+SKBUILD_FLAGS = -Cbuild-dir=$(BUILD)/main \
+  -Ccmake.define.EVOGRAD_TESTS=ON -Ccmake.define.EVOGRAD_TEST_INSTALLED=ON \
+  -Ccmake.define.EVOGRAD_PYTHON=$(CURDIR)/$(VPY)
+
 install: venv
-	$(VPY) -m pip install -q --no-build-isolation -e . \
-	  -Cbuild-dir=$(BUILD)/main \
-	  -Ccmake.define.EVOGRAD_TESTS=ON -Ccmake.define.EVOGRAD_TEST_INSTALLED=ON \
-	  -Ccmake.define.EVOGRAD_PYTHON=$(CURDIR)/$(VPY) $(CMAKE_FLAGS)
+	$(VPY) -m pip install -q --no-build-isolation -e . $(SKBUILD_FLAGS)
 
 build: install
 
@@ -55,6 +56,9 @@ test: test-main test-compat test-fuzz
 
 test-main: install
 	cd $(BUILD)/main && $(CTEST)
+	rm -rf $(BUILD)/wheel
+	$(VPY) -m pip wheel -q --no-build-isolation --no-deps -w $(BUILD)/wheel $(SKBUILD_FLAGS) .
+	$(VPY) tests/install/check_wheel.py $(BUILD)/wheel
 
 test-compat: deps
 	cmake -S . -B $(BUILD)/debian -DCMAKE_BUILD_TYPE=Release -DEVOGRAD_PYTHON=$(DEBIAN_PYTHON) \
