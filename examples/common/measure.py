@@ -1,4 +1,4 @@
-"""Peak memory and time of a piece of work, as DESIGN.md section 7 measures them.
+"""Peak memory and time of a piece of work, as docs/design.md (Measuring) describes.
 
 CPU: resident set size. On entry the kernel's high-water mark (VmHWM) is reset
 to the current RSS (`5` into /proc/self/clear_refs), which is the baseline;

@@ -2,7 +2,7 @@
 """A/B benchmark of one Meta-Weight-Net iteration: plain training (no meta),
 T1-T2, the paper's plain EvoGrad and this plugin's EvoGrad, side by side on
 the same model, batch and data. Each (method, setting) runs in a fresh
-process so that its peak memory is its own (DESIGN.md section 7).
+process so that its peak memory is its own (docs/design.md, Measuring).
 
 Sweeps: ResNet-32 width (model size), population K, and hyperparameter count
 (weighting-net width). Prints tables, writes JSON and PNG plots.

@@ -1,5 +1,5 @@
 """Independent references written plainly in Python: Philox4x32-10, the
-noise z(seed, k, i) as DESIGN.md defines it, and the paper's EvoGrad step
+noise z(seed, k, i) as docs/design.md defines it, and the paper's EvoGrad step
 with stacked candidates."""
 import math
 

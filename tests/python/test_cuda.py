@@ -90,3 +90,21 @@ def test_mixed_devices_are_rejected():
     if torch.cuda.device_count() > 1:
         with pytest.raises(ValueError, match="one device"):
             evograd.perturb([torch.zeros(3, device="cuda:0"), torch.zeros(3, device="cuda:1")], 0, 0, 0.1)
+
+
+def test_weights_and_cotangent_stay_on_the_device():
+    """Same values as the CPU's C kernel; a non-finite input makes every
+    output NaN (reporting it would need a host sync)."""
+    losses = torch.tensor([0.3, 0.1, 0.2, 0.9], dtype=torch.float64)
+    c = torch.tensor([0.5, -0.2, 0.1, 0.0], dtype=torch.float64)
+    w = evograd.weights(losses.cuda(), 0.1)
+    cot = evograd.loss_cotangent(losses.cuda(), c.cuda(), 0.1)
+    assert w.is_cuda and cot.is_cuda
+    assert torch.allclose(w.cpu(), evograd.weights(losses, 0.1), rtol=1e-14, atol=0)
+    assert torch.allclose(cot.cpu(), evograd.loss_cotangent(losses, c, 0.1), rtol=1e-12, atol=1e-15)
+    bad = losses.clone()
+    bad[2] = float("inf")
+    assert torch.isnan(evograd.weights(bad.cuda(), 0.1)).all()
+    assert torch.isnan(evograd.loss_cotangent(bad.cuda(), c.cuda(), 0.1)).all()
+    with pytest.raises(ValueError, match="not finite"):
+        evograd.weights(bad, 0.1)

@@ -241,3 +241,22 @@ def test_library_path_override(tmp_path):
     env = dict(os.environ, EVOGRAD_LIBRARY=str(tmp_path / "missing.so"))
     r = subprocess.run([sys.executable, "-c", "import evograd"], env=env, capture_output=True, text=True)
     assert r.returncode != 0 and "missing.so" in r.stderr
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_meta_tensors_give_shapes_without_reading_data(dtype):
+    params = [torch.empty(3, 4, dtype=dtype, device="meta"), torch.empty(5, dtype=dtype, device="meta")]
+    losses = torch.empty(3, dtype=torch.float64, device="meta")
+    for out in (ops.perturb(params, 1, 2, 0.1, "sign", False),
+                ops.combine(params, losses, 0.2, 1, 0.1, "gauss", False)):
+        assert [o.shape for o in out] == [p.shape for p in params]
+        assert all(o.device.type == "meta" and o.dtype == dtype for o in out)
+    c = ops.project(params, 1, 3, 0.1, "sign", False)
+    assert c.shape == (3,) and c.dtype == torch.float32 and c.device.type == "meta"
+    ops.perturb_into(params, [torch.empty_like(p) for p in params], 1, 0, 0.1, "sign", False)
+    ops.combine_into(params, losses, [torch.empty_like(p) for p in params], 0.2, 1, 0.1, "sign", False)
+    with pytest.raises(ValueError, match="shape"):
+        ops.perturb_into(params, [torch.empty(2, dtype=dtype, device="meta"), params[1]], 1, 0, 0.1,
+                         "sign", False)
+    with pytest.raises(ValueError, match="sigma"):
+        ops.combine(params, losses, 0.2, 1, -1.0, "sign", False)

@@ -182,3 +182,27 @@ def test_vmap_equals_a_loop():
     stacked = torch.stack([params[0], 2 * params[0]])
     out = torch.func.vmap(lambda a: evograd.perturb([a], SEED, 1, SIGMA)[0])(stacked)
     assert torch.equal(out[1], evograd.perturb([2 * params[0]], SEED, 1, SIGMA)[0])
+
+
+def test_device_formulas_equal_the_c_kernel_and_poison_non_finite_input():
+    """weights/loss_cotangent for every non-CPU backend (CUDA, Meta) run in
+    ATen on the tensors' device, without a host copy. Run here on CPU
+    tensors by dispatching to that kernel directly."""
+    keys = torch._C.DispatchKeySet(torch._C.DispatchKey.CompositeExplicitAutograd)
+    losses = torch.tensor([0.3, 0.1, 0.2, 0.9], dtype=torch.float64)
+    c = torch.tensor([0.5, -0.2, 0.1, 0.0], dtype=torch.float64)
+    w = ops.weights.default.redispatch(keys, losses, 0.1)
+    cot = ops.loss_cotangent.default.redispatch(keys, losses, c, 0.1)
+    assert torch.allclose(w, ops.weights(losses, 0.1), rtol=1e-15, atol=0)
+    assert torch.allclose(cot, ops.loss_cotangent(losses, c, 0.1), rtol=1e-13, atol=1e-16)
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        l = losses.clone()
+        l[1] = bad
+        assert torch.isnan(ops.weights.default.redispatch(keys, l, 0.1)).all()
+        assert torch.isnan(ops.loss_cotangent.default.redispatch(keys, l, c, 0.1)).all()
+        assert torch.isnan(ops.loss_cotangent.default.redispatch(keys, losses, l, 0.1)).all()
+    meta = torch.empty(4, dtype=torch.float32, device="meta")
+    assert ops.weights(meta, 0.1).shape == (4,) and ops.weights(meta, 0.1).device.type == "meta"
+    assert ops.loss_cotangent(meta, meta, 0.1).dtype == torch.float32
+    with pytest.raises(ValueError, match="shape"):
+        ops.loss_cotangent(meta, torch.empty(3, device="meta"), 0.1)
