@@ -225,8 +225,8 @@ at::ScalarType projection_dtype(at::ScalarType grads) {
 
 evograd_noise checked_perturb_args(const char* op, at::TensorList params, at::TensorList out,
                                    int64_t seed, int64_t k, double sigma,
-                                   c10::string_view noise, bool antithetic) {
-  check_out_list(op, params, out);
+                                   c10::string_view noise, bool antithetic, OutCheck check_out) {
+  check_out(op, params, out);
   const auto n = make_noise(op, seed, sigma, noise, antithetic);
   TORCH_CHECK_VALUE(k >= 0 && k <= static_cast<int64_t>(UINT32_MAX), "evograd.", op,
                     ": candidate index k must be >= 0, got ", k);

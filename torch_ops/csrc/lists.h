@@ -44,9 +44,12 @@ void check_status(const char* op, evograd_status st);
 
 // The checks every device's perturb/combine shares after its own list check:
 // outputs, noise, candidate index or softmax weights (host doubles).
+// check_out: check_out_list, or check_out_metadata where tensors hold no data.
+using OutCheck = void (*)(const char* op, at::TensorList in, at::TensorList out);
 evograd_noise checked_perturb_args(const char* op, at::TensorList params, at::TensorList out,
                                    int64_t seed, int64_t k, double sigma,
-                                   c10::string_view noise, bool antithetic);
+                                   c10::string_view noise, bool antithetic,
+                                   OutCheck check_out = check_out_list);
 struct CombineArgs {
   evograd_noise noise;
   std::vector<double> weights;

@@ -13,10 +13,7 @@ void check_perturb_args(const char* op, at::TensorList params, at::TensorList ou
                         int64_t seed, int64_t k, double sigma, c10::string_view noise,
                         bool antithetic) {
   check_float_list(op, "params", params);
-  check_out_metadata(op, params, out);
-  make_noise(op, seed, sigma, noise, antithetic);
-  TORCH_CHECK_VALUE(k >= 0 && k <= static_cast<int64_t>(UINT32_MAX), "evograd.", op,
-                    ": candidate index k must be >= 0, got ", k);
+  checked_perturb_args(op, params, out, seed, k, sigma, noise, antithetic, check_out_metadata);
 }
 
 void check_combine_args(const char* op, at::TensorList params, const at::Tensor& losses,
