@@ -8,7 +8,8 @@
 # (CUDA tests included), the kernel bandwidth benchmark and the MWN, LFT and
 # MetaXL A/B benchmarks on CUDA. Logs and JSON go to OUT_DIR, all of them
 # also to OUT_DIR.tar.gz, the tables to OUT_DIR/summary.txt and stdout. At
-# most BUDGET seconds (540 by default). With the device tool (carry
+# most BUDGET seconds (540 by default); EXTRA_CMAKE_FLAGS go to the configure
+# step (scripts/cuda_build.sh names a CUDA toolkit there). With the device tool (carry
 # third_party/googletest):
 #   scripts/gpu_check.sh /tmp/gpu; cp /tmp/gpu.tar.gz /tmp/gpu/summary.txt $OUT/
 set -uo pipefail
@@ -51,12 +52,17 @@ ARCH=$($PY -c 'import torch; p=torch.cuda.get_device_properties(0); print(f"{p.m
 # (a Debian one, say) must not be picked up instead.
 run configure 120 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$PREFIX" \
     -DTORCH_LIBRARY="$TORCH_LIB/libtorch.so" -Dc10_LIBRARY="$TORCH_LIB/libc10.so" \
-    -DEVOGRAD_PYTHON="$(command -v $PY)" -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DEVOGRAD_SANITIZE=OFF
+    -DEVOGRAD_PYTHON="$(command -v $PY)" -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DEVOGRAD_SANITIZE=OFF \
+    ${EXTRA_CMAKE_FLAGS:-}
 grep -q "CUDA operators ON" "$OUT/configure.log" || { echo "   the CUDA operators are not built (see configure.log)"; status=1; }
 run build 300 cmake --build "$BUILD" -j"$(nproc)"
 export EVOGRAD_LIBRARY="$BUILD/libevograd_ops.so" PYTHONPATH="$ROOT/torch_ops" PYTHONUNBUFFERED=1
 run ctest 120 bash -c "cd '$BUILD' && ctest --output-on-failure -E pytest"
-run pytest_cuda 180 $PY -m pytest -q -rs -p no:cacheprovider tests/python/test_cuda.py tests/python/test_ops.py tests/python/test_step.py
+# The library's suites (the examples' need tqdm, matplotlib and scikit-learn,
+# which GPU machines may lack).
+run pytest 240 $PY -m pytest -q -rs -p no:cacheprovider tests/python/test_cuda.py \
+    tests/python/test_ops.py tests/python/test_step.py tests/python/test_robustness.py \
+    tests/python/test_torch2.py tests/python/test_torchscript.py tests/python/test_packaging.py
 # One file to bring back (the device tool returns few files) and the
 # measured tables on stdout (its output tail).
 finish() {

@@ -2,7 +2,7 @@
 # "development" component into a fresh prefix, builds examples/cpp against
 # it out of tree with find_package(evograd), together with the README's C++
 # example copied verbatim, and runs both.
-#   cmake -DBUILD_DIR=... -DSOURCE_DIR=... -DWORK=... -P consumer.cmake
+#   cmake -DBUILD_DIR=... -DSOURCE_DIR=... -DWORK=... [-DCUDA_ROOT=...] -P consumer.cmake
 function(run)
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
   message("${out}")
@@ -36,9 +36,15 @@ string(FIND "${readme}" "\n```" close)
 string(SUBSTRING "${readme}" 0 ${close} code)
 file(WRITE ${WORK}/readme_example.cpp "${code}\n")
 
-# Only the install prefix: the package must find its torch by itself.
+# Only the install prefix: the package must find its torch by itself. (A CUDA
+# build of torch also needs the CUDA toolkit named, as any LibTorch program does.)
+set(cuda_hint)
+if(CUDA_ROOT)
+  set(cuda_hint -DCUDA_TOOLKIT_ROOT_DIR=${CUDA_ROOT})
+endif()
 run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/examples/cpp -B ${WORK}/build -DCMAKE_BUILD_TYPE=Release
-    -DCMAKE_PREFIX_PATH=${WORK}/prefix -DEVOGRAD_README_EXAMPLE=${WORK}/readme_example.cpp)
+    -DCMAKE_PREFIX_PATH=${WORK}/prefix -DEVOGRAD_README_EXAMPLE=${WORK}/readme_example.cpp
+    ${cuda_hint})
 run(${CMAKE_COMMAND} --build ${WORK}/build -j2)
 # The installed libraries carry no path into the build tree.
 run(readelf -d ${WORK}/prefix/lib/libevograd.so)
