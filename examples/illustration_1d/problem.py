@@ -59,7 +59,7 @@ def trajectory(x0, lam0, steps=5, lr=0.1, hypergradient="evograd", population=10
     x = torch.tensor([x0], dtype=torch.float64, requires_grad=True)
     lam = torch.tensor([lam0], dtype=torch.float64, requires_grad=True)
     meta = evograd.EvoGrad([x], [lam], population=population, sigma=sigma,
-                           temperature=temperature, noise="gauss", seed=seed)
+                           temperature=temperature, noise="gauss", seed=seed, buffers=[])
     path = [(x0, lam0)]
     for _ in range(steps):
         if hypergradient == "evograd":

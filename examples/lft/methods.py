@@ -30,8 +30,7 @@ class LFTTrainer:
             # layers; sigma defaults to the model learning rate (paper's code).
             self.meta = evograd.EvoGrad(model.model_parameters(), model.ft_parameters(),
                                         population=population, sigma=lr if sigma is None else sigma,
-                                        temperature=temperature, seed=seed,
-                                        buffers=list(model.buffers()))
+                                        temperature=temperature, seed=seed, module=model)
 
     @property
     def lr(self):

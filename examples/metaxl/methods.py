@@ -44,7 +44,8 @@ class MetaXLTrainer:
             params = list(model.classifier.parameters()) if perturb == "head" else model
             self.meta = evograd.EvoGrad(params, rtn, population=population, sigma=sigma,
                                         temperature=temperature, seed=seed,
-                                        common_random_numbers=common_random_numbers)
+                                        common_random_numbers=common_random_numbers,
+                                        module=model if perturb == "head" else None)
 
     @property
     def lr(self):

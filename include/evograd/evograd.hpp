@@ -31,9 +31,19 @@ struct Options {
   double temperature = 0.05;
   std::string noise = "sign";  // "sign" (Rademacher) or "gauss"
   bool antithetic = false;
-  // Base seed; step t uses seed + t. Unset: drawn from torch's default CPU
-  // generator at construction, so torch::manual_seed makes runs repeatable.
+  // Base seed; step t uses step_seed(seed, t, seed_schedule). Unset: derived
+  // from the default CPU generator's seed (torch::manual_seed) and how many
+  // meta-learners this process made before, without drawing from it.
   c10::optional<int64_t> seed;
+  // "mixed" (unrelated seeds per step and per base) or "consecutive" (seed + t,
+  // evograd's first rule, to reproduce results recorded with it).
+  std::string seed_schedule = "mixed";
+  // "" (EvoGrad's own hypergradient) or "t1t2": the part through the
+  // candidates is multiplied by tau * inner_lr / (sigma^2 * c), c = 1 - 1/K
+  // (1 with antithetic noise), so that for small sigma its expectation is the
+  // one-step unrolled (T1-T2) hypergradient for inner learning rate inner_lr.
+  std::string scale;
+  c10::optional<double> inner_lr;
   // Every candidate's closure sees the same torch RNG state (dropout masks,
   // random augmentation): differences between candidate losses then come from
   // the weights alone, which lowers the variance of the hypergradient.
@@ -55,8 +65,13 @@ class EvoGrad {
   // after each step (pass a model's BatchNorm statistics here).
   EvoGrad(std::vector<torch::Tensor> params, std::vector<torch::Tensor> hyperparams,
           Options options = Options(), std::vector<torch::Tensor> buffers = {});
-  // Every parameter of the module that is not a hyperparameter is perturbed;
-  // all of its buffers are restored.
+  // Some of a model's tensors (LFT, MetaXL's head); the model's buffers are
+  // restored after each step.
+  EvoGrad(std::vector<torch::Tensor> params, std::vector<torch::Tensor> hyperparams,
+          Options options, const torch::nn::Module& module);
+  // Each floating tensor of the module that requires grad, parameter or
+  // buffer (MetaModule-style weights), is perturbed once (tied weights
+  // included), hyperparameters excepted; the other buffers are restored.
   EvoGrad(torch::nn::Module& model, std::vector<torch::Tensor> hyperparams,
           Options options = Options());
   EvoGrad(const torch::jit::Module& model, std::vector<torch::Tensor> hyperparams,
@@ -67,6 +82,10 @@ class EvoGrad {
   StepResult step(const LossFn& train_loss, const LossFn& val_loss);
 
   int64_t steps_taken() const { return step_; }
+  int64_t seed() const { return seed_; }
+  // 1, or the "t1t2" factor tau * inner_lr / (sigma^2 * c).
+  double hypergradient_scale() const { return scale_; }
+  const std::vector<torch::Tensor>& buffers() const { return buffers_; }
   const Options& options() const { return options_; }
   const std::vector<torch::Tensor>& params() const { return params_; }
   const std::vector<torch::Tensor>& hyperparams() const { return hyper_; }
@@ -80,12 +99,15 @@ class EvoGrad {
   Options options_;
   int64_t seed_ = 0;
   int64_t step_ = 0;
+  double scale_ = 1.0;
 };
 
 // The torch version the evograd operators were built against.
 const char* built_for_torch();
 
-// Seed of step t for base seed s: (s + t) mod 2^63, the same in Python.
-int64_t step_seed(int64_t base, int64_t step);
+// Seed of step t for base seed s, the same numbers as Python's
+// evograd.step_seed: "mixed": SplitMix64's finaliser of s + t * 0x9E3779B97F4A7C15
+// (as a signed 64-bit integer); "consecutive": (s + t) mod 2^63.
+int64_t step_seed(int64_t base, int64_t step, const std::string& schedule = "mixed");
 
 }  // namespace evograd

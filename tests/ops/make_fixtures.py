@@ -101,7 +101,8 @@ def main(out_dir: Path):
                for _ in range(2)]  # two steps: the seed advances
     expected.update({"x": x, "y": y, "xv": xv, "yv": yv, "logits": logits.detach(),
                      "grad_decay": decay.grad, "grad_logits": logits.grad,
-                     "losses_step1": results[1].losses, "val_step1": torch.tensor(results[1].val_loss, dtype=torch.float64)})
+                     "losses_step1": results[1].losses, "val_step1": torch.tensor(results[1].val_loss, dtype=torch.float64),
+                     "seed_step1": torch.tensor(results[1].seed, dtype=torch.int64)})
 
     # 3. A scripted model with tied weights: Python's step, for C++ to match.
     tied = torch.jit.script(TiedAutoencoder().double())

@@ -83,7 +83,8 @@ TEST(CppApi, StepOnScriptedModelMatchesPython) {
   auto val = [&] { return model.run_method("val_loss", e["xv"], e["yv"]).toTensor(); };
   meta.step(train, val);
   auto r = meta.step(train, val);
-  EXPECT_EQ(r.seed, 6);
+  EXPECT_EQ(r.seed, e["seed_step1"].item<int64_t>());
+  EXPECT_EQ(r.seed, evograd::step_seed(5, 1));
   expect_close(r.losses, e["losses_step1"], 1e-12);
   EXPECT_NEAR(r.val_loss.item<double>(), e["val_step1"].item<double>(), 1e-12);
   expect_close(decay.grad(), e["grad_decay"], 1e-10);
@@ -170,13 +171,14 @@ TEST(CppApi, StepOnNnModuleMatchesCombineRouteAndRestoresModel) {
                      .findSchemaOrThrow("evograd::perturb", "")
                      .typed<std::vector<at::Tensor>(at::TensorList, int64_t, int64_t, double,
                                                     c10::string_view, bool)>();
+  const int64_t seed = evograd::step_seed(11, 0);
   std::vector<torch::Tensor> losses;
   for (int64_t k = 0; k < 3; ++k)
-    losses.push_back(train_of(forward_at(perturb.call(before, 11, k, 0.05, "sign", false))));
+    losses.push_back(train_of(forward_at(perturb.call(before, seed, k, 0.05, "sign", false))));
   auto theta = c10::Dispatcher::singleton()
                    .findSchemaOrThrow("evograd::combine", "")
                    .typed<CombineSig>()
-                   .call(before, torch::stack(losses), 0.2, 11, 0.05, "sign", false);
+                   .call(before, torch::stack(losses), 0.2, seed, 0.05, "sign", false);
   val_of(forward_at(theta)).backward();
   expect_close(got, lam.grad(), 1e-12);
 }

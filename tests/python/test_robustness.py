@@ -66,7 +66,7 @@ def test_nonfinite_candidate_is_an_error_by_default_and_droppable_on_request():
     got = lam.grad.clone()
     lam.grad = None
     # Reference: the paper's step over the two surviving candidates' noise.
-    noise = reference_noise([W], 9, 3, 0.05)
+    noise = reference_noise([W], evograd.step_seed(9, 0), 3, 0.05)
     reference_evograd_step([W], [lam], train, val, 2, 0.05, 0.5, noise=[noise[0], noise[2]])
     assert torch.allclose(got, lam.grad, rtol=1e-12, atol=1e-15)
 
@@ -92,7 +92,8 @@ def test_sigma_underflow_is_an_error_or_a_warning():
         meta.step(lambda: (W * lam).sum(), lambda: W.sum())
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        evograd.EvoGrad([W], [lam], sigma=1e-2, seed=0).step(lambda: (W * lam).sum(), lambda: W.sum())
+        evograd.EvoGrad([W], [lam], sigma=1e-2, seed=0, buffers=[]).step(lambda: (W * lam).sum(),
+                                                                       lambda: W.sum())
 
 
 # ---- list shapes ---------------------------------------------------------------------

@@ -2,6 +2,7 @@
 // dispatcher, so CPU and CUDA tensors both work and no kernel is named here).
 #include "evograd/evograd.hpp"
 
+#include <atomic>
 #include <cmath>
 #include <limits>
 
@@ -110,18 +111,45 @@ double checked_loss(const torch::Tensor& loss, const char* which) {
   return v;
 }
 
-// A module's tensors, each once (tied weights are listed once per use) and
-// without the hyperparameters, as Python's Module.parameters() gives them.
-std::vector<torch::Tensor> unique_without(const std::vector<torch::Tensor>& all,
-                                          const std::vector<torch::Tensor>& drop) {
+bool contains(const std::vector<torch::Tensor>& list, const torch::Tensor& t) {
+  for (const auto& x : list)
+    if (same_storage(t, x)) return true;
+  return false;
+}
+
+// Buffers to restore: each once, less those that share memory with a
+// perturbed tensor (restored as such) or are hyperparameters.
+std::vector<torch::Tensor> restored_buffers(const std::vector<torch::Tensor>& buffers,
+                                            const std::vector<torch::Tensor>& perturbed,
+                                            const std::vector<torch::Tensor>& hyper) {
   std::vector<torch::Tensor> kept;
-  for (const auto& t : all) {
-    bool dropped = false;
-    for (const auto& d : drop) dropped = dropped || same_storage(t, d);
-    for (const auto& k : kept) dropped = dropped || same_storage(t, k);
-    if (!dropped) kept.push_back(t);
+  for (const auto& b : buffers) {
+    bool skip = !b.defined() || contains(kept, b) || contains(hyper, b);
+    for (const auto& p : perturbed) skip = skip || (p.defined() && b.is_alias_of(p));
+    if (!skip) kept.push_back(b);
   }
   return kept;
+}
+
+// What a step perturbs in a module and what it restores, as Python's
+// EvoGrad does: each floating tensor that requires grad, parameter or buffer
+// (MetaModule weights), once (tied weights are listed once per use), except
+// the hyperparameters; the other buffers, each once, are restored.
+struct ModuleTensors {
+  std::vector<torch::Tensor> perturbed, restored;
+};
+
+ModuleTensors split_module(const std::vector<torch::Tensor>& params,
+                           const std::vector<torch::Tensor>& buffers,
+                           const std::vector<torch::Tensor>& hyper) {
+  ModuleTensors out;
+  for (const auto* list : {&params, &buffers})
+    for (const auto& t : *list)
+      if (t.defined() && t.is_floating_point() && t.requires_grad() && !contains(hyper, t) &&
+          !contains(out.perturbed, t))
+        out.perturbed.push_back(t);
+  out.restored = restored_buffers(buffers, out.perturbed, hyper);
+  return out;
 }
 
 std::vector<torch::Tensor> jit_tensors(const torch::jit::Module& m, bool params) {
@@ -140,32 +168,63 @@ std::vector<torch::Tensor> jit_tensors(const torch::jit::Module& m, bool params)
 // library, and with it the operators' registrations, loaded.
 const char* built_for_torch() { return evograd_ops::built_for_torch(); }
 
-int64_t step_seed(int64_t base, int64_t step) {
-  const uint64_t s = static_cast<uint64_t>(base) + static_cast<uint64_t>(step);
-  return static_cast<int64_t>(s & 0x7fffffffffffffffULL);
+namespace {
+
+constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ULL;
+
+// SplitMix64's finaliser: a bijection of the 64-bit integers.
+uint64_t mix64(uint64_t x) {
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
+}
+
+// As Python's evograd.seeds.default_base_seed: the generator's seed, not a draw.
+int64_t default_base_seed() {
+  static std::atomic<uint64_t> instances{0};
+  const uint64_t seed = at::detail::getDefaultCPUGenerator().current_seed();
+  return static_cast<int64_t>(mix64(seed ^ mix64(instances.fetch_add(1) * kGolden)));
+}
+
+}  // namespace
+
+int64_t step_seed(int64_t base, int64_t step, const std::string& schedule) {
+  const uint64_t b = static_cast<uint64_t>(base), t = static_cast<uint64_t>(step);
+  if (schedule == "consecutive") return static_cast<int64_t>((b + t) & 0x7fffffffffffffffULL);
+  TORCH_CHECK_VALUE(schedule == "mixed", "evograd: seed schedule must be 'mixed' or ",
+                    "'consecutive', got '", schedule, "'");
+  return static_cast<int64_t>(mix64(b + t * kGolden));
 }
 
 EvoGrad::EvoGrad(std::vector<torch::Tensor> params, std::vector<torch::Tensor> hyperparams,
                  Options options, std::vector<torch::Tensor> buffers)
-    : params_(std::move(params)),
-      hyper_(std::move(hyperparams)),
-      buffers_(std::move(buffers)),
-      options_(std::move(options)) {
+    : params_(std::move(params)), hyper_(std::move(hyperparams)), options_(std::move(options)) {
+  buffers_ = restored_buffers(buffers, params_, hyper_);
   validate();
-  seed_ = options_.seed.has_value()
-              ? *options_.seed
-              : torch::randint(0, int64_t(1) << 62, {1}, torch::kLong).item<int64_t>();
+  if (options_.scale == "t1t2") {
+    const double c = options_.antithetic ? 1.0 : 1.0 - 1.0 / options_.population;
+    scale_ = options_.temperature * *options_.inner_lr / (options_.sigma * options_.sigma * c);
+  }
+  seed_ = options_.seed.has_value() ? *options_.seed : default_base_seed();
 }
+
+EvoGrad::EvoGrad(std::vector<torch::Tensor> params, std::vector<torch::Tensor> hyperparams,
+                 Options options, const torch::nn::Module& module)
+    : EvoGrad(std::move(params), std::move(hyperparams), std::move(options), module.buffers()) {}
 
 EvoGrad::EvoGrad(torch::nn::Module& model, std::vector<torch::Tensor> hyperparams,
                  Options options)
-    : EvoGrad(unique_without(model.parameters(), hyperparams), hyperparams, std::move(options),
-              unique_without(model.buffers(), {})) {}
+    : EvoGrad(split_module(model.parameters(), model.buffers(), hyperparams).perturbed,
+              hyperparams, std::move(options),
+              split_module(model.parameters(), model.buffers(), hyperparams).restored) {}
 
 EvoGrad::EvoGrad(const torch::jit::Module& model, std::vector<torch::Tensor> hyperparams,
                  Options options)
-    : EvoGrad(unique_without(jit_tensors(model, true), hyperparams), hyperparams,
-              std::move(options), unique_without(jit_tensors(model, false), {})) {}
+    : EvoGrad(split_module(jit_tensors(model, true), jit_tensors(model, false), hyperparams)
+                  .perturbed,
+              hyperparams, std::move(options),
+              split_module(jit_tensors(model, true), jit_tensors(model, false), hyperparams)
+                  .restored) {}
 
 void EvoGrad::validate() const {
   const auto& o = options_;
@@ -178,7 +237,18 @@ void EvoGrad::validate() const {
                     "evograd: temperature must be > 0, got ", o.temperature);
   TORCH_CHECK_VALUE(o.noise == "sign" || o.noise == "gauss", "evograd: unknown noise '",
                     o.noise, "'; expected 'sign' or 'gauss'");
-  TORCH_CHECK_VALUE(!params_.empty(), "evograd: no parameters to perturb");
+  TORCH_CHECK_VALUE(o.seed_schedule == "mixed" || o.seed_schedule == "consecutive",
+                    "evograd: seed_schedule must be 'mixed' or 'consecutive', got '",
+                    o.seed_schedule, "'");
+  TORCH_CHECK_VALUE(o.scale.empty() || o.scale == "t1t2",
+                    "evograd: scale must be empty or 't1t2', got '", o.scale, "'");
+  TORCH_CHECK_VALUE(o.scale == "t1t2" || !o.inner_lr.has_value(),
+                    "evograd: inner_lr is used only with scale 't1t2'");
+  TORCH_CHECK_VALUE(o.scale.empty() ||
+                        (o.inner_lr.has_value() && std::isfinite(*o.inner_lr) && *o.inner_lr > 0),
+                    "evograd: scale 't1t2' needs inner_lr, the model's learning rate (> 0)");
+  TORCH_CHECK_VALUE(!params_.empty(), "evograd: no tensor to perturb (a module's parameters, "
+                    "or buffers with requires_grad, other than the hyperparameters)");
   TORCH_CHECK_VALUE(!hyper_.empty(), "evograd: no hyperparameters");
   for (size_t i = 0; i < params_.size(); ++i) {
     const auto& p = params_[i];
@@ -204,7 +274,7 @@ StepResult EvoGrad::step(const LossFn& train_loss, const LossFn& val_loss) {
   TORCH_CHECK_VALUE(train_loss && val_loss, "evograd: step needs two loss closures");
   const auto& o = options_;
   const int64_t K = o.population;
-  const int64_t seed = step_seed(seed_, step_);
+  const int64_t seed = step_seed(seed_, step_, o.seed_schedule);
   torch::AutoGradMode grad_on(true);
 
   Restorer restore(params_, buffers_);
@@ -265,7 +335,7 @@ StepResult EvoGrad::step(const LossFn& train_loss, const LossFn& val_loss) {
     const double* cv = cot_host.data_ptr<double>();
     for (size_t j = 0; j < hyper_.size(); ++j) {
       auto total = torch::zeros_like(hyper_[j]);
-      for (int64_t k = 0; k < K; ++k) total.add_(dloss_dhyper[k][j], cv[k]);
+      for (int64_t k = 0; k < K; ++k) total.add_(dloss_dhyper[k][j], cv[k] * scale_);
       const auto& direct = grads[params_.size() + j];
       if (direct.defined()) total.add_(direct);
       auto& hg = hyper_[j].mutable_grad();

@@ -5,13 +5,14 @@
 from . import _library
 from .ops import (combine, combine_into, loss_cotangent, perturb, perturb_into, project,
                   weights)
-from .step import EvoGrad, StepResult, step_seed
-from . import baselines, functional
+from .step import EvoGrad, StepResult
+from .seeds import step_seed
+from . import baselines, functional, seeds
 
 library_path = _library.library_path
 # Written once, in CMakeLists.txt's project(); the build records it.
 __version__ = _library.build_record["evograd"]
 
 __all__ = ["EvoGrad", "StepResult", "step_seed", "perturb", "perturb_into", "combine",
-           "combine_into", "weights", "project", "loss_cotangent", "functional", "baselines",
+           "combine_into", "weights", "project", "loss_cotangent", "functional", "baselines", "seeds",
            "library_path"]

@@ -9,24 +9,19 @@ the candidate-loss cotangent and lambda receives its gradient. The model's
 parameters, their ``.grad`` and its buffers are put back bit for bit, also
 when a closure raises.
 """
+import itertools
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 from . import ops
+from .seeds import SCHEDULES, default_base_seed, step_seed
 
 TensorsLike = Union[nn.Module, torch.Tensor, Iterable[torch.Tensor]]
-
-_SEED_MASK = (1 << 63) - 1
-
-
-def step_seed(base: int, step: int) -> int:
-    """Noise seed of meta-step ``step``: ``(base + step) mod 2**63`` (same in C++)."""
-    return (base + step) & _SEED_MASK
 
 
 @dataclass
@@ -36,6 +31,7 @@ class StepResult:
     weights: torch.Tensor     # [K] softmax(-losses / temperature); 0 for dropped candidates
     seed: int                 # noise seed used by this step
     dropped: int = 0          # candidates with a non-finite loss (nonfinite="drop")
+    aux: Any = None           # what the validation closure returned after its loss, if anything
 
 
 # exp(-x) is exactly 0.0 in float64 beyond x ~ 745: a loss this far above the
@@ -59,6 +55,46 @@ def _as_tensors(name: str, obj: TensorsLike) -> List[torch.Tensor]:
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name}[{i}] must be a tensor, got {type(t).__name__}")
     return out
+
+
+def _split_aux(out) -> Tuple[Any, Any]:
+    """A closure's result: a loss, or (loss, *aux) for logging (logits, say)."""
+    if isinstance(out, (tuple, list)) and out:
+        rest = tuple(out[1:])
+        return out[0], (rest[0] if len(rest) == 1 else rest) if rest else None
+    return out, None
+
+
+def _module_tensors(module: nn.Module, hyperparams: Sequence[torch.Tensor]):
+    """What a step perturbs and what it restores in ``module``.
+
+    Perturbed: every floating tensor that requires grad, parameter or buffer
+    (MetaModule-style models, as in the official MWN code, register their
+    weights as buffers that require grad), each once, except the
+    hyperparameters. Restored: the other buffers (BatchNorm statistics)."""
+    skip = {id(h) for h in hyperparams}
+    perturbed = []
+    for t in itertools.chain(module.parameters(), module.buffers()):
+        if id(t) in skip or not (t.is_floating_point() and t.requires_grad):
+            continue
+        skip.add(id(t))
+        perturbed.append(t)
+    restored = [b for b in module.buffers() if id(b) not in skip]
+    return perturbed, restored
+
+
+def _without_overlaps(buffers, params, hyperparams):
+    """Buffers to restore, less those that are (or share memory with) a
+    perturbed tensor, restored as such, or a hyperparameter."""
+    kept, seen = [], set()
+    for b in buffers:
+        if id(b) in seen or any(b is t or (b.numel() and t.numel() and b.device == t.device
+                                            and _overlaps(b, t))
+                                for t in itertools.chain(params, hyperparams)):
+            continue
+        seen.add(id(b))
+        kept.append(b)
+    return kept
 
 
 def _check_loss(loss, which: str, allow_nonfinite: bool = False) -> float:
@@ -154,8 +190,10 @@ class EvoGrad:
     """EvoGrad hypergradients for ``hyperparams`` from perturbations of ``params``.
 
     Args:
-        params: a module (every parameter that is not a hyperparameter is
-            perturbed and every buffer restored) or an explicit list of tensors.
+        params: a module or an explicit list of tensors. A module: each of its
+            floating tensors that requires grad, parameter or buffer (MetaModule
+            weights), is perturbed once, hyperparameters excepted; its other
+            buffers are restored after each step.
         hyperparams: lambda: a module, a tensor or a list of leaf tensors that
             require grad.
         population: K >= 2 candidates per step.
@@ -163,12 +201,29 @@ class EvoGrad:
         temperature: tau in ``softmax(-loss / tau)``.
         noise: ``"sign"`` (Rademacher, as in the paper's experiments) or ``"gauss"``.
         antithetic: candidate 2j+1 uses ``-eps`` of candidate 2j (K even).
-        seed: base noise seed; step t uses ``seed + t``. ``None`` draws one from
-            torch's default generator, so ``torch.manual_seed`` fixes it.
+        seed: base noise seed; step t uses ``step_seed(seed, t, seed_schedule)``.
+            ``None``: derived from ``torch.initial_seed()`` without drawing from
+            torch's generator (see ``evograd.seeds.default_base_seed``).
+        seed_schedule: ``"mixed"`` (unrelated seeds per step and per base) or
+            ``"consecutive"`` (``seed + t``, to reproduce results recorded with
+            evograd's first releases).
         common_random_numbers: replay the same torch RNG state for every
             candidate, so dropout masks and other random layers are shared and
             loss differences come from the noise alone (lower variance).
-        buffers: tensors restored after each step; default: the module's buffers.
+        buffers: tensors restored after each step; default: the module's
+            buffers (``params`` or ``module``).
+        module: with a list of ``params`` (only some of a model's weights, as
+            LFT and MetaXL perturb), the model whose buffers are restored. A
+            list with neither ``module`` nor ``buffers`` warns: the K + 1
+            forwards of each step would change BatchNorm statistics for good.
+        scale: ``None`` (EvoGrad's own hypergradient) or ``"t1t2"``: the part
+            through the candidates is multiplied by ``tau * inner_lr /
+            (sigma**2 * c)``, ``c = 1 - 1/K`` (1 with antithetic noise), so that
+            for small sigma its expectation equals the one-step unrolled
+            (T1-T2) hypergradient with inner learning rate ``inner_lr``. Use it
+            to keep a meta-optimiser's settings (learning rate, weight decay)
+            tuned for T1-T2; EvoGrad's own scale is smaller by that factor.
+        inner_lr: the inner (model) learning rate alpha, for ``scale="t1t2"``.
         nonfinite: what a candidate with a NaN/inf training loss does:
             ``"raise"`` (default: ValueError, model restored) or ``"drop"``
             (weight exactly 0, its lambda-gradient ignored; an error only if
@@ -179,16 +234,32 @@ class EvoGrad:
                  sigma: float = 1e-3, temperature: float = 0.05, noise: str = "sign",
                  antithetic: bool = False, seed: Optional[int] = None,
                  common_random_numbers: bool = False,
-                 buffers: Optional[Iterable[torch.Tensor]] = None, nonfinite: str = "raise"):
+                 buffers: Optional[Iterable[torch.Tensor]] = None, nonfinite: str = "raise",
+                 module: Optional[nn.Module] = None, scale: Optional[str] = None,
+                 inner_lr: Optional[float] = None, seed_schedule: str = "mixed"):
         self.hyperparams = _as_tensors("hyperparams", hyperparams)
+        if module is not None and not isinstance(module, nn.Module):
+            raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
+        if module is not None and buffers is not None:
+            raise ValueError("pass module= (its buffers are restored) or buffers=, not both")
         if isinstance(params, nn.Module):
-            hyper_ids = {id(h) for h in self.hyperparams}
-            self.params = [p for p in params.parameters() if id(p) not in hyper_ids]
-            default_buffers = list(params.buffers())
+            if module is not None:
+                raise ValueError("params is already a module; module= is for a list of params")
+            self.params, default_buffers = _module_tensors(params, self.hyperparams)
+            if not self.params:
+                raise ValueError(f"{type(params).__name__} has no floating tensor that requires "
+                                 "grad to perturb (parameters, or buffers with requires_grad=True)"
+                                 + (" other than the hyperparameters" if self.hyperparams else ""))
         else:
             self.params = _as_tensors("params", params)
-            default_buffers = []
-        self.buffers = default_buffers if buffers is None else _as_tensors("buffers", buffers)
+            default_buffers = [] if module is None else list(module.buffers())
+            if module is None and buffers is None:
+                warnings.warn("EvoGrad(list of tensors, ...) restores no buffers: each step's "
+                              "train-mode forwards would leave BatchNorm statistics changed. Pass "
+                              "module=<the model> to restore its buffers, or buffers=[] if it has "
+                              "none", UserWarning, stacklevel=2)
+        chosen = default_buffers if buffers is None else _as_tensors("buffers", buffers)
+        self.buffers = _without_overlaps(chosen, self.params, self.hyperparams)
         self.population = ops._int("population", population)
         self.sigma = ops._float("sigma", sigma)
         self.temperature = ops._float("temperature", temperature)
@@ -198,11 +269,29 @@ class EvoGrad:
         if nonfinite not in ("raise", "drop"):
             raise ValueError(f"nonfinite must be 'raise' or 'drop', got {nonfinite!r}")
         self.nonfinite = nonfinite
+        if seed_schedule not in SCHEDULES:
+            raise ValueError(f"seed_schedule must be one of {SCHEDULES}, got {seed_schedule!r}")
+        self.seed_schedule = seed_schedule
         self._validate()
-        if seed is None:
-            seed = int(torch.randint(0, 1 << 62, (1,), dtype=torch.long))
-        self.seed = ops._int("seed", seed)
+        self.hypergradient_scale = self._scale_factor(scale, inner_lr)
+        self.scale, self.inner_lr = scale, inner_lr
+        self.seed = default_base_seed() if seed is None else ops._int("seed", seed)
         self.steps_taken = 0
+
+    def _scale_factor(self, scale, inner_lr) -> float:
+        if scale is None:
+            if inner_lr is not None:
+                raise ValueError("inner_lr is used only with scale='t1t2'")
+            return 1.0
+        if scale != "t1t2":
+            raise ValueError(f"scale must be None or 't1t2', got {scale!r}")
+        if inner_lr is None:
+            raise ValueError("scale='t1t2' needs inner_lr, the model's learning rate")
+        inner_lr = ops._float("inner_lr", inner_lr)
+        if not (math.isfinite(inner_lr) and inner_lr > 0):
+            raise ValueError(f"inner_lr must be finite and > 0, got {inner_lr}")
+        c = 1.0 if self.antithetic else 1.0 - 1.0 / self.population
+        return self.temperature * inner_lr / (self.sigma ** 2 * c)
 
     def _validate(self):
         if self.population < 2:
@@ -245,14 +334,16 @@ class EvoGrad:
              val_loss_fn: Callable[[], torch.Tensor]) -> StepResult:
         """One meta-step. Accumulates ``d val_loss / d lambda`` into each
         hyperparameter's ``.grad`` (as ``backward()`` would) and returns the
-        losses for logging; the model is left exactly as it was found."""
+        losses for logging; the model is left exactly as it was found.
+        ``val_loss_fn`` may return ``(loss, *aux)`` (e.g. the logits at theta*
+        for the meta batch's accuracy); ``aux`` comes back in the result."""
         if not callable(train_loss_fn) or not callable(val_loss_fn):
             raise TypeError("step needs two callables: train_loss_fn() and val_loss_fn()")
         if torch.jit.is_tracing():
             raise RuntimeError("EvoGrad.step cannot be traced: torch.jit.trace would record "
                                "this step's seed and candidate losses as constants. Trace the "
                                "model and call step() from Python, or script the ops")
-        K, seed = self.population, step_seed(self.seed, self.steps_taken)
+        K, seed = self.population, step_seed(self.seed, self.steps_taken, self.seed_schedule)
         noise_args = (self.sigma, self.noise, self.antithetic)
         _check_sigma_resolution(self.params, self.sigma)
         snap = _Snapshot(self.params, self.buffers)
@@ -300,7 +391,7 @@ class EvoGrad:
                     ops.combine_into(snap.saved, losses_t, self.params, self.temperature, seed,
                                      *noise_args)
                 snap.set_requires_grad(True)
-                val = val_loss_fn()
+                val, aux = _split_aux(val_loss_fn())
                 val_value = _check_loss(val, "validation")
                 if not val.requires_grad:
                     raise ValueError("the validation loss does not depend on the parameters")
@@ -311,7 +402,8 @@ class EvoGrad:
                 g = [gi if gi is not None else torch.zeros_like(p)
                      for gi, p in zip(grads[:n], self.params)]
                 c = ops.project(g, seed, K, *noise_args)
-                cot = ops.loss_cotangent(losses_t, c, self.temperature).tolist()
+                cot = (ops.loss_cotangent(losses_t, c, self.temperature)
+                       * self.hypergradient_scale).tolist()
 
                 with torch.no_grad():
                     for j, h in enumerate(self.hyperparams):
@@ -329,4 +421,4 @@ class EvoGrad:
             snap.restore()
         self.steps_taken += 1
         reported = torch.tensor(losses, dtype=torch.float64)
-        return StepResult(val_value, reported, weights.detach(), seed, len(losses) - len(kept))
+        return StepResult(val_value, reported, weights.detach(), seed, len(losses) - len(kept), aux)
