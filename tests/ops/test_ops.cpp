@@ -183,6 +183,71 @@ TEST(CppApi, StepOnNnModuleMatchesCombineRouteAndRestoresModel) {
   expect_close(got, lam.grad(), 1e-12);
 }
 
+// A MetaModule-style network: its weights are buffers that require grad (as
+// the official Meta-Weight-Net code builds models), plus a plain buffer.
+struct BufferNet : torch::nn::Module {
+  BufferNet() {
+    w = register_buffer("w", torch::randn({2, 3}, torch::kFloat64).requires_grad_(true));
+    b = register_buffer("b", torch::zeros({2}, torch::kFloat64).requires_grad_(true));
+    count = register_buffer("count", torch::zeros({1}, torch::kFloat64));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    count.add_(1);  // state a forward changes, which the step must put back
+    return torch::linear(x, w, b);
+  }
+  torch::Tensor w, b, count;
+};
+
+TEST(CppApi, BufferWeightsArePerturbedOtherBuffersRestored) {
+  torch::manual_seed(4);
+  auto net = std::make_shared<BufferNet>();
+  ASSERT_TRUE(net->parameters().empty());
+  auto lam = torch::tensor({0.2}, torch::kFloat64).requires_grad_(true);
+  auto x = torch::randn({5, 3}, torch::kFloat64);
+  evograd::Options opt;
+  opt.seed = 2;
+  evograd::EvoGrad meta(*net, {lam}, opt);
+  ASSERT_EQ(meta.params().size(), 2u);
+  ASSERT_EQ(meta.buffers().size(), 1u);
+  EXPECT_TRUE(meta.buffers()[0].is_same(net->count));
+  auto w = net->w.clone();
+  meta.step([&] { return net->forward(x).pow(2).mean() * lam.sum(); },
+            [&] { return net->forward(x).sum(); });
+  EXPECT_TRUE(torch::equal(net->w, w));
+  EXPECT_EQ(net->count.item<double>(), 0.0);
+  ASSERT_TRUE(lam.grad().defined());
+  EXPECT_TRUE(std::isfinite(lam.grad().item<double>()));
+  EXPECT_NE(lam.grad().item<double>(), 0.0);
+}
+
+TEST(CppApi, SeedsScaleAndDefaultSeedMatchPython) {
+  // SplitMix64's published first outputs for state 0, as signed integers.
+  EXPECT_EQ(static_cast<uint64_t>(evograd::step_seed(0, 1)), 0xE220A8397B1DCDAFULL);
+  EXPECT_EQ(static_cast<uint64_t>(evograd::step_seed(0, 2)), 0x6E789E6AA1B965F4ULL);
+  EXPECT_EQ(evograd::step_seed(5, 3, "consecutive"), 8);
+  EXPECT_THROW(evograd::step_seed(5, 3, "random"), c10::ValueError);
+  auto p = torch::zeros({3}, torch::kFloat64).requires_grad_(true);
+  auto lam = torch::zeros({1}, torch::kFloat64).requires_grad_(true);
+  evograd::Options opt;
+  opt.population = 4;
+  opt.sigma = 1e-2;
+  opt.temperature = 0.5;
+  opt.scale = "t1t2";
+  opt.inner_lr = 0.1;
+  EXPECT_NEAR(evograd::EvoGrad({p}, {lam}, opt).hypergradient_scale(),
+              0.5 * 0.1 / (1e-4 * 0.75), 1e-9);
+  opt.antithetic = true;
+  EXPECT_NEAR(evograd::EvoGrad({p}, {lam}, opt).hypergradient_scale(), 0.5 * 0.1 / 1e-4, 1e-9);
+  opt.inner_lr.reset();
+  EXPECT_THROW(evograd::EvoGrad({p}, {lam}, opt), c10::ValueError);
+  // seed unset: torch's generator is read, not drawn from.
+  torch::manual_seed(9);
+  auto state = at::detail::getDefaultCPUGenerator().get_state();
+  evograd::EvoGrad a({p}, {lam}), b({p}, {lam});
+  EXPECT_TRUE(torch::equal(at::detail::getDefaultCPUGenerator().get_state(), state));
+  EXPECT_NE(a.seed(), b.seed());
+}
+
 TEST(CppApi, BadInputRaisesAndLeavesModelUntouched) {
   auto net = std::make_shared<Net>();
   auto lam = torch::tensor({0.3}, torch::kFloat64).requires_grad_(true);

@@ -350,3 +350,68 @@ def test_bad_closures_raise_and_leave_model_untouched(bad_train, err, match):
     with pytest.raises(TypeError, match="callables"):
         meta.step(None, lambda: val(P))
     assert all(torch.equal(p, b) for p, b in zip(P, before))
+
+
+def test_list_without_buffers_warns_and_module_restores_its_buffers():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 1)).double()
+    lam = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(8, 3, dtype=torch.float64)
+    head = list(model[2].parameters())
+    with pytest.warns(UserWarning, match="module="):
+        evograd.EvoGrad(head, lam, seed=0)
+    stats = model[1].running_mean.clone()
+    meta = evograd.EvoGrad(head, lam, seed=0, module=model)
+    assert {id(b) for b in meta.buffers} == {id(b) for b in model.buffers()}
+    meta.step(lambda: (model(x) ** 2).mean() * torch.exp(lam).sum(), lambda: model(x).mean())
+    assert torch.equal(model[1].running_mean, stats)
+    with pytest.raises(ValueError, match="not both"):
+        evograd.EvoGrad(head, lam, module=model, buffers=[])
+    with pytest.raises(ValueError, match="already a module"):
+        evograd.EvoGrad(model, lam, module=model)
+
+
+def test_buffers_overlapping_perturbed_tensors_are_folded():
+    W = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    lam = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    stat = torch.zeros(2, dtype=torch.float64)
+    meta = evograd.EvoGrad([W], lam, buffers=[W, W.detach()[1], stat, stat, lam], seed=0)
+    assert len(meta.buffers) == 1 and meta.buffers[0] is stat
+
+
+def test_module_without_tensors_to_perturb_says_what_counts():
+    frozen = nn.Linear(2, 2).requires_grad_(False)
+    lam = torch.zeros(1, requires_grad=True)
+    with pytest.raises(ValueError, match="buffers with requires_grad=True"):
+        evograd.EvoGrad(frozen, lam)
+
+
+def test_scale_t1t2_multiplies_the_candidate_part_only():
+    P, H, train, val = mlp_fixture(torch.float64)
+    plain = evograd.EvoGrad(P, H, **KW)
+    plain.step(lambda: train(P), lambda: val(P))
+    want = [h.grad.clone() for h in H]
+    for h in H:
+        h.grad = None
+    scaled = evograd.EvoGrad(P, H, scale="t1t2", inner_lr=0.2, **KW)
+    factor = KW["temperature"] * 0.2 / (KW["sigma"] ** 2 * (1 - 1 / KW["population"]))
+    assert scaled.hypergradient_scale == pytest.approx(factor, rel=1e-15)
+    scaled.step(lambda: train(P), lambda: val(P))
+    for h, w in zip(H, want):
+        assert torch.allclose(h.grad, factor * w, rtol=1e-12, atol=0)
+    anti = evograd.EvoGrad(P, H, scale="t1t2", inner_lr=0.2, antithetic=True, **KW)
+    assert anti.hypergradient_scale == pytest.approx(factor * (1 - 1 / KW["population"]))
+    for bad, match in ((dict(scale="t1t2"), "needs inner_lr"), (dict(inner_lr=0.1), "only with"),
+                       (dict(scale="t2", inner_lr=0.1), "scale must"),
+                       (dict(scale="t1t2", inner_lr=-1.0), "inner_lr must")):
+        with pytest.raises(ValueError, match=match):
+            evograd.EvoGrad(P, H, **bad, **KW)
+
+
+def test_validation_closure_may_return_aux_outputs():
+    P, H, train, val = mlp_fixture(torch.float64)
+    meta = evograd.EvoGrad(P, H, **KW)
+    r = meta.step(lambda: train(P), lambda: (val(P), P[0].detach().clone(), "tag"))
+    assert r.aux[1] == "tag" and torch.equal(r.aux[0], P[0].detach()) is False  # theta*, not theta
+    r = meta.step(lambda: train(P), lambda: val(P))
+    assert r.aux is None
