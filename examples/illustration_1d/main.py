@@ -3,7 +3,7 @@
 hypergradient against the true one for several population sizes, and (x, lam)
 trajectories with EvoGrad vs the true hypergradient over the validation loss.
 
-    PYTHONPATH=torch_ops /usr/bin/python3 examples/illustration_1d/main.py --out results/1d
+    .venv/bin/python examples/illustration_1d/main.py --out results/1d
 """
 import argparse
 import json

@@ -5,7 +5,7 @@ and the cost of a ResNet-32 parameter list (~100 tensors) against one flat
 tensor of the same size, which shows whether a call costs one launch or one
 per tensor.
 
-    PYTHONPATH=torch_ops /usr/bin/python3 examples/kernels/bench.py --device cuda --out results/kernels_cuda
+    .venv/bin/python examples/kernels/bench.py --device cuda --out results/kernels_cuda
 """
 import argparse
 import json

@@ -2,7 +2,7 @@
 """Trains each LFT method and writes the held-out-domain accuracy table
 (JSON and Markdown) that the README quotes.
 
-    PYTHONPATH=torch_ops /usr/bin/python3 examples/lft/accuracy_table.py --out results/lft_accuracy
+    .venv/bin/python examples/lft/accuracy_table.py --out results/lft_accuracy
 """
 import argparse
 import os

@@ -9,7 +9,7 @@ CUDA (the paper's setting): 224x224 images, 5-way 5-shot 16-query episodes
 method fits in 12 GB (allocator capped with set_per_process_memory_fraction).
 CPU default: 84x84 images, 5-way 5-shot 4-query (45 images).
 
-    PYTHONPATH=torch_ops /usr/bin/python3 examples/lft/bench.py --out results/lft_bench_cpu
+    .venv/bin/python examples/lft/bench.py --out results/lft_bench_cpu
 """
 import argparse
 import json

@@ -7,7 +7,7 @@ FT active and the FT parameters are meta-learned from the pseudo-unseen loss
 by T1-T2 or EvoGrad. Reports accuracy on the held-out domain with a 95%
 confidence interval over test episodes.
 
-    PYTHONPATH=torch_ops /usr/bin/python3 examples/lft/train.py --method evograd
+    .venv/bin/python examples/lft/train.py --method evograd
 """
 import argparse
 import math

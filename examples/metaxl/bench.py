@@ -5,7 +5,7 @@ T1-T2, EvoGrad perturbing the head (the paper's choice) and EvoGrad
 perturbing every encoder parameter. Each method in a fresh process; prints a
 table, writes JSON and a PNG.
 
-    PYTHONPATH=torch_ops /usr/bin/python3 examples/metaxl/bench.py --out results/metaxl_bench_cpu
+    .venv/bin/python examples/metaxl/bench.py --out results/metaxl_bench_cpu
 """
 import argparse
 import json

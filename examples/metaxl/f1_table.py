@@ -2,7 +2,7 @@
 """Trains each MetaXL method for several seeds and writes the target-language
 F1 table (JSON and Markdown) that the README quotes.
 
-    PYTHONPATH=torch_ops /usr/bin/python3 examples/metaxl/f1_table.py --seeds 0 1 2 --out results/metaxl_f1
+    .venv/bin/python examples/metaxl/f1_table.py --seeds 0 1 2 --out results/metaxl_f1
 """
 import argparse
 import os

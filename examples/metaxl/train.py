@@ -5,7 +5,7 @@ representation transformation network (RTN) meta-learned by T1-T2 or by
 EvoGrad (this plugin), or joint training (`jt`) without it. Reports
 entity-level F1 on held-out target sentences.
 
-    PYTHONPATH=torch_ops /usr/bin/python3 examples/metaxl/train.py --method evograd
+    .venv/bin/python examples/metaxl/train.py --method evograd
 """
 import argparse
 import os

@@ -2,7 +2,7 @@
 """Runs MWN training for each method x noise rate x seed and writes the test
 accuracy table (JSON and Markdown) that the README quotes.
 
-    PYTHONPATH=torch_ops /usr/bin/python3 examples/mwn/accuracy_table.py --iterations 500 --out results/mwn_accuracy
+    .venv/bin/python examples/mwn/accuracy_table.py --iterations 500 --out results/mwn_accuracy
 """
 import argparse
 import os
@@ -24,12 +24,15 @@ def main():
     p.add_argument("--iterations", type=int, default=500)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--width", type=int, default=1)
+    p.add_argument("--scale", choices=["t1t2", "none"], default="t1t2", help="EvoGrad's hypergradient scale")
+    p.add_argument("--seed-schedule", choices=["mixed", "consecutive"], default="mixed")
     p.add_argument("--out", type=Path, default=Path("results/mwn_accuracy"))
     args = p.parse_args()
     grid = [(f"{method}_noise{int(100 * rate)}_seed{seed}",
              ["--method", method, "--noise-rate", str(rate), "--seed", str(seed),
               "--iterations", str(args.iterations), "--batch-size", str(args.batch_size),
-              "--width", str(args.width)])
+              "--width", str(args.width), "--scale", args.scale,
+              "--seed-schedule", args.seed_schedule])
             for rate in args.noise_rates for method in args.methods for seed in args.seeds]
     runs = run_grid(train.main, grid, args.out)
     lines = [f"Fashion-MNIST test accuracy (%), ResNet-32 x{args.width}, {args.iterations} iterations "

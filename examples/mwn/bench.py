@@ -7,7 +7,7 @@ process so that its peak memory is its own (docs/design.md, Measuring).
 Sweeps: ResNet-32 width (model size), population K, and hyperparameter count
 (weighting-net width). Prints tables, writes JSON and PNG plots.
 
-    PYTHONPATH=torch_ops /usr/bin/python3 examples/mwn/bench.py --out results/mwn_bench
+    .venv/bin/python examples/mwn/bench.py --out results/mwn_bench
 """
 import argparse
 import json

@@ -28,19 +28,28 @@ def weighted_loss(logits, targets, vnet):
 class MWNTrainer:
     def __init__(self, model, vnet, method, lr=0.1, momentum=0.9, weight_decay=5e-4,
                  vnet_lr=1e-3, vnet_weight_decay=1e-4, population=2, sigma=1e-3,
-                 temperature=0.05, noise="sign", seed=0):
+                 temperature=0.05, noise="sign", seed=0, scale="t1t2",
+                 seed_schedule="mixed"):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
         self.model, self.vnet, self.method = model, vnet, method
         self.opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
                                    weight_decay=weight_decay)
         self.vopt = torch.optim.Adam(vnet.parameters(), lr=vnet_lr, weight_decay=vnet_weight_decay)
+        self.vnet_weight_decay = vnet_weight_decay
+        self.grad_to_decay = []  # |lambda-gradient| / |weight-decay term|, per meta-update
         self.population, self.sigma, self.temperature = population, sigma, temperature
         self.names = [n for n, _ in model.named_parameters()]
         self.generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
         if method == "evograd":
+            # scale="t1t2": the official meta-optimiser settings (Adam 1e-3,
+            # weight decay 1e-4) were tuned for T1-T2's hypergradient, which
+            # EvoGrad's own is ~sigma^2/(2 tau lr) = 1e-4 times smaller than.
             self.meta = evograd.EvoGrad(model, vnet, population=population, sigma=sigma,
-                                        temperature=temperature, noise=noise, seed=seed)
+                                        temperature=temperature, noise=noise, seed=seed,
+                                        scale=None if scale == "none" else scale,
+                                        inner_lr=None if scale == "none" else lr,
+                                        seed_schedule=seed_schedule)
 
     @property
     def lr(self):
@@ -72,6 +81,11 @@ class MWNTrainer:
                 val = baselines.reference_evograd_step(
                     params, vparams, train_fn, val_fn, self.population, self.sigma,
                     self.temperature, generator=self.generator).item()
+        if self.vnet_weight_decay:
+            with torch.no_grad():
+                g = torch.cat([p.grad.flatten() for p in vparams]).norm()
+                d = self.vnet_weight_decay * torch.cat([p.flatten() for p in vparams]).norm()
+                self.grad_to_decay.append((g / d).item())
         self.vopt.step()
         return val
 

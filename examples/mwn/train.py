@@ -7,7 +7,7 @@ taken from the training set, by T1-T2 (second order), by EvoGrad (this
 plugin), or by the paper's plain EvoGrad. `baseline` trains on the noisy
 labels with no meta-learning.
 
-    PYTHONPATH=torch_ops /usr/bin/python3 examples/mwn/train.py --method evograd --noise-rate 0.4
+    .venv/bin/python examples/mwn/train.py --method evograd --noise-rate 0.4
 """
 import argparse
 import os
@@ -38,6 +38,11 @@ def parse_args(argv=None):
     p.add_argument("--vnet-hidden", type=int, default=100, help="weighting-net hidden units (301 hyperparameters at 100)")
     p.add_argument("--lr", type=float, default=0.1, help="classifier SGD lr (also T1-T2's inner lr)")
     p.add_argument("--vnet-lr", type=float, default=1e-3)
+    p.add_argument("--vnet-weight-decay", type=float, default=1e-4, help="Adam weight decay of the weighting net (official: 1e-4)")
+    p.add_argument("--scale", choices=["t1t2", "none"], default="t1t2",
+                   help="EvoGrad's hypergradient scale: T1-T2's (inner lr = --lr), or its own (the paper's)")
+    p.add_argument("--seed-schedule", choices=["mixed", "consecutive"], default="mixed",
+                   help="EvoGrad's per-step seeds; 'consecutive' reproduces results recorded before 'mixed'")
     p.add_argument("--population", type=int, default=2, help="EvoGrad K")
     p.add_argument("--sigma", type=float, default=1e-3, help="EvoGrad noise scale")
     p.add_argument("--temperature", type=float, default=0.05, help="EvoGrad softmax temperature")
@@ -85,8 +90,10 @@ def run(args):
     model = ResNet32(width=args.width).to(device)
     vnet = WeightingNet(args.vnet_hidden).to(device)
     trainer = MWNTrainer(model, vnet, args.method, lr=args.lr, vnet_lr=args.vnet_lr,
+                         vnet_weight_decay=args.vnet_weight_decay,
                          population=args.population, sigma=args.sigma,
-                         temperature=args.temperature, noise=args.noise, seed=args.seed)
+                         temperature=args.temperature, noise=args.noise, seed=args.seed,
+                         scale=args.scale, seed_schedule=args.seed_schedule)
     sched = torch.optim.lr_scheduler.MultiStepLR(
         trainer.opt, [int(0.8 * args.iterations), int(0.9 * args.iterations)], 0.1)
     batches = data.Batches(*ds["train"], args.batch_size, args.seed)
@@ -114,6 +121,10 @@ def run(args):
         "model_parameters": count(model), "hyperparameters": count(vnet),
         "final_train_loss": sum(losses[-20:]) / max(len(losses[-20:]), 1),
         "device": str(device), "torch": torch.__version__,
+        "scale": args.scale if args.method == "evograd" else None,
+        "seed_schedule": args.seed_schedule if args.method == "evograd" else None,
+        "vnet_weight_decay": args.vnet_weight_decay,
+        "median_grad_to_decay": median(trainer.grad_to_decay) if trainer.grad_to_decay else None,
     }
     return result
 
