@@ -1,10 +1,10 @@
 /* out = base + sum_k w_k eps_k: the weighted combination without any
  * candidate ever existing in memory. The sum runs in double. */
 #include "evograd/evograd.h"
-#include "../noise.h"
+#include "common/noise.h"
 #include "segments.h"
 #include "storage.h"
-#include "validate.h"
+#include "common/validate.h"
 
 #define EVOGRAD_DEFINE_COMBINE(T)                                               \
   static void combine_##T(const evograd_span *spans, const evograd_segment *seg, \
@@ -48,12 +48,12 @@ evograd_status evograd_combine(evograd_dtype dtype, const evograd_span *spans,
   evograd_status st;
   evograd_segment_walk walk;
   evograd_segment seg;
-  if ((st = evograd_check_spans(dtype, spans, n_spans, 1, &total)) != EVOGRAD_OK) return st;
-  if ((st = evograd_check_noise(noise)) != EVOGRAD_OK) return st;
-  if ((st = evograd_check_population(population, noise->antithetic)) != EVOGRAD_OK) return st;
-  if ((st = evograd_check_finite(weights, population, EVOGRAD_ERR_NONFINITE_VALUE)) != EVOGRAD_OK)
+  if ((st = eg_check_spans(dtype, spans, n_spans, 1, &total)) != EVOGRAD_OK) return st;
+  if ((st = eg_check_noise(noise)) != EVOGRAD_OK) return st;
+  if ((st = eg_check_population(population, noise->antithetic)) != EVOGRAD_OK) return st;
+  if ((st = eg_check_finite(weights, population, EVOGRAD_ERR_NONFINITE_VALUE)) != EVOGRAD_OK)
     return st;
-  if ((st = evograd_check_range(range, total, 0, &begin, &end)) != EVOGRAD_OK) return st;
+  if ((st = eg_check_range(range, total, 0, &begin, &end)) != EVOGRAD_OK) return st;
 
   evograd_walk_init(&walk, spans, n_spans, begin, end);
   while (evograd_walk_next(&walk, &seg)) {

@@ -1,9 +1,9 @@
 /* out = base + eps_k: writes one candidate. */
 #include "evograd/evograd.h"
-#include "../noise.h"
+#include "common/noise.h"
 #include "segments.h"
 #include "storage.h"
-#include "validate.h"
+#include "common/validate.h"
 
 #define EVOGRAD_DEFINE_PERTURB(T)                                               \
   static void perturb_##T(const evograd_span *spans, const evograd_segment *seg, \
@@ -36,10 +36,10 @@ evograd_status evograd_perturb(evograd_dtype dtype, const evograd_span *spans,
   evograd_segment_walk walk;
   evograd_segment seg;
   evograd_noise_stream s;
-  if ((st = evograd_check_spans(dtype, spans, n_spans, 1, &total)) != EVOGRAD_OK) return st;
-  if ((st = evograd_check_noise(noise)) != EVOGRAD_OK) return st;
+  if ((st = eg_check_spans(dtype, spans, n_spans, 1, &total)) != EVOGRAD_OK) return st;
+  if ((st = eg_check_noise(noise)) != EVOGRAD_OK) return st;
   if (k < 0 || k > (int64_t)UINT32_MAX) return EVOGRAD_ERR_INVALID_CANDIDATE;
-  if ((st = evograd_check_range(range, total, 0, &begin, &end)) != EVOGRAD_OK) return st;
+  if ((st = eg_check_range(range, total, 0, &begin, &end)) != EVOGRAD_OK) return st;
 
   s = evograd_make_stream(noise->seed, noise->sigma, noise->kind == EVOGRAD_NOISE_GAUSS,
                           noise->antithetic, k);
@@ -48,29 +48,6 @@ evograd_status evograd_perturb(evograd_dtype dtype, const evograd_span *spans,
 #define EVOGRAD_CALL(T) perturb_##T(spans, &seg, &s)
     EVOGRAD_DTYPE_SWITCH(dtype, EVOGRAD_CALL)
 #undef EVOGRAD_CALL
-  }
-  return EVOGRAD_OK;
-}
-
-evograd_status evograd_noise_values(const evograd_noise *noise, int64_t k,
-                                    int64_t first, int64_t n, double *out) {
-  evograd_status st;
-  evograd_noise_stream s;
-  int64_t j = 0;
-  if ((st = evograd_check_noise(noise)) != EVOGRAD_OK) return st;
-  if (out == NULL) return EVOGRAD_ERR_NULL_POINTER;
-  if (k < 0 || k > (int64_t)UINT32_MAX) return EVOGRAD_ERR_INVALID_CANDIDATE;
-  if (first < 0 || n < 0) return EVOGRAD_ERR_INVALID_RANGE;
-  if (n > INT64_MAX - first) return EVOGRAD_ERR_SIZE_OVERFLOW;
-  /* z only: sigma scales nothing here, but the antithetic sign applies. */
-  s = evograd_make_stream(noise->seed, 1.0, noise->kind == EVOGRAD_NOISE_GAUSS,
-                          noise->antithetic, k);
-  while (j < n) {
-    const int64_t g = first + j;
-    int64_t lane = g & 3;
-    double z[4];
-    evograd_noise_quad(&s, (uint64_t)g >> 2, z);
-    for (; lane < 4 && j < n; ++lane, ++j) out[j] = s.scale * z[lane];
   }
   return EVOGRAD_OK;
 }

@@ -4,10 +4,10 @@
 #include <string.h>
 
 #include "evograd/evograd.h"
-#include "../noise.h"
+#include "common/noise.h"
 #include "segments.h"
 #include "storage.h"
-#include "validate.h"
+#include "common/validate.h"
 
 #define EVOGRAD_DEFINE_PROJECT(T)                                               \
   static void project_##T(const evograd_span *spans, const evograd_segment *seg, \
@@ -45,9 +45,9 @@ static evograd_status check_project(evograd_dtype dtype, const evograd_span *spa
                                     size_t n_spans, const evograd_noise *noise,
                                     int64_t population, int64_t *total) {
   evograd_status st;
-  if ((st = evograd_check_spans(dtype, spans, n_spans, 0, total)) != EVOGRAD_OK) return st;
-  if ((st = evograd_check_noise(noise)) != EVOGRAD_OK) return st;
-  return evograd_check_population(population, noise->antithetic);
+  if ((st = eg_check_spans(dtype, spans, n_spans, 0, total)) != EVOGRAD_OK) return st;
+  if ((st = eg_check_noise(noise)) != EVOGRAD_OK) return st;
+  return eg_check_population(population, noise->antithetic);
 }
 
 /* Adds the products for candidates k0 .. k0+kn-1 over [begin, end) into
@@ -74,7 +74,7 @@ evograd_status evograd_project_blocks(evograd_dtype dtype, const evograd_span *s
   evograd_status st;
   if ((st = check_project(dtype, spans, n_spans, noise, population, &total)) != EVOGRAD_OK)
     return st;
-  if ((st = evograd_check_range(range, total, 1, &begin, &end)) != EVOGRAD_OK) return st;
+  if ((st = eg_check_range(range, total, 1, &begin, &end)) != EVOGRAD_OK) return st;
   if (block_sums == NULL) return EVOGRAD_ERR_NULL_POINTER;
   nblocks = (end - begin + EVOGRAD_PROJECT_BLOCK - 1) / EVOGRAD_PROJECT_BLOCK;
   if (nblocks > 0) memset(block_sums, 0, (size_t)nblocks * (size_t)population * sizeof(double));

@@ -4,7 +4,7 @@
 #define EVOGRAD_CPU_SEGMENTS_H
 
 #include "evograd/evograd.h"
-#include "../noise.h"
+#include "common/noise.h"
 
 typedef struct evograd_segment {
   size_t span;    /* which span */

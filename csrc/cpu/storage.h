@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "../float_codec.h"
+#include "common/float_codec.h"
 
 static inline double evograd_load_f16(const void *p, int64_t i) {
   return evograd_decode_float(((const uint16_t *)p)[i], 10, 5);

@@ -4,7 +4,7 @@
 #include <stdint.h>
 
 #include "evograd/evograd.h"
-#include "validate.h"
+#include "common/validate.h"
 
 static evograd_status check_common(const double *losses, int64_t population,
                                    double temperature, const double *out) {
@@ -12,7 +12,7 @@ static evograd_status check_common(const double *losses, int64_t population,
   if (losses == NULL || out == NULL) return EVOGRAD_ERR_NULL_POINTER;
   if (population < 1 || population > (int64_t)UINT32_MAX) return EVOGRAD_ERR_INVALID_POPULATION;
   if (!(isfinite(temperature) && temperature > 0.0)) return EVOGRAD_ERR_INVALID_TEMPERATURE;
-  if ((st = evograd_check_finite(losses, population, EVOGRAD_ERR_NONFINITE_LOSS)) != EVOGRAD_OK)
+  if ((st = eg_check_finite(losses, population, EVOGRAD_ERR_NONFINITE_LOSS)) != EVOGRAD_OK)
     return st;
   return EVOGRAD_OK;
 }
@@ -50,7 +50,7 @@ evograd_status evograd_loss_cotangent(const double *losses, const double *projec
   int64_t i;
   evograd_status st = check_common(losses, population, temperature, out);
   if (st != EVOGRAD_OK) return st;
-  if ((st = evograd_check_finite(projections, population, EVOGRAD_ERR_NONFINITE_VALUE)) !=
+  if ((st = eg_check_finite(projections, population, EVOGRAD_ERR_NONFINITE_VALUE)) !=
       EVOGRAD_OK)
     return st;
   if (overlaps(out, projections, population) || overlaps(out, losses, population))

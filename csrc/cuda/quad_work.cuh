@@ -17,15 +17,8 @@
 #include <stdint.h>
 
 #include "evograd/evograd.h"
-#include "../float_codec.h"
-#include "../noise.h"
-
-// nvcc: host and device, inlined. A host compiler (the replay): plain inline.
-#if defined(__CUDACC__)
-#define EVOGRAD_CUDA_HD __host__ __device__ __forceinline__
-#else
-#define EVOGRAD_CUDA_HD inline
-#endif
+#include "common/float_codec.h"
+#include "common/noise.h"
 
 namespace evograd_cuda {
 
@@ -46,7 +39,7 @@ constexpr int kProjectChunk = 4;
 
 // The span holding global index g: the last one starting at or before g,
 // stepping over zero-size spans that share its start.
-EVOGRAD_CUDA_HD int find_span(const DeviceSpan* spans, int n, int64_t g) {
+EVOGRAD_HD int find_span(const DeviceSpan* spans, int n, int64_t g) {
   int lo = 0, hi = n - 1;
   while (lo < hi) {
     const int mid = (lo + hi + 1) / 2;
@@ -65,22 +58,22 @@ struct BFloat16 { uint16_t bits; };
 template <typename S> struct Elem;
 template <> struct Elem<float> {
   using Noise = float;
-  static EVOGRAD_CUDA_HD double wide(float v) { return v; }
-  static EVOGRAD_CUDA_HD float narrow(double v) { return (float)v; }
-  static EVOGRAD_CUDA_HD float add(float v, float eps) { return v + eps; }
+  static EVOGRAD_HD double wide(float v) { return v; }
+  static EVOGRAD_HD float narrow(double v) { return (float)v; }
+  static EVOGRAD_HD float add(float v, float eps) { return v + eps; }
 };
 template <> struct Elem<double> {
   using Noise = double;
-  static EVOGRAD_CUDA_HD double wide(double v) { return v; }
-  static EVOGRAD_CUDA_HD double narrow(double v) { return v; }
-  static EVOGRAD_CUDA_HD double add(double v, double eps) { return v + eps; }
+  static EVOGRAD_HD double wide(double v) { return v; }
+  static EVOGRAD_HD double narrow(double v) { return v; }
+  static EVOGRAD_HD double add(double v, double eps) { return v + eps; }
 };
 template <int MBITS, int EBITS, typename S>
 struct Elem16 {
   using Noise = float;
-  static EVOGRAD_CUDA_HD double wide(S v) { return evograd_decode_float(v.bits, MBITS, EBITS); }
-  static EVOGRAD_CUDA_HD S narrow(double v) { return S{(uint16_t)evograd_encode_float(v, MBITS, EBITS)}; }
-  static EVOGRAD_CUDA_HD S add(S v, float eps) { return narrow(wide(v) + (double)eps); }
+  static EVOGRAD_HD double wide(S v) { return evograd_decode_float(v.bits, MBITS, EBITS); }
+  static EVOGRAD_HD S narrow(double v) { return S{(uint16_t)evograd_encode_float(v, MBITS, EBITS)}; }
+  static EVOGRAD_HD S add(S v, float eps) { return narrow(wide(v) + (double)eps); }
 };
 template <> struct Elem<Half> : Elem16<10, 5, Half> {};
 template <> struct Elem<BFloat16> : Elem16<7, 8, BFloat16> {};
@@ -88,39 +81,39 @@ template <> struct Elem<BFloat16> : Elem16<7, 8, BFloat16> {};
 // Four elements in one access: 8 bytes (16-bit types), 16 (float4), or two
 // 16-byte halves (double2). It needs that many bytes of alignment, up to 16.
 template <typename S>
-EVOGRAD_CUDA_HD constexpr uintptr_t vector_alignment() {
+EVOGRAD_HD constexpr uintptr_t vector_alignment() {
   return 4 * sizeof(S) < 16 ? 4 * sizeof(S) : 16;
 }
 
 template <typename S>
-EVOGRAD_CUDA_HD bool vector_aligned(const S* p) {
+EVOGRAD_HD bool vector_aligned(const S* p) {
   return (reinterpret_cast<uintptr_t>(p) & (vector_alignment<S>() - 1)) == 0;
 }
 
-EVOGRAD_CUDA_HD void load4(const float* p, float v[4]) {
+EVOGRAD_HD void load4(const float* p, float v[4]) {
   const float4 x = *reinterpret_cast<const float4*>(p);
   v[0] = x.x; v[1] = x.y; v[2] = x.z; v[3] = x.w;
 }
-EVOGRAD_CUDA_HD void store4(float* p, const float v[4]) {
+EVOGRAD_HD void store4(float* p, const float v[4]) {
   *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
 }
-EVOGRAD_CUDA_HD void load4(const double* p, double v[4]) {
+EVOGRAD_HD void load4(const double* p, double v[4]) {
   const double2 a = reinterpret_cast<const double2*>(p)[0];
   const double2 b = reinterpret_cast<const double2*>(p)[1];
   v[0] = a.x; v[1] = a.y; v[2] = b.x; v[3] = b.y;
 }
-EVOGRAD_CUDA_HD void store4(double* p, const double v[4]) {
+EVOGRAD_HD void store4(double* p, const double v[4]) {
   reinterpret_cast<double2*>(p)[0] = make_double2(v[0], v[1]);
   reinterpret_cast<double2*>(p)[1] = make_double2(v[2], v[3]);
 }
 template <typename S>  // Half, BFloat16: four 16-bit patterns in one uint2
-EVOGRAD_CUDA_HD void load4(const S* p, S v[4]) {
+EVOGRAD_HD void load4(const S* p, S v[4]) {
   const uint2 x = *reinterpret_cast<const uint2*>(p);
   v[0].bits = (uint16_t)x.x; v[1].bits = (uint16_t)(x.x >> 16);
   v[2].bits = (uint16_t)x.y; v[3].bits = (uint16_t)(x.y >> 16);
 }
 template <typename S>
-EVOGRAD_CUDA_HD void store4(S* p, const S v[4]) {
+EVOGRAD_HD void store4(S* p, const S v[4]) {
   *reinterpret_cast<uint2*>(p) = make_uint2(v[0].bits | ((uint32_t)v[1].bits << 16),
                                             v[2].bits | ((uint32_t)v[3].bits << 16));
 }
@@ -136,7 +129,7 @@ struct QuadPlace {
 };
 
 template <typename T>
-EVOGRAD_CUDA_HD QuadPlace place_quad(const DeviceSpan* spans, int n_spans, int64_t total,
+EVOGRAD_HD QuadPlace place_quad(const DeviceSpan* spans, int n_spans, int64_t total,
                                      uint64_t q, bool writes) {
   QuadPlace p;
   p.first = 4 * (int64_t)q;
@@ -151,7 +144,7 @@ EVOGRAD_CUDA_HD QuadPlace place_quad(const DeviceSpan* spans, int n_spans, int64
 }
 
 template <typename T>
-EVOGRAD_CUDA_HD void gather(const DeviceSpan* spans, const QuadPlace& p, T v[4]) {
+EVOGRAD_HD void gather(const DeviceSpan* spans, const QuadPlace& p, T v[4]) {
   int sp = p.span;
   if (p.vector) {
     load4(static_cast<const T*>(spans[sp].src) + (p.first - spans[sp].start), v);
@@ -166,7 +159,7 @@ EVOGRAD_CUDA_HD void gather(const DeviceSpan* spans, const QuadPlace& p, T v[4])
 }
 
 template <typename T>
-EVOGRAD_CUDA_HD void scatter(const DeviceSpan* spans, const QuadPlace& p, const T v[4]) {
+EVOGRAD_HD void scatter(const DeviceSpan* spans, const QuadPlace& p, const T v[4]) {
   int sp = p.span;
   if (p.vector) {
     store4(static_cast<T*>(spans[sp].dst) + (p.first - spans[sp].start), v);
@@ -190,17 +183,17 @@ struct QuadNoise {
   N step;         // (N)scale, the sign-noise magnitude
   double step_d;  // the same, widened once
 
-  EVOGRAD_CUDA_HD explicit QuadNoise(const evograd_noise_stream& stream)
+  EVOGRAD_HD explicit QuadNoise(const evograd_noise_stream& stream)
       : s(stream), step((N)stream.scale), step_d((double)(N)stream.scale) {}
 
   // The quad's four sign bits, in bits 0..3. A warp's 32 quads are the 128
   // signs of one Philox call: its lanes compute the same words, one call's
   // instructions per 128 elements.
-  EVOGRAD_CUDA_HD uint32_t sign_bits(uint64_t q) const {
+  EVOGRAD_HD uint32_t sign_bits(uint64_t q) const {
     return evograd_sign_word(&s, q >> 3) >> (4 * (q & 7));
   }
 
-  EVOGRAD_CUDA_HD void values(uint64_t q, N eps[4]) const {
+  EVOGRAD_HD void values(uint64_t q, N eps[4]) const {
     if (!s.gauss) {
       const uint32_t bits = sign_bits(q);
       for (int l = 0; l < 4; ++l) eps[l] = ((bits >> l) & 1u) ? -step : step;
@@ -212,7 +205,7 @@ struct QuadNoise {
   }
 
   // out[l] = f[l] * (double)eps[l], bit for bit (f * -x is -(f * x)).
-  EVOGRAD_CUDA_HD void scaled(uint64_t q, const double f[4], double out[4]) const {
+  EVOGRAD_HD void scaled(uint64_t q, const double f[4], double out[4]) const {
     if (!s.gauss) {
       const uint32_t bits = sign_bits(q);
       for (int l = 0; l < 4; ++l) {
@@ -229,7 +222,7 @@ struct QuadNoise {
 
 // dst = src + eps_k on one quad.
 template <typename T>
-EVOGRAD_CUDA_HD void perturb_quad(const DeviceSpan* spans, int n_spans, int64_t total,
+EVOGRAD_HD void perturb_quad(const DeviceSpan* spans, int n_spans, int64_t total,
                                   const QuadNoise<T>& noise, uint64_t q) {
   const QuadPlace p = place_quad<T>(spans, n_spans, total, q, true);
   T v[4] = {};
@@ -242,7 +235,7 @@ EVOGRAD_CUDA_HD void perturb_quad(const DeviceSpan* spans, int n_spans, int64_t 
 
 // dst = src + sum_k w_k eps_k on one quad, the sum in double in k order.
 template <typename T>
-EVOGRAD_CUDA_HD void combine_quad(const DeviceSpan* spans, int n_spans, int64_t total,
+EVOGRAD_HD void combine_quad(const DeviceSpan* spans, int n_spans, int64_t total,
                                   const double* weights, int64_t population, uint64_t seed,
                                   double sigma, int gauss, int antithetic, uint64_t q) {
   double acc[4] = {0.0, 0.0, 0.0, 0.0};
@@ -263,7 +256,7 @@ EVOGRAD_CUDA_HD void combine_quad(const DeviceSpan* spans, int n_spans, int64_t 
 // Adds <g, eps_k> over one quad (its elements below `end`) to sums[c] for
 // the candidates k0 .. k0+kn-1, products in double, in element order.
 template <typename T>
-EVOGRAD_CUDA_HD void project_quad(const DeviceSpan* spans, int n_spans, int64_t end,
+EVOGRAD_HD void project_quad(const DeviceSpan* spans, int n_spans, int64_t end,
                                   uint64_t seed, double sigma, int gauss, int antithetic,
                                   int64_t k0, int kn, uint64_t q, double sums[kProjectChunk]) {
   const QuadPlace p = place_quad<T>(spans, n_spans, end, q, false);

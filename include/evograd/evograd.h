@@ -16,9 +16,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* EVOGRAD_API marks the library's exported functions: the ones declared
+ * here. Everything else in it is built with hidden visibility. */
+#if defined(__GNUC__) || defined(__clang__)
+#define EVOGRAD_API __attribute__((visibility("default")))
+#else
+#define EVOGRAD_API
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* The library's version, "MAJOR.MINOR.PATCH" (evograd/version.h has the
+ * numbers the headers were installed with). */
+EVOGRAD_API const char *evograd_version(void);
 
 typedef enum evograd_status {
   EVOGRAD_OK = 0,
@@ -41,7 +53,7 @@ typedef enum evograd_status {
 } evograd_status;
 
 /* A static, human-readable description; never NULL. */
-const char *evograd_status_string(evograd_status status);
+EVOGRAD_API const char *evograd_status_string(evograd_status status);
 
 /* float16 and bfloat16 storage use float32 noise and at least float32
  * arithmetic (sums in float64), rounded once to the storage type. */
@@ -88,55 +100,55 @@ typedef struct evograd_range {
 #define EVOGRAD_PROJECT_BLOCK 4096
 
 /* Total number of elements of a span list, with overflow checking. */
-evograd_status evograd_total_numel(const evograd_span *spans, size_t n_spans,
-                                   int64_t *total);
+EVOGRAD_API evograd_status evograd_total_numel(const evograd_span *spans, size_t n_spans,
+                                               int64_t *total);
 
 /* z(seed, k, i) for n consecutive global indices starting at first, as
  * double. For inspection and tests; the kernels use the same function. */
-evograd_status evograd_noise_values(const evograd_noise *noise, int64_t k,
-                                    int64_t first, int64_t n, double *out);
+EVOGRAD_API evograd_status evograd_noise_values(const evograd_noise *noise, int64_t k,
+                                                int64_t first, int64_t n, double *out);
 
 /* dst = src + eps_k over the range. */
-evograd_status evograd_perturb(evograd_dtype dtype, const evograd_span *spans,
-                               size_t n_spans, const evograd_noise *noise,
-                               int64_t k, evograd_range range);
+EVOGRAD_API evograd_status evograd_perturb(evograd_dtype dtype, const evograd_span *spans,
+                                           size_t n_spans, const evograd_noise *noise,
+                                           int64_t k, evograd_range range);
 
 /* dst = src + sum_k weights[k] * eps_k over the range (population terms). */
-evograd_status evograd_combine(evograd_dtype dtype, const evograd_span *spans,
-                               size_t n_spans, const evograd_noise *noise,
-                               const double *weights, int64_t population,
-                               evograd_range range);
+EVOGRAD_API evograd_status evograd_combine(evograd_dtype dtype, const evograd_span *spans,
+                                           size_t n_spans, const evograd_noise *noise,
+                                           const double *weights, int64_t population,
+                                           evograd_range range);
 
 /* Block sums of <src, eps_k> for the blocks covering the range, which must
  * start on a block boundary and end on one or at the end of the list.
  * block_sums has room for nblocks * population doubles, block-major, where
  * nblocks = ceil((end - begin) / EVOGRAD_PROJECT_BLOCK). */
-evograd_status evograd_project_blocks(evograd_dtype dtype,
-                                      const evograd_span *spans, size_t n_spans,
-                                      const evograd_noise *noise,
-                                      int64_t population, evograd_range range,
-                                      double *block_sums);
+EVOGRAD_API evograd_status evograd_project_blocks(evograd_dtype dtype,
+                                                  const evograd_span *spans, size_t n_spans,
+                                                  const evograd_noise *noise,
+                                                  int64_t population, evograd_range range,
+                                                  double *block_sums);
 
 /* out[k] = sum over blocks, in block order, of block_sums[b * population + k]. */
-evograd_status evograd_project_finish(const double *block_sums, int64_t nblocks,
-                                      int64_t population, double *out);
+EVOGRAD_API evograd_status evograd_project_finish(const double *block_sums, int64_t nblocks,
+                                                  int64_t population, double *out);
 
 /* c_k = <src, eps_k> for all k over the whole list, single-threaded. Equal
  * bit for bit to project_blocks over any block-aligned split + finish. */
-evograd_status evograd_project(evograd_dtype dtype, const evograd_span *spans,
-                               size_t n_spans, const evograd_noise *noise,
-                               int64_t population, double *out);
+EVOGRAD_API evograd_status evograd_project(evograd_dtype dtype, const evograd_span *spans,
+                                           size_t n_spans, const evograd_noise *noise,
+                                           int64_t population, double *out);
 
 /* w = softmax(-losses / temperature), max-shifted. */
-evograd_status evograd_weights(const double *losses, int64_t population,
-                               double temperature, double *weights);
+EVOGRAD_API evograd_status evograd_weights(const double *losses, int64_t population,
+                                           double temperature, double *weights);
 
 /* dL/dl_j = -(w_j / tau) * (c_j - sum_k w_k c_k); out must not overlap the
  * inputs. weights may be computed in place over losses. */
-evograd_status evograd_loss_cotangent(const double *losses,
-                                      const double *projections,
-                                      int64_t population, double temperature,
-                                      double *out);
+EVOGRAD_API evograd_status evograd_loss_cotangent(const double *losses,
+                                                  const double *projections,
+                                                  int64_t population, double temperature,
+                                                  double *out);
 
 /* ---- CUDA twins (csrc/cuda), present when built with nvcc ----------------
  * Spans hold device pointers; the span array itself, weights and losses are
@@ -149,23 +161,23 @@ evograd_status evograd_loss_cotangent(const double *losses,
  * bytes that must stay untouched until the stream has run the kernels.
  * Without a usable device the calls return EVOGRAD_ERR_NO_DEVICE; argument
  * errors are reported before any launch. */
-size_t evograd_cuda_workspace_bytes(size_t n_spans, int64_t total, int64_t population);
-evograd_status evograd_cuda_device_count(int *count);
-evograd_status evograd_cuda_perturb(evograd_dtype dtype, const evograd_span *spans,
-                                    size_t n_spans, const evograd_noise *noise, int64_t k,
-                                    void *workspace, size_t workspace_bytes, void *stream);
-evograd_status evograd_cuda_combine(evograd_dtype dtype, const evograd_span *spans,
-                                    size_t n_spans, const evograd_noise *noise,
-                                    const double *weights, int64_t population,
-                                    void *workspace, size_t workspace_bytes, void *stream);
+EVOGRAD_API size_t evograd_cuda_workspace_bytes(size_t n_spans, int64_t total, int64_t population);
+EVOGRAD_API evograd_status evograd_cuda_device_count(int *count);
+EVOGRAD_API evograd_status evograd_cuda_perturb(evograd_dtype dtype, const evograd_span *spans,
+                                                size_t n_spans, const evograd_noise *noise, int64_t k,
+                                                void *workspace, size_t workspace_bytes, void *stream);
+EVOGRAD_API evograd_status evograd_cuda_combine(evograd_dtype dtype, const evograd_span *spans,
+                                                size_t n_spans, const evograd_noise *noise,
+                                                const double *weights, int64_t population,
+                                                void *workspace, size_t workspace_bytes, void *stream);
 /* out: device memory for population doubles. Block sums follow the CPU
  * blocking (EVOGRAD_PROJECT_BLOCK) but are reduced as a fixed tree inside each
  * block, so results are run-to-run identical but may differ from the CPU
  * in the last bits. */
-evograd_status evograd_cuda_project(evograd_dtype dtype, const evograd_span *spans,
-                                    size_t n_spans, const evograd_noise *noise,
-                                    int64_t population, double *out, void *workspace,
-                                    size_t workspace_bytes, void *stream);
+EVOGRAD_API evograd_status evograd_cuda_project(evograd_dtype dtype, const evograd_span *spans,
+                                                size_t n_spans, const evograd_noise *noise,
+                                                int64_t population, double *out, void *workspace,
+                                                size_t workspace_bytes, void *stream);
 
 #ifdef __cplusplus
 }

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "evograd/evograd.h"
+#include "evograd/version.h"
 
 namespace evograd {
 
@@ -101,6 +102,9 @@ class EvoGrad {
   int64_t step_ = 0;
   double scale_ = 1.0;
 };
+
+// The version these headers belong to ("MAJOR.MINOR.PATCH").
+inline const char* version() { return EVOGRAD_VERSION_STRING; }
 
 // The torch version the evograd operators were built against.
 const char* built_for_torch();

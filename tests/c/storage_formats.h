@@ -12,7 +12,7 @@
 extern "C" {
 #include "evograd/evograd.h"
 }
-#include "float_codec.h"
+#include "common/float_codec.h"
 
 struct F32 {
   using S = float;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <numeric>
@@ -11,6 +12,7 @@
 
 extern "C" {
 #include "evograd/evograd.h"
+#include "evograd/version.h"
 }
 
 namespace {
@@ -74,6 +76,14 @@ void check_perturb(evograd_noise_kind kind, int antithetic) {
     auto e = eps<T>(noise, k, n);
     for (int64_t i = 0; i < n; ++i) ASSERT_EQ(out[i], T(base[i] + T(e[i]))) << i;
   }
+}
+
+TEST(Library, VersionComesFromTheGeneratedHeader) {
+  EXPECT_STREQ(evograd_version(), EVOGRAD_VERSION_STRING);
+  char expected[32];
+  std::snprintf(expected, sizeof expected, "%d.%d.%d", EVOGRAD_VERSION_MAJOR,
+                EVOGRAD_VERSION_MINOR, EVOGRAD_VERSION_PATCH);
+  EXPECT_STREQ(evograd_version(), expected);
 }
 
 TEST(Perturb, MatchesReference) {

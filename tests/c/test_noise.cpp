@@ -7,7 +7,7 @@
 
 extern "C" {
 #include "evograd/evograd.h"
-#include "philox.h"
+#include "common/philox.h"
 }
 
 namespace {

@@ -14,7 +14,8 @@ endfunction()
 
 file(REMOVE_RECURSE ${WORK})
 run(${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${WORK}/prefix --component development)
-foreach(f include/evograd/evograd.h include/evograd/evograd.hpp lib/libevograd.so
+foreach(f include/evograd/evograd.h include/evograd/evograd.hpp include/evograd/version.h
+          lib/libevograd_kernels.so lib/libevograd.so
           lib/libevograd_ops.so lib/libevograd_kernels.a lib/cmake/evograd/evograd-config.cmake
           lib/cmake/evograd/evograd-config-version.cmake)
   if(NOT EXISTS ${WORK}/prefix/${f})

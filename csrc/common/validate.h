@@ -5,19 +5,19 @@
 
 #include "evograd/evograd.h"
 
-size_t evograd_dtype_size(evograd_dtype dtype); /* 0 when unknown */
+size_t eg_dtype_size(evograd_dtype dtype); /* 0 when unknown */
 
 /* Spans readable (and writable when need_dst), sizes in range, outputs not
  * overlapping each other or other spans' inputs. *total gets the element count. */
-evograd_status evograd_check_spans(evograd_dtype dtype, const evograd_span *spans,
+evograd_status eg_check_spans(evograd_dtype dtype, const evograd_span *spans,
                                    size_t n_spans, int need_dst, int64_t *total);
-evograd_status evograd_check_noise(const evograd_noise *noise);
-evograd_status evograd_check_population(int64_t population, int antithetic);
+evograd_status eg_check_noise(const evograd_noise *noise);
+evograd_status eg_check_population(int64_t population, int antithetic);
 /* Resolves {0, -1} to the whole list; block_aligned for project. */
-evograd_status evograd_check_range(evograd_range range, int64_t total,
+evograd_status eg_check_range(evograd_range range, int64_t total,
                                    int block_aligned, int64_t *begin,
                                    int64_t *end);
-evograd_status evograd_check_finite(const double *values, int64_t n,
+evograd_status eg_check_finite(const double *values, int64_t n,
                                     evograd_status if_not);
 
 #endif

@@ -3,7 +3,7 @@
 #include <math.h>
 #include <stdint.h>
 
-size_t evograd_dtype_size(evograd_dtype dtype) {
+size_t eg_dtype_size(evograd_dtype dtype) {
   switch (dtype) {
     case EVOGRAD_FLOAT32: return 4;
     case EVOGRAD_FLOAT64: return 8;
@@ -19,9 +19,9 @@ static int bytes_overlap(const void *a, int64_t na, const void *b, int64_t nb) {
   return pa < pb + (uintptr_t)nb && pb < pa + (uintptr_t)na;
 }
 
-evograd_status evograd_check_spans(evograd_dtype dtype, const evograd_span *spans,
+evograd_status eg_check_spans(evograd_dtype dtype, const evograd_span *spans,
                                    size_t n_spans, int need_dst, int64_t *total) {
-  const size_t esize = evograd_dtype_size(dtype);
+  const size_t esize = eg_dtype_size(dtype);
   int64_t sum = 0;
   size_t i, j;
   if (esize == 0) return EVOGRAD_ERR_INVALID_DTYPE;
@@ -65,7 +65,7 @@ evograd_status evograd_check_spans(evograd_dtype dtype, const evograd_span *span
   return EVOGRAD_OK;
 }
 
-evograd_status evograd_check_noise(const evograd_noise *noise) {
+evograd_status eg_check_noise(const evograd_noise *noise) {
   if (noise == NULL) return EVOGRAD_ERR_NULL_POINTER;
   if (!(isfinite(noise->sigma) && noise->sigma > 0.0)) return EVOGRAD_ERR_INVALID_SIGMA;
   if (noise->kind != EVOGRAD_NOISE_SIGN && noise->kind != EVOGRAD_NOISE_GAUSS)
@@ -73,13 +73,13 @@ evograd_status evograd_check_noise(const evograd_noise *noise) {
   return EVOGRAD_OK;
 }
 
-evograd_status evograd_check_population(int64_t population, int antithetic) {
+evograd_status eg_check_population(int64_t population, int antithetic) {
   if (population < 1 || population > (int64_t)UINT32_MAX) return EVOGRAD_ERR_INVALID_POPULATION;
   if (antithetic && (population & 1)) return EVOGRAD_ERR_ODD_ANTITHETIC;
   return EVOGRAD_OK;
 }
 
-evograd_status evograd_check_range(evograd_range range, int64_t total,
+evograd_status eg_check_range(evograd_range range, int64_t total,
                                    int block_aligned, int64_t *begin,
                                    int64_t *end) {
   int64_t b = range.begin, e = range.end;
@@ -93,25 +93,11 @@ evograd_status evograd_check_range(evograd_range range, int64_t total,
   return EVOGRAD_OK;
 }
 
-evograd_status evograd_check_finite(const double *values, int64_t n,
+evograd_status eg_check_finite(const double *values, int64_t n,
                                     evograd_status if_not) {
   int64_t i;
   if (values == NULL) return EVOGRAD_ERR_NULL_POINTER;
   for (i = 0; i < n; ++i)
     if (!isfinite(values[i])) return if_not;
-  return EVOGRAD_OK;
-}
-
-evograd_status evograd_total_numel(const evograd_span *spans, size_t n_spans,
-                                   int64_t *total) {
-  int64_t sum = 0;
-  size_t i;
-  if (total == NULL || (n_spans > 0 && spans == NULL)) return EVOGRAD_ERR_NULL_POINTER;
-  for (i = 0; i < n_spans; ++i) {
-    if (spans[i].numel < 0) return EVOGRAD_ERR_INVALID_COUNT;
-    if (spans[i].numel > INT64_MAX - sum) return EVOGRAD_ERR_SIZE_OVERFLOW;
-    sum += spans[i].numel;
-  }
-  *total = sum;
   return EVOGRAD_OK;
 }

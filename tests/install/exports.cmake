@@ -1,0 +1,30 @@
+# `nm -D --defined-only` on the shared C library lists exactly the functions
+# evograd.h declares with EVOGRAD_API (the CUDA twins live in the CUDA library).
+#   cmake -DLIB=libevograd_kernels.so -DHEADER=evograd.h -P exports.cmake
+execute_process(COMMAND nm -D --defined-only ${LIB} OUTPUT_VARIABLE out RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "nm failed on ${LIB}")
+endif()
+string(REGEX MATCHALL " [TtWw] [A-Za-z_][A-Za-z0-9_]*" found "${out}")
+list(TRANSFORM found REPLACE "^ [TtWw] " "")
+list(FILTER found EXCLUDE REGEX "^_(init|fini)$")
+list(SORT found)
+
+file(READ ${HEADER} header)
+string(REGEX MATCHALL "\nEVOGRAD_API [^;(]*[(]" decls "${header}")
+set(declared)
+foreach(d ${decls})
+  string(REGEX MATCH "[A-Za-z_][A-Za-z0-9_]*[(]$" name "${d}")
+  string(REPLACE "(" "" name "${name}")
+  if(NOT name MATCHES "^evograd_cuda_")
+    list(APPEND declared ${name})
+  endif()
+endforeach()
+list(SORT declared)
+
+message("exported: ${found}")
+if(NOT found STREQUAL declared)
+  message(FATAL_ERROR "exported symbols differ from evograd.h\n  exported: ${found}\n  declared: ${declared}")
+endif()
+list(LENGTH found n)
+message("${n} exported functions, all declared in evograd.h")
