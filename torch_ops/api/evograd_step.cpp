@@ -6,26 +6,11 @@
 #include <cmath>
 #include <limits>
 
-#include <ATen/core/dispatch/Dispatcher.h>
-
+#include "handles.h"
 #include "library.h"
 
 namespace evograd {
 namespace {
-
-template <typename Sig>
-c10::TypedOperatorHandle<Sig> op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").template typed<Sig>();
-}
-
-using IntoSig = void(at::TensorList, at::TensorList, int64_t, int64_t, double,
-                     c10::string_view, bool);
-using CombineIntoSig = void(at::TensorList, const at::Tensor&, at::TensorList, double,
-                            int64_t, double, c10::string_view, bool);
-using WeightsSig = at::Tensor(const at::Tensor&, double);
-using ProjectSig = at::Tensor(at::TensorList, int64_t, int64_t, double, c10::string_view,
-                              bool);
-using CotangentSig = at::Tensor(const at::Tensor&, const at::Tensor&, double);
 
 bool same_storage(const torch::Tensor& a, const torch::Tensor& b) {
   return a.defined() && b.defined() && a.is_same(b);
@@ -290,7 +275,7 @@ StepResult EvoGrad::step(const LossFn& train_loss, const LossFn& val_loss) {
     if (rng) rng->replay();
     {
       torch::NoGradGuard no_grad;
-      op<IntoSig>("evograd::perturb_into")
+      evograd_ops::handles::perturb_into()
           .call(restore.saved(), params_, seed, k, o.sigma, o.noise, o.antithetic);
     }
     auto loss = train_loss();
@@ -304,13 +289,13 @@ StepResult EvoGrad::step(const LossFn& train_loss, const LossFn& val_loss) {
     dloss_dhyper[k] = std::move(g);
   }
   auto losses_t = torch::tensor(losses, torch::kDouble);
-  auto weights = op<WeightsSig>("evograd::weights").call(losses_t, o.temperature);
+  auto weights = evograd_ops::handles::weights().call(losses_t, o.temperature);
 
   // theta* and one first-order validation backward.
   restore.restore_buffers();
   {
     torch::NoGradGuard no_grad;
-    op<CombineIntoSig>("evograd::combine_into")
+    evograd_ops::handles::combine_into()
         .call(restore.saved(), losses_t, params_, o.temperature, seed, o.sigma, o.noise,
               o.antithetic);
   }
@@ -326,8 +311,8 @@ StepResult EvoGrad::step(const LossFn& train_loss, const LossFn& val_loss) {
   for (size_t i = 0; i < g.size(); ++i)
     if (!g[i].defined()) g[i] = torch::zeros_like(params_[i]);
 
-  auto c = op<ProjectSig>("evograd::project").call(g, seed, K, o.sigma, o.noise, o.antithetic);
-  auto cot = op<CotangentSig>("evograd::loss_cotangent").call(losses_t, c, o.temperature);
+  auto c = evograd_ops::handles::project().call(g, seed, K, o.sigma, o.noise, o.antithetic);
+  auto cot = evograd_ops::handles::loss_cotangent().call(losses_t, c, o.temperature);
 
   {
     torch::NoGradGuard no_grad;

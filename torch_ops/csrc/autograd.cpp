@@ -7,36 +7,18 @@
 //             with c_k = <g, eps_k>. The noise is regenerated, never saved.
 //   weights:  the softmax(-l/tau) Jacobian-vector product.
 // The other ops are not differentiable: their outputs never require grad.
-#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ATen.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 #include <torch/version.h>
 
-#include "kernels.h"
+#include "handles.h"
 
 namespace evograd_ops {
 namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-template <typename Sig>
-c10::TypedOperatorHandle<Sig> op_handle(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").template typed<Sig>();
-}
-
-using PerturbSig = std::vector<at::Tensor>(at::TensorList, int64_t, int64_t, double,
-                                           c10::string_view, bool);
-using CombineSig = std::vector<at::Tensor>(at::TensorList, const at::Tensor&, double,
-                                           int64_t, double, c10::string_view, bool);
-using ProjectSig = at::Tensor(at::TensorList, int64_t, int64_t, double, c10::string_view,
-                              bool);
-using WeightsSig = at::Tensor(const at::Tensor&, double);
-using CotangentSig = at::Tensor(const at::Tensor&, const at::Tensor&, double);
-using PerturbIntoSig = void(at::TensorList, at::TensorList, int64_t, int64_t, double,
-                            c10::string_view, bool);
-using CombineIntoSig = void(at::TensorList, const at::Tensor&, at::TensorList, double,
-                            int64_t, double, c10::string_view, bool);
 
 // Non-tensor arguments after the tensors: each needs an (undefined) gradient.
 constexpr size_t kPerturbScalars = 5;  // seed, k, sigma, noise, antithetic
@@ -60,7 +42,7 @@ class PerturbFunction : public torch::autograd::Function<PerturbFunction> {
                                bool antithetic) {
     at::AutoDispatchBelowADInplaceOrView guard;
     ctx->saved_data["n"] = static_cast<int64_t>(params.size());
-    return op_handle<PerturbSig>("evograd::perturb")
+    return handles::perturb()
         .call(params, seed, k, sigma, noise, antithetic);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -75,7 +57,7 @@ class CombineFunction : public torch::autograd::Function<CombineFunction> {
                                at::Tensor losses, double temperature, int64_t seed,
                                double sigma, std::string noise, bool antithetic) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto out = op_handle<CombineSig>("evograd::combine")
+    auto out = handles::combine()
                    .call(params, losses, temperature, seed, sigma, noise, antithetic);
     ctx->save_for_backward({losses});
     ctx->saved_data["temperature"] = temperature;
@@ -91,12 +73,12 @@ class CombineFunction : public torch::autograd::Function<CombineFunction> {
     at::Tensor d_losses;
     if (ctx->saved_data["losses_need_grad"].toBool()) {
       const double temperature = ctx->saved_data["temperature"].toDouble();
-      auto c = op_handle<ProjectSig>("evograd::project")
+      auto c = handles::project()
                    .call(grads, ctx->saved_data["seed"].toInt(), population(losses),
                          ctx->saved_data["sigma"].toDouble(),
                          ctx->saved_data["noise"].toStringRef(),
                          ctx->saved_data["antithetic"].toBool());
-      d_losses = op_handle<CotangentSig>("evograd::loss_cotangent")
+      d_losses = handles::loss_cotangent()
                      .call(losses, c, temperature);
     }
     variable_list result = grads;  // identity for params
@@ -110,7 +92,7 @@ class WeightsFunction : public torch::autograd::Function<WeightsFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, at::Tensor losses, double temperature) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto w = op_handle<WeightsSig>("evograd::weights").call(losses, temperature);
+    auto w = handles::weights().call(losses, temperature);
     ctx->save_for_backward({w});
     ctx->saved_data["temperature"] = temperature;
     return {w};
@@ -144,14 +126,14 @@ at::Tensor weights_autograd(const at::Tensor& losses, double temperature) {
 at::Tensor project_autograd(at::TensorList grads, int64_t seed, int64_t population,
                             double sigma, c10::string_view noise, bool antithetic) {
   at::AutoDispatchBelowADInplaceOrView guard;
-  return op_handle<ProjectSig>("evograd::project")
+  return handles::project()
       .call(grads, seed, population, sigma, noise, antithetic);
 }
 
 at::Tensor loss_cotangent_autograd(const at::Tensor& losses, const at::Tensor& projections,
                                    double temperature) {
   at::AutoDispatchBelowADInplaceOrView guard;
-  return op_handle<CotangentSig>("evograd::loss_cotangent")
+  return handles::loss_cotangent()
       .call(losses, projections, temperature);
 }
 
@@ -163,7 +145,7 @@ void perturb_into_autograd(at::TensorList params, at::TensorList out, int64_t se
                            double sigma, c10::string_view noise, bool antithetic) {
   {
     at::AutoDispatchBelowADInplaceOrView guard;
-    op_handle<PerturbIntoSig>("evograd::perturb_into")
+    handles::perturb_into()
         .call(params, out, seed, k, sigma, noise, antithetic);
   }
   bump_versions(out);  // graphs that saved the old values now fail loudly
@@ -174,7 +156,7 @@ void combine_into_autograd(at::TensorList params, const at::Tensor& losses,
                            double sigma, c10::string_view noise, bool antithetic) {
   {
     at::AutoDispatchBelowADInplaceOrView guard;
-    op_handle<CombineIntoSig>("evograd::combine_into")
+    handles::combine_into()
         .call(params, losses, out, temperature, seed, sigma, noise, antithetic);
   }
   bump_versions(out);

@@ -8,7 +8,7 @@
 // every output NaN instead, never a plausible number.
 #include <torch/library.h>
 
-#include "kernels.h"
+#include "formulas.h"
 #include "lists.h"
 
 namespace evograd_ops {

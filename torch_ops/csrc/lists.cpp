@@ -1,6 +1,6 @@
 #include "lists.h"
 
-#include "kernels.h"
+#include "formulas.h"
 
 #include <ATen/MemoryOverlap.h>
 #include <torch/version.h>

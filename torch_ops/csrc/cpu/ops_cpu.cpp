@@ -4,7 +4,6 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "../kernels.h"
 #include "../lists.h"
 
 namespace evograd_ops {

@@ -6,7 +6,6 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "../kernels.h"
 #include "../lists.h"
 
 namespace evograd_ops {

@@ -1,4 +1,4 @@
-// Signatures shared by the per-device kernels and the autograd layer.
+// The K-sized formulas shared by the per-device kernels (formulas.cpp).
 #pragma once
 
 #include <ATen/ATen.h>
