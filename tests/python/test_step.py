@@ -241,7 +241,7 @@ def regression_fixture():
 
 
 def test_small_sigma_mean_matches_t1t2_direction_and_predicted_scale():
-    r"""Expanding DESIGN section 1 to first order in sigma, with
+    r"""Expanding the math of docs/design.md to first order in sigma, with
     l_k = l + <grad l, eps_k>, dl_k/dlam = dl/dlam + H eps_k (H = d2 l_T/dlam dtheta)
     and w_k ~ 1/K (when sigma*|grad l|/tau << 1):
         sum_j cot_j = 0, so  dL/dlam = -(1/tau) sum_j w_j (c_j - cbar) H eps_j,

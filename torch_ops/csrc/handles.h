@@ -28,34 +28,22 @@ c10::TypedOperatorHandle<Sig> find(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").template typed<Sig>();
 }
 
-inline const c10::TypedOperatorHandle<PerturbSig>& perturb() {
-  static const auto h = find<PerturbSig>("evograd::perturb");
-  return h;
-}
-inline const c10::TypedOperatorHandle<PerturbIntoSig>& perturb_into() {
-  static const auto h = find<PerturbIntoSig>("evograd::perturb_into");
-  return h;
-}
-inline const c10::TypedOperatorHandle<CombineSig>& combine() {
-  static const auto h = find<CombineSig>("evograd::combine");
-  return h;
-}
-inline const c10::TypedOperatorHandle<CombineIntoSig>& combine_into() {
-  static const auto h = find<CombineIntoSig>("evograd::combine_into");
-  return h;
-}
-inline const c10::TypedOperatorHandle<WeightsSig>& weights() {
-  static const auto h = find<WeightsSig>("evograd::weights");
-  return h;
-}
-inline const c10::TypedOperatorHandle<ProjectSig>& project() {
-  static const auto h = find<ProjectSig>("evograd::project");
-  return h;
-}
-inline const c10::TypedOperatorHandle<CotangentSig>& loss_cotangent() {
-  static const auto h = find<CotangentSig>("evograd::loss_cotangent");
-  return h;
-}
+// NAME() returns the handle of evograd::NAME, found on the first call.
+#define EVOGRAD_OPERATOR_HANDLE(NAME, SIG)                      \
+  inline const c10::TypedOperatorHandle<SIG>& NAME() {          \
+    static const auto handle = find<SIG>("evograd::" #NAME);    \
+    return handle;                                              \
+  }
+
+EVOGRAD_OPERATOR_HANDLE(perturb, PerturbSig)
+EVOGRAD_OPERATOR_HANDLE(perturb_into, PerturbIntoSig)
+EVOGRAD_OPERATOR_HANDLE(combine, CombineSig)
+EVOGRAD_OPERATOR_HANDLE(combine_into, CombineIntoSig)
+EVOGRAD_OPERATOR_HANDLE(weights, WeightsSig)
+EVOGRAD_OPERATOR_HANDLE(project, ProjectSig)
+EVOGRAD_OPERATOR_HANDLE(loss_cotangent, CotangentSig)
+
+#undef EVOGRAD_OPERATOR_HANDLE
 
 }  // namespace handles
 }  // namespace evograd_ops
