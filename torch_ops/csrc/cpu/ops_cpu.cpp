@@ -4,16 +4,16 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "../lists.h"
+#include "../list_ops.h"
 
 namespace evograd_ops {
-namespace {
+namespace cpu {
 
 constexpr int64_t kGrain = 1 << 15;  // elements per task: ~tens of microseconds
 
 // `op` names the user-facing op in error messages.
-void perturb_impl(const char* op, at::TensorList params, at::TensorList out, int64_t seed,
-                  int64_t k, double sigma, c10::string_view noise_name, bool antithetic) {
+void perturb(const char* op, at::TensorList params, at::TensorList out, int64_t seed, int64_t k,
+             double sigma, c10::string_view noise_name, bool antithetic) {
   check_float_list(op, "params", params);
   const auto noise = checked_perturb_args(op, params, out, seed, k, sigma, noise_name, antithetic);
   auto w = make_writable(params, out);
@@ -27,22 +27,11 @@ void perturb_impl(const char* op, at::TensorList params, at::TensorList out, int
   w.finish();
 }
 
-void perturb_into_cpu(at::TensorList params, at::TensorList out, int64_t seed, int64_t k,
-                       double sigma, c10::string_view noise, bool antithetic) {
-  perturb_impl("perturb_into", params, out, seed, k, sigma, noise, antithetic);
-}
 
-std::vector<at::Tensor> perturb_cpu(at::TensorList params, int64_t seed, int64_t k,
-                                    double sigma, c10::string_view noise, bool antithetic) {
-  check_float_list("perturb", "params", params);
-  auto out = empty_outputs(params);
-  perturb_impl("perturb", params, out, seed, k, sigma, noise, antithetic);
-  return out;
-}
 
-void combine_impl(const char* op, at::TensorList params, const at::Tensor& losses,
-                  at::TensorList out, double temperature, int64_t seed, double sigma,
-                  c10::string_view noise_name, bool antithetic) {
+void combine(const char* op, at::TensorList params, const at::Tensor& losses,
+             at::TensorList out, double temperature, int64_t seed, double sigma,
+             c10::string_view noise_name, bool antithetic) {
   check_float_list(op, "params", params);
   const auto args = checked_combine_args(op, params, losses, out, temperature, seed, sigma,
                                          noise_name, antithetic);
@@ -62,23 +51,10 @@ void combine_impl(const char* op, at::TensorList params, const at::Tensor& losse
   wr.finish();
 }
 
-void combine_into_cpu(at::TensorList params, const at::Tensor& losses, at::TensorList out,
-                       double temperature, int64_t seed, double sigma, c10::string_view noise,
-                       bool antithetic) {
-  combine_impl("combine_into", params, losses, out, temperature, seed, sigma, noise, antithetic);
-}
 
-std::vector<at::Tensor> combine_cpu(at::TensorList params, const at::Tensor& losses,
-                                    double temperature, int64_t seed, double sigma,
-                                    c10::string_view noise, bool antithetic) {
-  check_float_list("combine", "params", params);
-  auto out = empty_outputs(params);
-  combine_impl("combine", params, losses, out, temperature, seed, sigma, noise, antithetic);
-  return out;
-}
 
-at::Tensor project_cpu(at::TensorList grads, int64_t seed, int64_t population, double sigma,
-                       c10::string_view noise_name, bool antithetic) {
+at::Tensor project(at::TensorList grads, int64_t seed, int64_t population, double sigma,
+                   c10::string_view noise_name, bool antithetic) {
   const char* op = "project";
   check_float_list(op, "grads", grads);
   const auto noise = make_noise(op, seed, sigma, noise_name, antithetic);
@@ -103,13 +79,16 @@ at::Tensor project_cpu(at::TensorList grads, int64_t seed, int64_t population, d
   return result.to(projection_dtype(grads[0].scalar_type()));
 }
 
-}  // namespace
+}  // namespace cpu
+
+struct CpuKernels {
+  static constexpr auto perturb = cpu::perturb;
+  static constexpr auto combine = cpu::combine;
+  static constexpr auto project = cpu::project;
+};
+
 }  // namespace evograd_ops
 
 TORCH_LIBRARY_IMPL(evograd, CPU, m) {
-  m.impl("perturb", evograd_ops::perturb_cpu);
-  m.impl("perturb_into", evograd_ops::perturb_into_cpu);
-  m.impl("combine", evograd_ops::combine_cpu);
-  m.impl("combine_into", evograd_ops::combine_into_cpu);
-  m.impl("project", evograd_ops::project_cpu);
+  evograd_ops::ListOps<evograd_ops::CpuKernels>::define(m);
 }

@@ -6,10 +6,10 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "../lists.h"
+#include "../list_ops.h"
 
 namespace evograd_ops {
-namespace {
+namespace cuda {
 
 void check_cuda_list(const char* op, const char* what, at::TensorList list) {
   check_float_list(op, what, list);
@@ -22,8 +22,8 @@ at::Tensor workspace(const at::Tensor& like, size_t n_spans, int64_t total, int6
 }
 
 // `op` names the user-facing op in error messages.
-void perturb_impl(const char* op, at::TensorList params, at::TensorList out, int64_t seed,
-                  int64_t k, double sigma, c10::string_view noise_name, bool antithetic) {
+void perturb(const char* op, at::TensorList params, at::TensorList out, int64_t seed, int64_t k,
+             double sigma, c10::string_view noise_name, bool antithetic) {
   check_cuda_list(op, "params", params);
   const auto noise = checked_perturb_args(op, params, out, seed, k, sigma, noise_name, antithetic);
   c10::cuda::CUDAGuard guard(params[0].device());
@@ -35,22 +35,11 @@ void perturb_impl(const char* op, at::TensorList params, at::TensorList out, int
   w.finish();
 }
 
-void perturb_into_cuda(at::TensorList params, at::TensorList out, int64_t seed, int64_t k,
-                       double sigma, c10::string_view noise, bool antithetic) {
-  perturb_impl("perturb_into", params, out, seed, k, sigma, noise, antithetic);
-}
 
-std::vector<at::Tensor> perturb_cuda(at::TensorList params, int64_t seed, int64_t k, double sigma,
-                                     c10::string_view noise, bool antithetic) {
-  check_cuda_list("perturb", "params", params);
-  auto out = empty_outputs(params);
-  perturb_impl("perturb", params, out, seed, k, sigma, noise, antithetic);
-  return out;
-}
 
-void combine_impl(const char* op, at::TensorList params, const at::Tensor& losses,
-                  at::TensorList out, double temperature, int64_t seed, double sigma,
-                  c10::string_view noise_name, bool antithetic) {
+void combine(const char* op, at::TensorList params, const at::Tensor& losses,
+             at::TensorList out, double temperature, int64_t seed, double sigma,
+             c10::string_view noise_name, bool antithetic) {
   check_cuda_list(op, "params", params);
   const auto args = checked_combine_args(op, params, losses, out, temperature, seed, sigma,
                                          noise_name, antithetic);
@@ -66,23 +55,10 @@ void combine_impl(const char* op, at::TensorList params, const at::Tensor& losse
   wr.finish();
 }
 
-void combine_into_cuda(at::TensorList params, const at::Tensor& losses, at::TensorList out,
-                       double temperature, int64_t seed, double sigma, c10::string_view noise,
-                       bool antithetic) {
-  combine_impl("combine_into", params, losses, out, temperature, seed, sigma, noise, antithetic);
-}
 
-std::vector<at::Tensor> combine_cuda(at::TensorList params, const at::Tensor& losses,
-                                     double temperature, int64_t seed, double sigma,
-                                     c10::string_view noise, bool antithetic) {
-  check_cuda_list("combine", "params", params);
-  auto out = empty_outputs(params);
-  combine_impl("combine", params, losses, out, temperature, seed, sigma, noise, antithetic);
-  return out;
-}
 
-at::Tensor project_cuda(at::TensorList grads, int64_t seed, int64_t population, double sigma,
-                        c10::string_view noise_name, bool antithetic) {
+at::Tensor project(at::TensorList grads, int64_t seed, int64_t population, double sigma,
+                   c10::string_view noise_name, bool antithetic) {
   const char* op = "project";
   check_cuda_list(op, "grads", grads);
   const auto noise = make_noise(op, seed, sigma, noise_name, antithetic);
@@ -98,13 +74,16 @@ at::Tensor project_cuda(at::TensorList grads, int64_t seed, int64_t population, 
   return result.to(projection_dtype(grads[0].scalar_type()));
 }
 
-}  // namespace
+}  // namespace cuda
+
+struct CudaKernels {
+  static constexpr auto perturb = cuda::perturb;
+  static constexpr auto combine = cuda::combine;
+  static constexpr auto project = cuda::project;
+};
+
 }  // namespace evograd_ops
 
 TORCH_LIBRARY_IMPL(evograd, CUDA, m) {
-  m.impl("perturb", evograd_ops::perturb_cuda);
-  m.impl("perturb_into", evograd_ops::perturb_into_cuda);
-  m.impl("combine", evograd_ops::combine_cuda);
-  m.impl("combine_into", evograd_ops::combine_into_cuda);
-  m.impl("project", evograd_ops::project_cuda);
+  evograd_ops::ListOps<evograd_ops::CudaKernels>::define(m);
 }
