@@ -412,6 +412,7 @@ def test_validation_closure_may_return_aux_outputs():
     P, H, train, val = mlp_fixture(torch.float64)
     meta = evograd.EvoGrad(P, H, **KW)
     r = meta.step(lambda: train(P), lambda: (val(P), P[0].detach().clone(), "tag"))
-    assert r.aux[1] == "tag" and torch.equal(r.aux[0], P[0].detach()) is False  # theta*, not theta
+    assert r.aux[1] == "tag"
+    assert not torch.equal(r.aux[0], P[0].detach())  # taken at theta*, and P is back at theta
     r = meta.step(lambda: train(P), lambda: val(P))
     assert r.aux is None

@@ -80,15 +80,9 @@ at::Tensor project(at::TensorList grads, int64_t seed, int64_t population, doubl
 }
 
 }  // namespace cpu
-
-struct CpuKernels {
-  static constexpr auto perturb = cpu::perturb;
-  static constexpr auto combine = cpu::combine;
-  static constexpr auto project = cpu::project;
-};
-
 }  // namespace evograd_ops
 
 TORCH_LIBRARY_IMPL(evograd, CPU, m) {
-  evograd_ops::ListOps<evograd_ops::CpuKernels>::define(m);
+  namespace ops = evograd_ops;
+  ops::ListOps<ops::cpu::perturb, ops::cpu::combine, ops::cpu::project>::define(m);
 }

@@ -75,15 +75,9 @@ at::Tensor project(at::TensorList grads, int64_t seed, int64_t population, doubl
 }
 
 }  // namespace cuda
-
-struct CudaKernels {
-  static constexpr auto perturb = cuda::perturb;
-  static constexpr auto combine = cuda::combine;
-  static constexpr auto project = cuda::project;
-};
-
 }  // namespace evograd_ops
 
 TORCH_LIBRARY_IMPL(evograd, CUDA, m) {
-  evograd_ops::ListOps<evograd_ops::CudaKernels>::define(m);
+  namespace ops = evograd_ops;
+  ops::ListOps<ops::cuda::perturb, ops::cuda::combine, ops::cuda::project>::define(m);
 }

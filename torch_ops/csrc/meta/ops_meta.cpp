@@ -36,16 +36,9 @@ at::Tensor project(at::TensorList grads, int64_t seed, int64_t population, doubl
 }
 
 }  // namespace meta
-
-// Checks only: the outputs are the fresh empty tensors ListOps allocates.
-struct MetaKernels {
-  static constexpr auto perturb = meta::perturb;
-  static constexpr auto combine = meta::combine;
-  static constexpr auto project = meta::project;
-};
-
 }  // namespace evograd_ops
 
 TORCH_LIBRARY_IMPL(evograd, Meta, m) {
-  evograd_ops::ListOps<evograd_ops::MetaKernels>::define(m);
+  namespace ops = evograd_ops;
+  ops::ListOps<ops::meta::perturb, ops::meta::combine, ops::meta::project>::define(m);
 }
