@@ -49,14 +49,23 @@ struct Options {
   // random augmentation): differences between candidate losses then come from
   // the weights alone, which lowers the variance of the hypergradient.
   bool common_random_numbers = false;
+  // A candidate whose training loss is NaN/inf: "raise" (an error, the model
+  // restored) or "drop" (weight exactly 0, its lambda-gradient ignored; an
+  // error only if every candidate is non-finite).
+  std::string nonfinite = "raise";
 };
 
 struct StepResult {
-  torch::Tensor val_loss;  // scalar, detached, at theta*
-  torch::Tensor losses;    // [K] candidate training losses (float64)
-  torch::Tensor weights;   // [K] softmax(-losses / temperature)
-  int64_t seed;            // the noise seed this step used
+  double val_loss;        // validation loss at theta*
+  torch::Tensor losses;   // [K] candidate training losses (float64; dropped ones NaN/inf)
+  torch::Tensor weights;  // [K] softmax(-losses / temperature); 0 for dropped candidates
+  int64_t seed;           // the noise seed this step used
+  int64_t dropped = 0;    // candidates with a non-finite loss (nonfinite = "drop")
 };
+
+namespace detail {
+class Restorer;
+}
 
 using LossFn = std::function<torch::Tensor()>;
 
@@ -92,6 +101,24 @@ class EvoGrad {
   const std::vector<torch::Tensor>& hyperparams() const { return hyper_; }
 
  private:
+  // The three phases of a step.
+  struct Candidates {
+    torch::Tensor reported;  // [K] as the closures returned them
+    torch::Tensor losses;    // [K] with dropped candidates far above the best
+    std::vector<std::vector<torch::Tensor>> dloss_dhyper;  // empty for dropped ones
+    int64_t dropped = 0;
+  };
+  struct Validation {
+    double loss;
+    std::vector<torch::Tensor> params;  // d val / d theta at theta*
+    std::vector<torch::Tensor> hyper;   // the direct term d val / d lambda (may be undefined)
+  };
+  Candidates evaluate_candidates(detail::Restorer& restore, const LossFn& train_loss,
+                                 int64_t seed) const;
+  Validation validation_gradient(detail::Restorer& restore, const LossFn& val_loss,
+                                 const torch::Tensor& losses, int64_t seed) const;
+  void accumulate_hypergradient(const Candidates& candidates, const Validation& validation,
+                                int64_t seed);
   void validate() const;
 
   std::vector<torch::Tensor> params_;

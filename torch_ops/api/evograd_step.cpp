@@ -10,11 +10,7 @@
 #include "library.h"
 
 namespace evograd {
-namespace {
-
-bool same_storage(const torch::Tensor& a, const torch::Tensor& b) {
-  return a.defined() && b.defined() && a.is_same(b);
-}
+namespace detail {
 
 // Everything step() changes about the model, put back on scope exit.
 class Restorer {
@@ -55,6 +51,16 @@ class Restorer {
   std::vector<bool> flags_;
 };
 
+}  // namespace detail
+
+namespace {
+
+using detail::Restorer;
+
+bool same_tensor(const torch::Tensor& a, const torch::Tensor& b) {
+  return a.defined() && b.defined() && a.is_same(b);
+}
+
 // Torch RNG states (CPU, and each CUDA device the parameters use), so every
 // candidate can replay the same random numbers.
 class RngSnapshot {
@@ -85,32 +91,59 @@ class RngSnapshot {
   std::vector<torch::Tensor> states_;
 };
 
-double checked_loss(const torch::Tensor& loss, const char* which) {
+double checked_loss(const torch::Tensor& loss, const char* which, bool allow_nonfinite = false) {
   TORCH_CHECK_TYPE(loss.defined(), "evograd: the ", which, " loss closure returned an undefined tensor");
   TORCH_CHECK_VALUE(loss.numel() == 1, "evograd: the ", which,
                     " loss must be a scalar, got shape ", loss.sizes());
   TORCH_CHECK_TYPE(loss.is_floating_point(), "evograd: the ", which,
                    " loss must be floating point, got ", loss.scalar_type());
   const double v = loss.detach().to(torch::kCPU, torch::kDouble).item<double>();
-  TORCH_CHECK_VALUE(std::isfinite(v), "evograd: the ", which, " loss is not finite (", v, ")");
+  TORCH_CHECK_VALUE(allow_nonfinite || std::isfinite(v), "evograd: the ", which,
+                    " loss is not finite (", v, "); option nonfinite = \"drop\" skips such "
+                    "candidates");
   return v;
 }
 
+// Raises when sigma is below the storage resolution of every perturbed
+// element (all candidates would equal theta: a zero hypergradient), warns
+// when that holds for most of them.
+void check_sigma_resolution(const std::vector<torch::Tensor>& params, double sigma) {
+  torch::NoGradGuard no_grad;
+  int64_t unchanged = 0, total = 0;
+  for (const auto& p : params) {
+    if (p.numel() == 0) continue;
+    unchanged += (p + sigma).to(p.scalar_type()).eq(p).sum().item<int64_t>();
+    total += p.numel();
+  }
+  TORCH_CHECK_VALUE(!(total && unchanged == total), "evograd: sigma=", sigma, " is below the ",
+                    params[0].scalar_type(), " resolution of every perturbed parameter: all "
+                    "candidates would equal theta; increase sigma");
+  if (total && unchanged > total / 2)
+    TORCH_WARN("evograd: sigma=", sigma, " vanishes in ", unchanged, " of ", total,
+               " perturbed parameters (", params[0].scalar_type(),
+               " resolution); the hypergradient sees only the rest");
+}
+
+// exp(-x) is exactly 0 in float64 beyond x ~ 745: a loss this many
+// temperatures above the best gets weight 0 and cotangent 0, bit for bit.
+constexpr double kDropGap = 800.0;
+
 bool contains(const std::vector<torch::Tensor>& list, const torch::Tensor& t) {
   for (const auto& x : list)
-    if (same_storage(t, x)) return true;
+    if (same_tensor(t, x)) return true;
   return false;
 }
 
-// Buffers to restore: each once, less those that share memory with a
-// perturbed tensor (restored as such) or are hyperparameters.
+// Buffers to restore, each once, less those that share storage with a
+// perturbed tensor (restored as such) or a hyperparameter.
 std::vector<torch::Tensor> restored_buffers(const std::vector<torch::Tensor>& buffers,
                                             const std::vector<torch::Tensor>& perturbed,
                                             const std::vector<torch::Tensor>& hyper) {
   std::vector<torch::Tensor> kept;
   for (const auto& b : buffers) {
-    bool skip = !b.defined() || contains(kept, b) || contains(hyper, b);
-    for (const auto& p : perturbed) skip = skip || (p.defined() && b.is_alias_of(p));
+    bool skip = !b.defined() || contains(kept, b);
+    for (const auto* list : {&perturbed, &hyper})
+      for (const auto& t : *list) skip = skip || (t.defined() && b.numel() && b.is_alias_of(t));
     if (!skip) kept.push_back(b);
   }
   return kept;
@@ -225,6 +258,8 @@ void EvoGrad::validate() const {
   TORCH_CHECK_VALUE(o.seed_schedule == "mixed" || o.seed_schedule == "consecutive",
                     "evograd: seed_schedule must be 'mixed' or 'consecutive', got '",
                     o.seed_schedule, "'");
+  TORCH_CHECK_VALUE(o.nonfinite == "raise" || o.nonfinite == "drop",
+                    "evograd: nonfinite must be 'raise' or 'drop', got '", o.nonfinite, "'");
   TORCH_CHECK_VALUE(o.scale.empty() || o.scale == "t1t2",
                     "evograd: scale must be empty or 't1t2', got '", o.scale, "'");
   TORCH_CHECK_VALUE(o.scale == "t1t2" || !o.inner_lr.has_value(),
@@ -236,15 +271,8 @@ void EvoGrad::validate() const {
                     "or buffers with requires_grad, other than the hyperparameters)");
   TORCH_CHECK_VALUE(!hyper_.empty(), "evograd: no hyperparameters");
   for (size_t i = 0; i < params_.size(); ++i) {
-    const auto& p = params_[i];
-    TORCH_CHECK_TYPE(p.defined() && p.is_floating_point(), "evograd: parameter ", i,
-                     " must be a floating-point tensor");
-    TORCH_CHECK_VALUE(p.is_leaf(), "evograd: parameter ", i, " is not a leaf tensor");
-    for (size_t j = 0; j < hyper_.size(); ++j)
-      TORCH_CHECK_VALUE(!same_storage(p, hyper_[j]) &&
-                            !(p.defined() && hyper_[j].defined() && p.is_alias_of(hyper_[j])),
-                        "evograd: parameter ", i, " is also hyperparameter ", j,
-                        "; the perturbed and hyperparameter sets must not overlap");
+    TORCH_CHECK_VALUE(!params_[i].defined() || params_[i].is_leaf(), "evograd: parameter ", i,
+                      " is not a leaf tensor");
   }
   for (size_t j = 0; j < hyper_.size(); ++j) {
     const auto& h = hyper_[j];
@@ -253,24 +281,20 @@ void EvoGrad::validate() const {
     TORCH_CHECK_VALUE(h.is_leaf() && h.requires_grad(), "evograd: hyperparameter ", j,
                       " must be a leaf tensor that requires grad");
   }
+  // dtypes, one device, and no memory shared among the parameters or with the
+  // hyperparameters: the operator layer's one check.
+  evograd_ops::handles::check_perturbable().call(params_, hyper_);
 }
 
-StepResult EvoGrad::step(const LossFn& train_loss, const LossFn& val_loss) {
-  TORCH_CHECK_VALUE(train_loss && val_loss, "evograd: step needs two loss closures");
+EvoGrad::Candidates EvoGrad::evaluate_candidates(detail::Restorer& restore, const LossFn& train_loss,
+                                                 int64_t seed) const {
   const auto& o = options_;
-  const int64_t K = o.population;
-  const int64_t seed = step_seed(seed_, step_, o.seed_schedule);
-  torch::AutoGradMode grad_on(true);
-
-  Restorer restore(params_, buffers_);
   c10::optional<RngSnapshot> rng;
   if (o.common_random_numbers) rng.emplace(params_);
-
-  // Candidates, one at a time: only lambda is differentiated.
-  restore.set_requires_grad(false);
-  std::vector<double> losses(K);
-  std::vector<std::vector<torch::Tensor>> dloss_dhyper(K);
-  for (int64_t k = 0; k < K; ++k) {
+  restore.set_requires_grad(false);  // only lambda is differentiated
+  Candidates c;
+  std::vector<double> losses(o.population);
+  for (int64_t k = 0; k < o.population; ++k) {
     if (k > 0) restore.restore_buffers();
     if (rng) rng->replay();
     {
@@ -279,60 +303,96 @@ StepResult EvoGrad::step(const LossFn& train_loss, const LossFn& val_loss) {
           .call(restore.saved(), params_, seed, k, o.sigma, o.noise, o.antithetic);
     }
     auto loss = train_loss();
-    losses[k] = checked_loss(loss, "training");
+    losses[k] = checked_loss(loss, "training", o.nonfinite == "drop");
+    c.dloss_dhyper.emplace_back();
+    if (!std::isfinite(losses[k])) {
+      ++c.dropped;
+      continue;
+    }
     TORCH_CHECK_VALUE(loss.requires_grad(),
                       "evograd: the training loss does not depend on the hyperparameters");
     auto g = torch::autograd::grad({loss.reshape({})}, hyper_, {}, false, false, true);
     for (size_t j = 0; j < g.size(); ++j)
       TORCH_CHECK_VALUE(g[j].defined(), "evograd: the training loss does not depend on "
                         "hyperparameter ", j);
-    dloss_dhyper[k] = std::move(g);
+    c.dloss_dhyper.back() = std::move(g);
   }
-  auto losses_t = torch::tensor(losses, torch::kDouble);
-  auto weights = evograd_ops::handles::weights().call(losses_t, o.temperature);
+  TORCH_CHECK_VALUE(c.dropped < o.population,
+                    "evograd: every candidate's training loss is non-finite");
+  c.reported = torch::tensor(losses, torch::kDouble);
+  // A dropped candidate takes a loss so far above the best that its weight
+  // and cotangent are exactly zero.
+  double best = std::numeric_limits<double>::infinity();
+  for (double v : losses)
+    if (std::isfinite(v)) best = std::min(best, v);
+  for (auto& v : losses)
+    if (!std::isfinite(v)) v = best + kDropGap * o.temperature;
+  c.losses = torch::tensor(losses, torch::kDouble);
+  return c;
+}
 
-  // theta* and one first-order validation backward.
+EvoGrad::Validation EvoGrad::validation_gradient(detail::Restorer& restore, const LossFn& val_loss,
+                                                 const torch::Tensor& losses,
+                                                 int64_t seed) const {
+  const auto& o = options_;
   restore.restore_buffers();
   {
-    torch::NoGradGuard no_grad;
+    torch::NoGradGuard no_grad;  // theta* into the parameters' storage
     evograd_ops::handles::combine_into()
-        .call(restore.saved(), losses_t, params_, o.temperature, seed, o.sigma, o.noise,
+        .call(restore.saved(), losses, params_, o.temperature, seed, o.sigma, o.noise,
               o.antithetic);
   }
   restore.set_requires_grad(true);
   auto val = val_loss();
-  const double val_value = checked_loss(val, "validation");
+  Validation v;
+  v.loss = checked_loss(val, "validation");
   TORCH_CHECK_VALUE(val.requires_grad(),
                     "evograd: the validation loss does not depend on the parameters");
   std::vector<torch::Tensor> inputs = params_;
-  for (const auto& h : hyper_) inputs.push_back(h);
+  inputs.insert(inputs.end(), hyper_.begin(), hyper_.end());
   auto grads = torch::autograd::grad({val.reshape({})}, inputs, {}, false, false, true);
-  std::vector<torch::Tensor> g(grads.begin(), grads.begin() + params_.size());
-  for (size_t i = 0; i < g.size(); ++i)
-    if (!g[i].defined()) g[i] = torch::zeros_like(params_[i]);
+  for (size_t i = 0; i < params_.size(); ++i)
+    v.params.push_back(grads[i].defined() ? grads[i] : torch::zeros_like(params_[i]));
+  v.hyper.assign(grads.begin() + params_.size(), grads.end());
+  return v;
+}
 
-  auto c = evograd_ops::handles::project().call(g, seed, K, o.sigma, o.noise, o.antithetic);
-  auto cot = evograd_ops::handles::loss_cotangent().call(losses_t, c, o.temperature);
-
-  {
-    torch::NoGradGuard no_grad;
-    auto cot_host = cot.to(torch::kDouble).cpu();
-    const double* cv = cot_host.data_ptr<double>();
-    for (size_t j = 0; j < hyper_.size(); ++j) {
-      auto total = torch::zeros_like(hyper_[j]);
-      for (int64_t k = 0; k < K; ++k) total.add_(dloss_dhyper[k][j], cv[k] * scale_);
-      const auto& direct = grads[params_.size() + j];
-      if (direct.defined()) total.add_(direct);
-      auto& hg = hyper_[j].mutable_grad();
-      if (hg.defined()) {
-        hg.add_(total);
-      } else {
-        hg = total;
-      }
+void EvoGrad::accumulate_hypergradient(const Candidates& candidates,
+                                       const Validation& validation, int64_t seed) {
+  const auto& o = options_;
+  auto c = evograd_ops::handles::project().call(validation.params, seed, o.population, o.sigma,
+                                                o.noise, o.antithetic);
+  auto cot = evograd_ops::handles::loss_cotangent().call(candidates.losses, c, o.temperature);
+  torch::NoGradGuard no_grad;
+  auto cot_host = cot.to(torch::kDouble).cpu();
+  const double* cv = cot_host.data_ptr<double>();
+  for (size_t j = 0; j < hyper_.size(); ++j) {
+    auto total = torch::zeros_like(hyper_[j]);
+    for (int64_t k = 0; k < o.population; ++k)
+      if (!candidates.dloss_dhyper[k].empty())
+        total.add_(candidates.dloss_dhyper[k][j], cv[k] * scale_);
+    if (validation.hyper[j].defined()) total.add_(validation.hyper[j]);
+    auto& hg = hyper_[j].mutable_grad();
+    if (hg.defined()) {
+      hg.add_(total);
+    } else {
+      hg = total;
     }
   }
+}
+
+StepResult EvoGrad::step(const LossFn& train_loss, const LossFn& val_loss) {
+  TORCH_CHECK_VALUE(train_loss && val_loss, "evograd: step needs two loss closures");
+  const int64_t seed = step_seed(seed_, step_, options_.seed_schedule);
+  check_sigma_resolution(params_, options_.sigma);
+  torch::AutoGradMode grad_on(true);
+  Restorer restore(params_, buffers_);
+  auto candidates = evaluate_candidates(restore, train_loss, seed);
+  auto weights = evograd_ops::handles::weights().call(candidates.losses, options_.temperature);
+  auto validation = validation_gradient(restore, val_loss, candidates.losses, seed);
+  accumulate_hypergradient(candidates, validation, seed);
   ++step_;
-  return {torch::tensor(val_value, torch::kDouble), losses_t, weights.detach(), seed};
+  return {validation.loss, candidates.reported, weights.detach(), seed, candidates.dropped};
 }
 
 }  // namespace evograd

@@ -22,6 +22,7 @@ using CombineIntoSig = void(at::TensorList, const at::Tensor&, at::TensorList, d
 using WeightsSig = at::Tensor(const at::Tensor&, double);
 using ProjectSig = at::Tensor(at::TensorList, int64_t, int64_t, double, c10::string_view, bool);
 using CotangentSig = at::Tensor(const at::Tensor&, const at::Tensor&, double);
+using CheckPerturbableSig = void(at::TensorList, at::TensorList);
 
 template <typename Sig>
 c10::TypedOperatorHandle<Sig> find(const char* name) {
@@ -42,6 +43,7 @@ EVOGRAD_OPERATOR_HANDLE(combine_into, CombineIntoSig)
 EVOGRAD_OPERATOR_HANDLE(weights, WeightsSig)
 EVOGRAD_OPERATOR_HANDLE(project, ProjectSig)
 EVOGRAD_OPERATOR_HANDLE(loss_cotangent, CotangentSig)
+EVOGRAD_OPERATOR_HANDLE(check_perturbable, CheckPerturbableSig)
 
 #undef EVOGRAD_OPERATOR_HANDLE
 

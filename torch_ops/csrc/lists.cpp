@@ -18,36 +18,40 @@ namespace evograd_ops {
 namespace {
 
 // The bytes a tensor's elements can touch: [first, last] of its storage.
+// `list` says which argument the tensor came from (an index into the names
+// the check reports with); list 0 is the one written to.
 struct Extent {
   uintptr_t first, last;
-  bool is_out;
+  int list;
   size_t index;
 };
 
-bool extent_of(const at::Tensor& t, bool is_out, size_t index, Extent* e) {
+bool extent_of(const at::Tensor& t, int list, size_t index, Extent* e) {
   if (t.numel() == 0) return false;
   int64_t reach = 0;  // torch strides are never negative
   for (int64_t d = 0; d < t.dim(); ++d) reach += (t.size(d) - 1) * t.stride(d);
   e->first = reinterpret_cast<uintptr_t>(t.data_ptr());
   e->last = e->first + static_cast<uintptr_t>((reach + 1) * t.element_size()) - 1;
-  e->is_out = is_out;
+  e->list = list;
   e->index = index;
   return true;
 }
 
-// Writing in place (out[i] is params[i]) is fine; any other sharing would
-// make the result depend on the order of writes. A sweep over extents
-// sorted by address: parameter lists are disjoint, so this costs a sort,
-// not a comparison per pair. Extents that touch count as shared even when
-// strided views interleave without a common element (conservative).
-void check_no_shared_outputs(const char* op, at::TensorList in, at::TensorList out) {
+// The one check that written tensors share no memory, for every writer in
+// the torch layer (the _into ops, the meta-steps through check_perturbable).
+// lists[0] is written; lists[1], if given, is the input read at the same
+// index (writing over exactly one's own input, in place, is fine); any later
+// list is only read. A sweep over extents sorted by address: parameter lists
+// are disjoint, so this costs a sort, not a comparison per pair. Extents that
+// touch count as shared even when strided views interleave without a common
+// element (conservative).
+void check_unshared(const char* op, const std::vector<at::TensorList>& lists,
+                    const std::vector<const char*>& names) {
   std::vector<Extent> extents;
-  extents.reserve(in.size() + out.size());
   Extent e;
-  for (size_t i = 0; i < out.size(); ++i) {
-    if (extent_of(out[i], true, i, &e)) extents.push_back(e);
-    if (extent_of(in[i], false, i, &e)) extents.push_back(e);
-  }
+  for (size_t l = 0; l < lists.size(); ++l)
+    for (size_t i = 0; i < lists[l].size(); ++i)
+      if (extent_of(lists[l][i], static_cast<int>(l), i, &e)) extents.push_back(e);
   std::sort(extents.begin(), extents.end(),
             [](const Extent& a, const Extent& b) { return a.first < b.first; });
   std::vector<Extent> open;  // extents still reaching the sweep position
@@ -56,24 +60,29 @@ void check_no_shared_outputs(const char* op, at::TensorList in, at::TensorList o
                               [&](const Extent& o) { return o.last < cur.first; }),
                open.end());
     for (const auto& o : open) {
-      if (!o.is_out && !cur.is_out) continue;  // reading shared memory is fine
-      const auto& w = o.is_out ? o : cur;      // an output
-      const auto& x = o.is_out ? cur : o;      // the other
-      // In place: params[i] itself, or another handle to exactly its elements.
-      if (!x.is_out && x.index == w.index &&
-          at::get_overlap_status(out[w.index], in[x.index]) == at::MemOverlapStatus::Full &&
-          out[w.index].strides() == in[x.index].strides())
+      if (o.list != 0 && cur.list != 0) continue;  // reading shared memory is fine
+      const auto& w = o.list == 0 ? o : cur;       // a written tensor
+      const auto& x = o.list == 0 ? cur : o;       // the other
+      const auto& out = lists[0][w.index];
+      // In place: its own input itself, or another handle to exactly its elements.
+      if (x.list == 1 && x.index == w.index &&
+          at::get_overlap_status(out, lists[1][x.index]) == at::MemOverlapStatus::Full &&
+          out.strides() == lists[1][x.index].strides())
         continue;
-      if (x.is_out) {
-        const size_t hi = std::max(w.index, x.index), lo = std::min(w.index, x.index);
-        TORCH_CHECK_VALUE(false, "evograd.", op, ": out[", hi, "] and out[", lo,
-                          "] share memory");
-      }
-      TORCH_CHECK_VALUE(false, "evograd.", op, ": out[", w.index, "] and params[", x.index,
-                        "] share memory");
+      const bool both_written = x.list == 0;
+      const size_t first = both_written ? std::max(w.index, x.index) : w.index;
+      const size_t second = both_written ? std::min(w.index, x.index) : x.index;
+      TORCH_CHECK_VALUE(false, "evograd.", op, ": ", names[0], "[", first, "] and ",
+                        names[x.list], "[", second, "] share memory");
     }
     open.push_back(cur);
   }
+}
+
+void check_no_internal_overlap(const char* op, const char* what, at::TensorList list) {
+  for (size_t i = 0; i < list.size(); ++i)
+    TORCH_CHECK_VALUE(at::has_internal_overlap(list[i]) != at::MemOverlap::Yes, "evograd.", op,
+                      ": ", what, "[", i, "] has elements that overlap each other (e.g. expand())");
 }
 
 }  // namespace
@@ -140,10 +149,19 @@ void check_out_metadata(const char* op, at::TensorList in, at::TensorList out) {
 
 void check_out_list(const char* op, at::TensorList in, at::TensorList out) {
   check_out_metadata(op, in, out);
-  for (size_t i = 0; i < out.size(); ++i)
-    TORCH_CHECK_VALUE(at::has_internal_overlap(out[i]) != at::MemOverlap::Yes, "evograd.", op,
-                      ": out[", i, "] has elements that overlap each other (e.g. expand())");
-  check_no_shared_outputs(op, in, out);
+  check_no_internal_overlap(op, "out", out);
+  check_unshared(op, {out, in}, {"out", "params"});
+}
+
+void check_perturbable(at::TensorList params, at::TensorList hyperparams) {
+  const char* op = "check_perturbable";
+  check_float_list(op, "params", params);
+  check_no_internal_overlap(op, "params", params);
+  for (size_t j = 0; j < hyperparams.size(); ++j)
+    TORCH_CHECK_VALUE(hyperparams[j].defined(), "evograd.", op, ": hyperparams[", j,
+                      "] is undefined");
+  if (params[0].is_meta()) return;  // no addresses to compare
+  check_unshared(op, {params, {}, hyperparams}, {"params", "", "hyperparams"});
 }
 
 evograd_noise make_noise(const char* op, int64_t seed, double sigma,

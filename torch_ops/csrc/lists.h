@@ -22,6 +22,10 @@ void check_out_metadata(const char* op, at::TensorList in, at::TensorList out);
 // check_out_metadata, and no output shares memory with another output or
 // with an input other than its own params[i].
 void check_out_list(const char* op, at::TensorList in, at::TensorList out);
+// The op evograd::check_perturbable: params can be written in place by the
+// _into ops (check_float_list, and no memory shared within params or with
+// hyperparams). It reads pointers only, on any device but Meta.
+void check_perturbable(at::TensorList params, at::TensorList hyperparams);
 bool same_sizes(const at::Tensor& a, const at::Tensor& b);
 std::string shape_of(const at::Tensor& t);
 evograd_noise make_noise(const char* op, int64_t seed, double sigma,

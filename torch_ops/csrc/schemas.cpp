@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "library.h"
+#include "lists.h"
 
 namespace evograd_ops {
 
@@ -40,4 +41,8 @@ TORCH_LIBRARY(evograd, m) {
   EVOGRAD_DEF(m, "project(Tensor[] grads, int seed, int population, float sigma, "
                  "str noise=\"sign\", bool antithetic=False) -> Tensor");
   EVOGRAD_DEF(m, "loss_cotangent(Tensor losses, Tensor projections, float temperature) -> Tensor");
+  // What a meta-step checks once, before its first write: compares storage
+  // addresses, so it runs eagerly on real tensors and is not pt2-traceable.
+  m.def("check_perturbable(Tensor[] params, Tensor[] hyperparams) -> ()",
+        TORCH_FN(evograd_ops::check_perturbable));
 }

@@ -3,8 +3,8 @@
 ``torch.ops.evograd.*`` are loaded on import. See README.md for the API.
 """
 from . import _library
-from .ops import (combine, combine_into, loss_cotangent, perturb, perturb_into, project,
-                  weights)
+from .ops import (check_perturbable, combine, combine_into, loss_cotangent, perturb,
+                  perturb_into, project, weights)
 from .step import EvoGrad, StepResult
 from .seeds import step_seed
 from . import baselines, functional, seeds
@@ -14,5 +14,5 @@ library_path = _library.library_path
 __version__ = _library.build_record["evograd"]
 
 __all__ = ["EvoGrad", "StepResult", "step_seed", "perturb", "perturb_into", "combine",
-           "combine_into", "weights", "project", "loss_cotangent", "functional", "baselines", "seeds",
+           "combine_into", "weights", "project", "loss_cotangent", "check_perturbable", "functional", "baselines", "seeds",
            "library_path"]

@@ -28,6 +28,10 @@ def _warn_if_tracing(op: str):
                       torch.jit.TracerWarning, stacklevel=3)
 
 
+# The operators check every argument (the same checks for TorchScript and C++
+# callers); these wrappers add only what Python tells better: a TypeError
+# that names the argument where the dispatcher would say "expected int", and
+# an empty list, which the dispatcher cannot route to any device.
 def _tensor_list(name, tensors) -> List[torch.Tensor]:
     if isinstance(tensors, torch.Tensor):
         raise TypeError(f"{name} must be a list of tensors, not a single tensor")
@@ -58,8 +62,6 @@ def _float(name, value) -> float:
 def _noise(noise) -> str:
     if not isinstance(noise, str):
         raise TypeError(f"noise must be 'sign' or 'gauss', got {type(noise).__name__}")
-    if noise not in ("sign", "gauss"):
-        raise ValueError(f"unknown noise {noise!r}; expected 'sign' or 'gauss'")
     return noise
 
 
@@ -144,3 +146,11 @@ def loss_cotangent(losses: torch.Tensor, projections: torch.Tensor,
     if not isinstance(losses, torch.Tensor) or not isinstance(projections, torch.Tensor):
         raise TypeError("losses and projections must be 1-D tensors")
     return _ops.loss_cotangent(losses, projections, _float("temperature", temperature))
+
+
+def check_perturbable(params: Sequence[torch.Tensor],
+                      hyperparams: Sequence[torch.Tensor] = ()) -> None:
+    """Raises unless ``params`` can be written in place by ``perturb_into`` and
+    ``combine_into``: floating dtypes and one device shared by all, and no
+    memory shared between two of them or with a hyperparameter."""
+    _ops.check_perturbable(_tensor_list("params", params), list(hyperparams))

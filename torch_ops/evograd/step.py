@@ -83,14 +83,19 @@ def _module_tensors(module: nn.Module, hyperparams: Sequence[torch.Tensor]):
     return perturbed, restored
 
 
-def _without_overlaps(buffers, params, hyperparams):
-    """Buffers to restore, less those that are (or share memory with) a
-    perturbed tensor, restored as such, or a hyperparameter."""
+def _storage(t: torch.Tensor):
+    """Where a tensor's storage lives: equal for views of one storage."""
+    storage = t.untyped_storage() if hasattr(t, "untyped_storage") else t.storage()
+    return t.device, storage.data_ptr()
+
+
+def _restored_buffers(buffers, params, hyperparams):
+    """Buffers to restore, each once, less those that share storage with a
+    perturbed tensor (restored as such) or a hyperparameter."""
+    taken = {_storage(t) for t in itertools.chain(params, hyperparams) if t.numel()}
     kept, seen = [], set()
     for b in buffers:
-        if id(b) in seen or any(b is t or (b.numel() and t.numel() and b.device == t.device
-                                            and _overlaps(b, t))
-                                for t in itertools.chain(params, hyperparams)):
+        if id(b) in seen or (b.numel() and _storage(b) in taken):
             continue
         seen.add(id(b))
         kept.append(b)
@@ -128,15 +133,6 @@ def _check_sigma_resolution(params, sigma):
         warnings.warn(f"sigma={sigma:g} vanishes in {unchanged} of {total} perturbed parameters "
                       f"({params[0].dtype} resolution); the hypergradient sees only the rest",
                       RuntimeWarning, stacklevel=3)
-
-
-def _overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
-    def span(t):
-        start = t.data_ptr()
-        extent = sum((n - 1) * st for n, st in zip(t.shape, t.stride())) + 1
-        return start, start + extent * t.element_size()
-    (a0, a1), (b0, b1) = span(a), span(b)
-    return a0 < b1 and b0 < a1
 
 
 class _Snapshot:
@@ -259,7 +255,7 @@ class EvoGrad:
                               "module=<the model> to restore its buffers, or buffers=[] if it has "
                               "none", UserWarning, stacklevel=2)
         chosen = default_buffers if buffers is None else _as_tensors("buffers", buffers)
-        self.buffers = _without_overlaps(chosen, self.params, self.hyperparams)
+        self.buffers = _restored_buffers(chosen, self.params, self.hyperparams)
         self.population = ops._int("population", population)
         self.sigma = ops._float("sigma", sigma)
         self.temperature = ops._float("temperature", temperature)
@@ -294,6 +290,8 @@ class EvoGrad:
         return self.temperature * inner_lr / (self.sigma ** 2 * c)
 
     def _validate(self):
+        if self.noise not in ("sign", "gauss"):
+            raise ValueError(f"unknown noise {self.noise!r}; expected 'sign' or 'gauss'")
         if self.population < 2:
             raise ValueError(f"population must be >= 2, got {self.population}")
         if self.antithetic and self.population % 2:
@@ -307,8 +305,6 @@ class EvoGrad:
         if not self.hyperparams:
             raise ValueError("no hyperparameters")
         for i, p in enumerate(self.params):
-            if not p.is_floating_point():
-                raise TypeError(f"parameter {i} must be floating point, got {p.dtype}")
             if not p.is_leaf:
                 raise ValueError(f"parameter {i} is not a leaf tensor")
         for j, h in enumerate(self.hyperparams):
@@ -316,19 +312,9 @@ class EvoGrad:
                 raise TypeError(f"hyperparameter {j} must be floating point, got {h.dtype}")
             if not (h.is_leaf and h.requires_grad):
                 raise ValueError(f"hyperparameter {j} must be a leaf tensor that requires grad")
-        for i, p in enumerate(self.params):
-            for j in range(i):
-                q = self.params[j]
-                if p is q or (p.numel() and q.numel() and p.device == q.device and
-                              _overlaps(p, q)):
-                    raise ValueError(f"parameters {j} and {i} share memory; each tensor "
-                                     "may be perturbed once")
-        hyper_storage = {(h.device, h.data_ptr()) for h in self.hyperparams if h.numel()}
-        for i, p in enumerate(self.params):
-            if any(p is h for h in self.hyperparams) or \
-                    (p.numel() and (p.device, p.data_ptr()) in hyper_storage):
-                raise ValueError(f"parameter {i} is also a hyperparameter; the perturbed and "
-                                 "hyperparameter sets must not overlap")
+        # dtypes, one device, and no memory shared among the parameters or
+        # with the hyperparameters: the operator layer's one check.
+        ops.check_perturbable(self.params, self.hyperparams)
 
     def step(self, train_loss_fn: Callable[[], torch.Tensor],
              val_loss_fn: Callable[[], torch.Tensor]) -> StepResult:
@@ -343,82 +329,111 @@ class EvoGrad:
             raise RuntimeError("EvoGrad.step cannot be traced: torch.jit.trace would record "
                                "this step's seed and candidate losses as constants. Trace the "
                                "model and call step() from Python, or script the ops")
-        K, seed = self.population, step_seed(self.seed, self.steps_taken, self.seed_schedule)
-        noise_args = (self.sigma, self.noise, self.antithetic)
+        seed = step_seed(self.seed, self.steps_taken, self.seed_schedule)
         _check_sigma_resolution(self.params, self.sigma)
         snap = _Snapshot(self.params, self.buffers)
         try:
             with torch.enable_grad():
-                rng = _RngSnapshot(self.params) if self.common_random_numbers else None
-                snap.set_requires_grad(False)
-                losses, dloss = [], []
-                for k in range(K):
-                    if k:
-                        snap.restore_buffers()
-                    if rng is not None:
-                        rng.replay()
-                    with torch.no_grad():
-                        ops.perturb_into(snap.saved, self.params, seed, k, *noise_args)
-                    loss = train_loss_fn()
-                    value = _check_loss(loss, "training", self.nonfinite == "drop")
-                    losses.append(value)
-                    if not math.isfinite(value):
-                        dloss.append(None)
-                        del loss
-                        continue
-                    if not loss.requires_grad:
-                        raise ValueError("the training loss does not depend on the hyperparameters")
-                    grads = torch.autograd.grad(loss.reshape(()), self.hyperparams,
-                                                allow_unused=True)
-                    for j, g in enumerate(grads):
-                        if g is None:
-                            raise ValueError("the training loss does not depend on "
-                                             f"hyperparameter {j}")
-                    dloss.append(grads)
-                    del loss, grads
-                kept = [v for v in losses if math.isfinite(v)]
-                if not kept:
-                    raise ValueError("every candidate's training loss is non-finite")
-                # Dropped candidates: a loss so far above the best that its
-                # weight (and cotangent) is exactly zero.
-                floor = min(kept) + _DROP_GAP * self.temperature
-                losses_t = torch.tensor([v if math.isfinite(v) else floor for v in losses],
-                                        dtype=torch.float64)
-                weights = ops.weights(losses_t, self.temperature)
-
-                snap.restore_buffers()
-                with torch.no_grad():
-                    ops.combine_into(snap.saved, losses_t, self.params, self.temperature, seed,
-                                     *noise_args)
-                snap.set_requires_grad(True)
-                val, aux = _split_aux(val_loss_fn())
-                val_value = _check_loss(val, "validation")
-                if not val.requires_grad:
-                    raise ValueError("the validation loss does not depend on the parameters")
-                inputs = self.params + self.hyperparams
-                grads = torch.autograd.grad(val.reshape(()), inputs, allow_unused=True)
-                del val
-                n = len(self.params)
-                g = [gi if gi is not None else torch.zeros_like(p)
-                     for gi, p in zip(grads[:n], self.params)]
-                c = ops.project(g, seed, K, *noise_args)
-                cot = (ops.loss_cotangent(losses_t, c, self.temperature)
-                       * self.hypergradient_scale).tolist()
-
-                with torch.no_grad():
-                    for j, h in enumerate(self.hyperparams):
-                        total = torch.zeros_like(h)
-                        for k in range(K):
-                            if dloss[k] is not None:
-                                total.add_(dloss[k][j], alpha=cot[k])
-                        if grads[n + j] is not None:
-                            total.add_(grads[n + j])
-                        if h.grad is None:
-                            h.grad = total
-                        else:
-                            h.grad.add_(total)
+                cand = self._evaluate_candidates(snap, train_loss_fn, seed)
+                weights = ops.weights(cand.losses, self.temperature)
+                val = self._validation_gradient(snap, val_loss_fn, cand.losses, seed)
+                self._accumulate_hypergradient(cand, val, seed)
         finally:
             snap.restore()
         self.steps_taken += 1
-        reported = torch.tensor(losses, dtype=torch.float64)
-        return StepResult(val_value, reported, weights.detach(), seed, len(losses) - len(kept), aux)
+        return StepResult(val.loss, cand.reported, weights.detach(), seed, cand.dropped, val.aux)
+
+    def _noise_args(self):
+        return self.sigma, self.noise, self.antithetic
+
+    def _evaluate_candidates(self, snap: "_Snapshot", train_loss_fn, seed: int) -> "_Candidates":
+        """Each candidate written into the parameters in turn; only lambda is
+        differentiated (the parameters do not require grad meanwhile)."""
+        rng = _RngSnapshot(self.params) if self.common_random_numbers else None
+        snap.set_requires_grad(False)
+        losses, dloss = [], []
+        for k in range(self.population):
+            if k:
+                snap.restore_buffers()
+            if rng is not None:
+                rng.replay()
+            with torch.no_grad():
+                ops.perturb_into(snap.saved, self.params, seed, k, *self._noise_args())
+            loss = train_loss_fn()
+            value = _check_loss(loss, "training", self.nonfinite == "drop")
+            losses.append(value)
+            if not math.isfinite(value):
+                dloss.append(None)
+                continue
+            if not loss.requires_grad:
+                raise ValueError("the training loss does not depend on the hyperparameters")
+            grads = torch.autograd.grad(loss.reshape(()), self.hyperparams, allow_unused=True)
+            for j, g in enumerate(grads):
+                if g is None:
+                    raise ValueError(f"the training loss does not depend on hyperparameter {j}")
+            dloss.append(grads)
+            del loss, grads
+        kept = [v for v in losses if math.isfinite(v)]
+        if not kept:
+            raise ValueError("every candidate's training loss is non-finite")
+        # A dropped candidate takes a loss so far above the best that its
+        # weight and cotangent are exactly zero.
+        floor = min(kept) + _DROP_GAP * self.temperature
+        return _Candidates(
+            reported=torch.tensor(losses, dtype=torch.float64),
+            losses=torch.tensor([v if math.isfinite(v) else floor for v in losses],
+                                dtype=torch.float64),
+            dloss_dhyper=dloss, dropped=len(losses) - len(kept))
+
+    def _validation_gradient(self, snap: "_Snapshot", val_loss_fn, losses: torch.Tensor,
+                             seed: int) -> "_Validation":
+        """theta* written into the parameters, and one first-order backward."""
+        snap.restore_buffers()
+        with torch.no_grad():
+            ops.combine_into(snap.saved, losses, self.params, self.temperature, seed,
+                             *self._noise_args())
+        snap.set_requires_grad(True)
+        val, aux = _split_aux(val_loss_fn())
+        value = _check_loss(val, "validation")
+        if not val.requires_grad:
+            raise ValueError("the validation loss does not depend on the parameters")
+        grads = torch.autograd.grad(val.reshape(()), self.params + self.hyperparams,
+                                    allow_unused=True)
+        n = len(self.params)
+        params = [g if g is not None else torch.zeros_like(p)
+                  for g, p in zip(grads[:n], self.params)]
+        return _Validation(value, params, list(grads[n:]), aux)
+
+    def _accumulate_hypergradient(self, cand: "_Candidates", val: "_Validation", seed: int):
+        """lambda.grad += sum_k cot_k d loss_k / d lambda + the direct term."""
+        c = ops.project(val.params, seed, self.population, *self._noise_args())
+        cot = (ops.loss_cotangent(cand.losses, c, self.temperature)
+               * self.hypergradient_scale).tolist()
+        with torch.no_grad():
+            for j, h in enumerate(self.hyperparams):
+                total = torch.zeros_like(h)
+                for k, dloss in enumerate(cand.dloss_dhyper):
+                    if dloss is not None:
+                        total.add_(dloss[j], alpha=cot[k])
+                if val.hyper[j] is not None:
+                    total.add_(val.hyper[j])
+                if h.grad is None:
+                    h.grad = total
+                else:
+                    h.grad.add_(total)
+
+
+@dataclass
+class _Candidates:
+    reported: torch.Tensor   # [K] as the closure returned them
+    losses: torch.Tensor     # [K] with dropped candidates far above the best
+    dloss_dhyper: list       # per candidate: d loss_k / d lambda, or None if dropped
+    dropped: int
+
+
+@dataclass
+class _Validation:
+    loss: float
+    params: List[torch.Tensor]   # d val / d theta at theta*
+    hyper: list                  # the direct term d val / d lambda (None where unused)
+    aux: Any
