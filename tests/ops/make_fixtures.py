@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import evograd
+import scenarios
 
 
 class CombineModule(nn.Module):
@@ -117,6 +118,25 @@ def main(out_dir: Path):
                   lambda: ((tied(xt[:6]) - xt[:6]) ** 2).mean())
     expected.update({"tied_x": xt, "tied_logits": tied_logits.detach(),
                      "tied_grad_logits": tied_logits.grad, "tied_losses": r.losses})
+    # 4. The scenario table, through Python; test_ops.cpp replays it in C++.
+    torch.manual_seed(0)
+    torch.jit.script(scenarios.ScenarioNet().double()).save(str(out_dir / "scenario_net.pt"))
+    d = scenarios.data()
+    expected.update({f"scenario__{k}": v for k, v in d.items()})
+    lines = []
+    for sc in scenarios.TABLE:
+        try:
+            got = scenarios.run(sc, str(out_dir / "scenario_net.pt"), d)
+            outcome = "ok"
+        except (ValueError, TypeError) as e:
+            outcome = f"{type(e).__name__}:{e}"
+        kind, _, fragment = sc.expect.partition(":")
+        assert outcome.startswith(kind) and fragment in outcome, (sc.name, outcome)
+        if outcome == "ok":
+            expected.update({f"{sc.name}__{k}": v for k, v in got.items()})
+            assert sc.nonfinite != "drop" or int(got["dropped"]) > 0, "a candidate was dropped"
+        lines.append(scenarios.table_line(sc))
+    (out_dir / "scenarios.txt").write_text("\n".join(lines) + "\n")
     torch.jit.script(Holder(expected)).save(str(out_dir / "expected.pt"))
     print("wrote", out_dir / "combine.pt", out_dir / "meta_mlp.pt", out_dir / "expected.pt")
 
