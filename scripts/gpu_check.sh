@@ -9,9 +9,10 @@
 # MetaXL A/B benchmarks on CUDA. Logs and JSON go to OUT_DIR, all of them
 # also to OUT_DIR.tar.gz, the tables to OUT_DIR/summary.txt and stdout. At
 # most BUDGET seconds (540 by default); EXTRA_CMAKE_FLAGS go to the configure
-# step (scripts/cuda_build.sh names a CUDA toolkit there). With the device tool (carry
-# third_party/googletest):
-#   scripts/gpu_check.sh /tmp/gpu; cp /tmp/gpu.tar.gz /tmp/gpu/summary.txt $OUT/
+# step (scripts/cuda_build.sh names a CUDA toolkit there). On a machine whose
+# results must be copied out (third_party/googletest copied in beside the
+# checkout):
+#   scripts/gpu_check.sh /tmp/gpu; cp /tmp/gpu.tar.gz /tmp/gpu/summary.txt "$DEST"/
 set -uo pipefail
 OUT=$(realpath -m "${1:?usage: scripts/gpu_check.sh OUT_DIR}")
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,7 +21,7 @@ BUILD=${BUILD:-$ROOT/build-gpu}
 mkdir -p "$OUT"
 cd "$ROOT"
 status=0
-# The device tool stops a command at 10 minutes: every step gets at most what
+# Shared GPU machines often cap a command's time: every step gets at most what
 # is left of BUDGET seconds, and a step with under 20 s left is skipped (and
 # said so), so that the logs of what ran always come back.
 BUDGET=${BUDGET:-540}
@@ -63,8 +64,8 @@ run ctest 120 bash -c "cd '$BUILD' && ctest --output-on-failure -E pytest"
 run pytest 240 $PY -m pytest -q -rs -p no:cacheprovider tests/python/test_cuda.py \
     tests/python/test_ops.py tests/python/test_step.py tests/python/test_robustness.py \
     tests/python/test_torch2.py tests/python/test_torchscript.py tests/python/test_packaging.py
-# One file to bring back (the device tool returns few files) and the
-# measured tables on stdout (its output tail).
+# One archive to copy back and the measured tables on stdout, where a
+# remote runner that keeps only the output's tail still sees them.
 finish() {
   { cat "$OUT/machine.txt"
     for f in "$OUT"/kernels/kernels.txt "$OUT"/kernels_gauss/kernels.txt "$OUT"/mwn_bench/*.txt \

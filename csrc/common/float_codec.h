@@ -12,9 +12,10 @@
 #include "portable.h"
 
 /* Round-to-nearest-even of a double into a binary format with `mbits`
- * explicit mantissa bits and exponent bias `bias` (all-ones exponent is
- * inf/NaN), returned as the format's bit pattern (sign in the top bit of a
- * 1 + ebits + mbits word). Exact operations only: frexp, ldexp, nearbyint. */
+ * explicit mantissa bits and `ebits` exponent bits (bias 2^(ebits-1) - 1;
+ * the all-ones exponent is inf/NaN), returned as the format's bit pattern
+ * (sign in the top bit of a 1 + ebits + mbits word): float16 is (10, 5),
+ * bfloat16 (7, 8). Exact operations only: frexp, ldexp, nearbyint. */
 EVOGRAD_HD uint32_t evograd_encode_float(double x, int mbits, int ebits) {
   const int bias = (1 << (ebits - 1)) - 1;
   const uint32_t sign = signbit(x) ? (uint32_t)1 << (mbits + ebits) : 0u;
