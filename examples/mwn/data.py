@@ -52,12 +52,14 @@ class Batches:
         self.x, self.y, self.batch_size = x, y, batch_size
         self.g = torch.Generator().manual_seed(seed)
         self.order, self.pos = torch.randperm(len(y), generator=self.g), 0
+        self.last = None  # indices of the last batch (to look up, e.g., which labels are corrupted)
 
     def __next__(self):
         if self.pos + self.batch_size > len(self.order):
             self.order, self.pos = torch.randperm(len(self.y), generator=self.g), 0
         idx = self.order[self.pos:self.pos + self.batch_size]
         self.pos += self.batch_size
+        self.last = idx
         return to_input(self.x[idx]), self.y[idx]
 
     def __iter__(self):

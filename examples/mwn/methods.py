@@ -41,6 +41,7 @@ class MWNTrainer:
         self.population, self.sigma, self.temperature = population, sigma, temperature
         self.names = [n for n, _ in model.named_parameters()]
         self.generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+        self.last = None
         if method == "evograd":
             # scale="t1t2": the official meta-optimiser settings (Adam 1e-3,
             # weight decay 1e-4) were tuned for T1-T2's hypergradient, which
@@ -99,11 +100,15 @@ class MWNTrainer:
         cost = F.cross_entropy(logits, y, reduction="none")
         if self.method == "baseline":
             loss = cost.mean()
+            v = None
         else:
             with torch.no_grad():
-                w = self.vnet(cost.detach().reshape(-1, 1)).flatten()
-                w = w / w.sum() if w.sum() > 0 else w
+                v = self.vnet(cost.detach().reshape(-1, 1)).flatten()
+                w = v / v.sum() if v.sum() > 0 else v
             loss = (cost * w).sum()
+        # What this update saw, for logging: per-sample losses, V(loss) before
+        # normalisation (None for the baseline), predicted classes.
+        self.last = dict(cost=cost.detach(), v=v, predicted=logits.detach().argmax(1))
         self.opt.zero_grad()
         loss.backward()
         self.opt.step()

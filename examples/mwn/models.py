@@ -1,5 +1,6 @@
-"""The Meta-Weight-Net models: a CIFAR-style ResNet-32 classifier and the
-weighting network (the hyperparameters lambda)."""
+"""The Meta-Weight-Net models: a CIFAR-style ResNet-32 classifier, two small
+classifiers that memorise noisy labels quickly on a CPU (an MLP and a CNN),
+and the weighting network (the hyperparameters lambda)."""
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -45,6 +46,48 @@ class ResNet32(nn.Module):
         out = F.relu(self.bn(self.conv(x)))
         out = self.layers(out)
         return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+class MLP(nn.Module):
+    """784-hidden-hidden-10 with ReLUs: no BatchNorm, enough capacity (0.67M
+    parameters at 512) to memorise thousands of wrong labels in tens of epochs."""
+
+    def __init__(self, num_classes=10, hidden=512, in_features=28 * 28):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class SmallCNN(nn.Module):
+    """conv(32)-pool-conv(64)-pool-fc(256)-fc(10), no BatchNorm (0.85M parameters)."""
+
+    def __init__(self, num_classes=10, in_channels=1):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(64 * 7 * 7, 256), nn.ReLU(),
+                                  nn.Linear(256, num_classes))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+CLASSIFIERS = ("resnet32", "mlp", "cnn")
+
+
+def classifier(name, width=1):
+    """The classifier named by train.py's --model (width: ResNet-32's multiplier)."""
+    if name == "resnet32":
+        return ResNet32(width=width)
+    if name == "mlp":
+        return MLP()
+    if name == "cnn":
+        return SmallCNN()
+    raise ValueError(f"unknown model {name!r}; choose from {CLASSIFIERS}")
 
 
 class WeightingNet(nn.Module):

@@ -8,6 +8,11 @@ plugin), or by the paper's plain EvoGrad. `baseline` trains on the noisy
 labels with no meta-learning.
 
     .venv/bin/python examples/mwn/train.py --method evograd --noise-rate 0.4
+
+--model mlp or cnn swaps ResNet-32 for a small classifier that memorises
+noisy labels within minutes on a CPU; --eval-every N records a curve (test
+accuracy, and the weights V gives to corrupted and clean training examples,
+whose mask is known) every N iterations; the result holds V(loss) on a grid.
 """
 import argparse
 import os
@@ -24,7 +29,9 @@ import data  # noqa: E402
 from common.grid import run_and_report  # noqa: E402
 from common.measure import PeakMemory, median, timed  # noqa: E402
 from methods import METHODS, MWNTrainer  # noqa: E402
-from models import ResNet32, WeightingNet, count  # noqa: E402
+from models import CLASSIFIERS, WeightingNet, classifier, count  # noqa: E402
+
+LOSS_GRID = [i / 10 for i in range(101)]  # per-example losses 0..10 at which V is recorded
 
 
 def parse_args(argv=None):
@@ -34,9 +41,11 @@ def parse_args(argv=None):
     p.add_argument("--iterations", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--meta-batch-size", type=int, default=100)
+    p.add_argument("--model", choices=CLASSIFIERS, default="resnet32", help="the classifier")
     p.add_argument("--width", type=int, default=1, help="ResNet-32 channel multiplier")
     p.add_argument("--vnet-hidden", type=int, default=100, help="weighting-net hidden units (301 hyperparameters at 100)")
     p.add_argument("--lr", type=float, default=0.1, help="classifier SGD lr (also T1-T2's inner lr)")
+    p.add_argument("--weight-decay", type=float, default=5e-4, help="classifier SGD weight decay")
     p.add_argument("--vnet-lr", type=float, default=1e-3)
     p.add_argument("--vnet-weight-decay", type=float, default=1e-4, help="Adam weight decay of the weighting net (official: 1e-4)")
     p.add_argument("--scale", choices=["t1t2", "none"], default="t1t2",
@@ -52,6 +61,8 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=0,
+                   help="test accuracy and training statistics every this many iterations (0: at the end only)")
     p.add_argument("--data-dir", default=str(data.DEFAULT_ROOT))
     p.add_argument("--json", type=Path, default=None, help="write the result here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -67,7 +78,7 @@ def prepare(args):
     test_x, test_y = data.load_split("t10k", args.data_dir)
     return dict(train=(images[rest], noisy), meta=(images[meta_idx], labels[meta_idx]),
                 test=(test_x[:args.test_size], test_y[:args.test_size]),
-                corrupted=mask.float().mean().item())
+                corrupted=mask.float().mean().item(), mask=mask)
 
 
 @torch.no_grad()
@@ -81,15 +92,62 @@ def accuracy(model, images, labels, device, batch=500):
     return correct / len(labels)
 
 
+class TrainingStats:
+    """Per-example averages over the iterations since the last report, split by
+    whether the example's label was corrupted: loss, whether the model predicts
+    the given (possibly wrong) label, V(loss), and the share of the update's
+    normalised weight that went to corrupted examples."""
+
+    KEYS = ("loss", "fit", "v")
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.sums = {f"{k}_{g}": 0.0 for k in self.KEYS for g in ("clean", "corrupted")}
+        self.counts = {"clean": 0, "corrupted": 0}
+        self.share, self.batches = 0.0, 0
+
+    def add(self, last, y, corrupted):
+        groups = {"clean": ~corrupted, "corrupted": corrupted}
+        v = last["v"]
+        for g, m in groups.items():
+            self.counts[g] += int(m.sum())
+            self.sums[f"loss_{g}"] += last["cost"][m].sum().item()
+            self.sums[f"fit_{g}"] += (last["predicted"][m] == y[m]).sum().item()
+            if v is not None:
+                self.sums[f"v_{g}"] += v[m].sum().item()
+        w = torch.ones_like(last["cost"]) if v is None else v
+        self.share += (w[corrupted].sum() / w.sum()).item() if w.sum() > 0 else float("nan")
+        self.batches += 1
+
+    def report(self, with_v):
+        out = {}
+        for k in self.KEYS:
+            for g in ("clean", "corrupted"):
+                n = self.counts[g]
+                out[f"{k}_{g}"] = (self.sums[f"{k}_{g}"] / n if n and (k != "v" or with_v) else None)
+        out["share_corrupted"] = self.share / self.batches if self.batches else None
+        self.reset()
+        return out
+
+
+@torch.no_grad()
+def weighting_function(vnet, device):
+    """V(loss) on LOSS_GRID."""
+    return vnet(torch.tensor(LOSS_GRID, device=device).reshape(-1, 1)).flatten().tolist()
+
+
 def run(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
     ds = prepare(args)
-    model = ResNet32(width=args.width).to(device)
+    model = classifier(args.model, args.width).to(device)
     vnet = WeightingNet(args.vnet_hidden).to(device)
-    trainer = MWNTrainer(model, vnet, args.method, lr=args.lr, vnet_lr=args.vnet_lr,
+    trainer = MWNTrainer(model, vnet, args.method, lr=args.lr, weight_decay=args.weight_decay,
+                         vnet_lr=args.vnet_lr,
                          vnet_weight_decay=args.vnet_weight_decay,
                          population=args.population, sigma=args.sigma,
                          temperature=args.temperature, noise=args.noise, seed=args.seed,
@@ -99,7 +157,16 @@ def run(args):
     batches = data.Batches(*ds["train"], args.batch_size, args.seed)
     meta_batches = data.Batches(*ds["meta"], args.meta_batch_size, args.seed + 1)
 
-    times, losses = [], []
+    times, losses, curve, snapshots = [], [], [], []
+    stats, meta_learned = TrainingStats(), args.method != "baseline"
+
+    def record(iteration):
+        entry = {"iteration": iteration, "test_accuracy": accuracy(model, *ds["test"], device)}
+        entry.update(stats.report(meta_learned))
+        curve.append(entry)
+        if meta_learned:
+            snapshots.append({"iteration": iteration, "weight": weighting_function(vnet, device)})
+
     bar = tqdm(range(args.iterations), desc=f"{args.method}", disable=args.quiet, dynamic_ncols=True)
     with PeakMemory(device) as mem:
         for it in bar:
@@ -109,14 +176,26 @@ def run(args):
             sched.step()
             times.append(dt)
             losses.append(loss)
+            stats.add({k: (None if t is None else t.cpu()) for k, t in trainer.last.items()},
+                      y.cpu(), ds["mask"][batches.last])
+            if args.eval_every and (it + 1) % args.eval_every == 0 and it + 1 < args.iterations:
+                record(it + 1)
             if it % 10 == 0:
                 bar.set_postfix(loss=f"{loss:.3f}", meta=f"{meta_loss:.3f}" if meta_loss else "-",
                                 s_per_it=f"{median(times[-50:]):.2f}")
-    acc = accuracy(model, *ds["test"], device)
+    record(args.iterations)
+    acc = curve[-1]["test_accuracy"]
+    best = max(curve, key=lambda e: e["test_accuracy"])
     result = {
         "method": args.method, "noise_rate": args.noise_rate, "corrupted_fraction": ds["corrupted"],
         "iterations": args.iterations, "batch_size": args.batch_size, "width": args.width,
         "seed": args.seed, "test_accuracy": acc, "test_size": len(ds["test"][1]),
+        "model": args.model, "train_size": len(ds["train"][1]), "lr": args.lr,
+        "weight_decay": args.weight_decay, "eval_every": args.eval_every,
+        "best_test_accuracy": best["test_accuracy"], "best_iteration": best["iteration"],
+        "curve": curve, "loss_grid": LOSS_GRID,
+        "weighting_function": snapshots[-1]["weight"] if snapshots else None,
+        "weighting_snapshots": snapshots,
         "median_iteration_s": median(times[1:]), "peak_memory_mib": mem.peak_bytes / 2**20,
         "model_parameters": count(model), "hyperparameters": count(vnet),
         "final_train_loss": sum(losses[-20:]) / max(len(losses[-20:]), 1),
