@@ -260,3 +260,27 @@ def test_meta_tensors_give_shapes_without_reading_data(dtype):
                          "sign", False)
     with pytest.raises(ValueError, match="sigma"):
         ops.combine(params, losses, 0.2, 1, -1.0, "sign", False)
+
+
+def test_check_perturbable_is_the_sharing_check_the_meta_steps_use():
+    a, b = torch.zeros(4), torch.zeros(3)
+    lam = torch.zeros(2)
+    evograd.check_perturbable([a, b], [lam])          # disjoint: passes, writes nothing
+    base = torch.zeros(10)
+    cases = [
+        (([a, a], []), ValueError, r"params\[1\] and params\[0\] share memory"),
+        (([base[:6], base[4:]], []), ValueError, r"params\[1\] and params\[0\] share memory"),
+        # interleaved views: their extents cross, counted as shared (conservative)
+        (([base[::2], base[1::2]], []), ValueError, r"params\[1\] and params\[0\] share memory"),
+        (([a, base[2:5]], [base[:3]]), ValueError, r"params\[1\] and hyperparams\[0\] share memory"),
+        (([torch.zeros(1).expand(3)], []), ValueError, r"params\[0\] has elements that overlap"),
+        (([a, b.double()], []), TypeError, "share one dtype"),
+        (([torch.zeros(2, dtype=torch.int64)], []), TypeError, "dtype"),
+        (([], []), ValueError, "empty list"),
+    ]
+    for (params, hyper), err, match in cases:
+        with pytest.raises(err, match=match):
+            evograd.check_perturbable(params, hyper)
+    # The same sweep as perturb_into's check: what it refuses, that refuses.
+    with pytest.raises(ValueError, match="share memory"):
+        ops.perturb_into([a, a], [a, a], 0, 0, 0.1, "sign", False)
