@@ -159,13 +159,16 @@ def run(args):
 
     times, losses, curve, snapshots = [], [], [], []
     stats, meta_learned = TrainingStats(), args.method != "baseline"
+    # V(loss) at about ten of the evaluations (and the last), to keep results small.
+    snapshot_stride = max(1, args.iterations // args.eval_every // 10) if args.eval_every else 1
 
     def record(iteration):
         entry = {"iteration": iteration, "test_accuracy": accuracy(model, *ds["test"], device)}
-        entry.update(stats.report(meta_learned))
+        entry.update({k: (None if v is None else round(v, 5)) for k, v in stats.report(meta_learned).items()})
         curve.append(entry)
-        if meta_learned:
-            snapshots.append({"iteration": iteration, "weight": weighting_function(vnet, device)})
+        if meta_learned and (len(curve) % snapshot_stride == 0 or iteration == args.iterations):
+            snapshots.append({"iteration": iteration,
+                              "weight": [round(w, 5) for w in weighting_function(vnet, device)]})
 
     bar = tqdm(range(args.iterations), desc=f"{args.method}", disable=args.quiet, dynamic_ncols=True)
     with PeakMemory(device) as mem:

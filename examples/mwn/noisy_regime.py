@@ -1,0 +1,395 @@
+#!/usr/bin/env python3
+"""Meta-Weight-Net where label noise hurts: Fashion-MNIST, a classifier that
+memorises wrong labels (MLP 784-512-512-10), a training subset and enough
+epochs that the baseline's test accuracy peaks and then falls.
+
+Two steps, in this order:
+
+  pilot   the baseline alone at 0/20/40% uniform noise for each candidate
+          training-subset size; the setting is chosen from these runs alone
+          by the rule in RULE (written into pilot.json), before any MWN run.
+  table   baseline / MWN T1-T2 / MWN EvoGrad x seeds in the chosen setting:
+          table.md, curves.png, weighting.png, one JSON per run in runs/.
+  report  table.md and the plots again from the JSON on disk.
+
+Runs already on disk are read back, not repeated (delete a JSON to redo it).
+
+    .venv/bin/python examples/mwn/noisy_regime.py pilot --threads 1
+    .venv/bin/python examples/mwn/noisy_regime.py table --threads 1
+    .venv/bin/python examples/mwn/noisy_regime.py table --threads 1 --noise-rates 0.4 0.2
+
+--quick: a few iterations on a few hundred images (for the tests); writes
+under --out like the real thing, so give it another --out.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from tqdm import tqdm  # noqa: E402
+
+import train  # noqa: E402
+from common.grid import mean_sd  # noqa: E402
+
+METHODS = ("baseline", "t1t2", "evograd")
+LABELS = {"baseline": "baseline", "t1t2": "MWN, T1-T2", "evograd": "MWN, EvoGrad"}
+COLOURS = {"baseline": "tab:gray", "t1t2": "tab:blue", "evograd": "tab:red"}
+
+# The selection rule, fixed before the pilot ran and applied to the pilot's
+# baseline runs only (no MWN run is looked at):
+ZERO_NOISE_MAX_DROP = 1.0  # points: at 0% noise the baseline must not itself decline
+NOISY_MIN_DROP = 3.0       # points: the least peak-to-final drop that counts as "clearly degrades"
+RULE = (f"Among the candidate training-subset sizes, keep those where the baseline at 0% noise "
+        f"loses less than {ZERO_NOISE_MAX_DROP:g} point of test accuracy from its peak to the end "
+        f"of training (so a decline at 40% comes from the wrong labels, not from training "
+        f"itself), and where the estimated table time fits the budget; of these choose the one "
+        f"where the baseline at 40% noise loses the most from its peak to its end. The drop "
+        f"must be at least {NOISY_MIN_DROP:g} points for the setting to count as one where "
+        f"noise clearly hurts.")
+# Cost of one table relative to the baseline's, per seed: T1-T2 and EvoGrad
+# iterations measured at ~3.3x and ~2.5x the baseline's on this CPU (MLP).
+COST_FACTOR = 1 + 3.5 + 3.0
+
+
+def common_argv(args, train_size, epochs, rate, seed, method):
+    iterations = epochs * train_size // args.batch_size
+    return ["--method", method, "--model", args.model, "--noise-rate", str(rate), "--seed", str(seed),
+            "--train-size", str(train_size), "--iterations", str(iterations),
+            "--batch-size", str(args.batch_size), "--meta-batch-size", str(args.batch_size),
+            "--eval-every", str(max(1, train_size // args.batch_size)),  # once an epoch
+            "--test-size", str(args.test_size), "--threads", str(args.threads), "--quiet"]
+
+
+def run_all(grid, out: Path, desc):
+    """grid: list of (stem, argv). Each run is train.main in this process (one
+    at a time); a run whose JSON exists is read back."""
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    bar = tqdm(grid, desc=desc, dynamic_ncols=True)
+    for stem, argv in bar:
+        bar.set_postfix_str(stem)
+        path = out / f"{stem}.json"
+        if path.exists():
+            results.append(json.loads(path.read_text()))
+        else:
+            results.append(train.main(list(argv) + ["--json", str(path)]))
+    return results
+
+
+def drop(r):
+    return 100 * (r["best_test_accuracy"] - r["test_accuracy"])
+
+
+# ---------------------------------------------------------------- pilot
+
+def pilot(args):
+    grid = [(f"baseline_n{size}_noise{round(100 * rate)}_seed{seed}",
+             common_argv(args, size, args.epochs, rate, seed, "baseline"))
+            for size in args.train_sizes for rate in args.noise_rates for seed in args.pilot_seeds]
+    runs = run_all(grid, args.out / "pilot_runs", "pilot (baseline only)")
+    settings = []
+    for size in args.train_sizes:
+        s = {"train_size": size, "epochs": args.epochs}
+        for rate in args.noise_rates:
+            rs = [r for r in runs if r["train_size"] == size and r["noise_rate"] == rate]
+            key = f"noise{round(100 * rate)}"
+            s[key] = {"best": statistics.mean(100 * r["best_test_accuracy"] for r in rs),
+                      "final": statistics.mean(100 * r["test_accuracy"] for r in rs),
+                      "drop": statistics.mean(drop(r) for r in rs),
+                      "best_epoch": statistics.mean(r["best_iteration"] * args.batch_size / size for r in rs),
+                      "fit_corrupted_end": statistics.mean(r["curve"][-1]["fit_corrupted"] or 0 for r in rs),
+                      "s_per_iteration": statistics.median(r["median_iteration_s"] for r in rs),
+                      "wall_s": statistics.mean(r["wall_s"] for r in rs)}
+        noisiest = f"noise{round(100 * max(args.noise_rates))}"
+        s["estimated_table_s"] = s[noisiest]["wall_s"] * COST_FACTOR * len(args.seeds)
+        settings.append(s)
+    zero = f"noise{round(100 * min(args.noise_rates))}"
+    noisiest = f"noise{round(100 * max(args.noise_rates))}"
+    eligible = [s for s in settings if s[zero]["drop"] < ZERO_NOISE_MAX_DROP
+                and s["estimated_table_s"] <= args.budget_s]
+    chosen = max(eligible, key=lambda s: s[noisiest]["drop"]) if eligible else None
+    summary = {"rule": RULE, "zero_noise_max_drop": ZERO_NOISE_MAX_DROP,
+               "noisy_min_drop": NOISY_MIN_DROP, "budget_s": args.budget_s,
+               "cost_factor": COST_FACTOR, "model": args.model, "batch_size": args.batch_size,
+               "seeds": args.pilot_seeds, "date": time.strftime("%Y-%m-%d"), "settings": settings,
+               "chosen": None if chosen is None else {"train_size": chosen["train_size"], "epochs": args.epochs},
+               "clearly_degrades": bool(chosen and chosen[noisiest]["drop"] >= NOISY_MIN_DROP),
+               "runs": [{k: r[k] for k in ("method", "noise_rate", "train_size", "iterations", "seed",
+                                           "test_accuracy", "best_test_accuracy", "best_iteration",
+                                           "median_iteration_s", "wall_s")}
+                        | {"curve": [[e["iteration"], e["test_accuracy"], e["fit_corrupted"], e["fit_clean"]]
+                                     for e in r["curve"]]} for r in runs],
+               "curve_columns": ["iteration", "test_accuracy", "fit_corrupted", "fit_clean"]}
+    (args.out / "pilot.json").write_text(json.dumps(summary, indent=1))
+    lines = [f"Pilot: baseline only, {args.model}, {args.epochs} epochs, batch {args.batch_size}, "
+             f"seeds {args.pilot_seeds}, test accuracy (%) on {args.test_size} test images, "
+             f"{summary['date']}", "",
+             "| train images | noise | best (epoch) | final | drop | corrupted labels fit at end | s/it |",
+             "|---|---|---|---|---|---|---|"]
+    for s in settings:
+        for rate in args.noise_rates:
+            c = s[f"noise{round(100 * rate)}"]
+            lines.append(f"| {s['train_size']} | {100 * rate:.0f}% | {c['best']:.2f} ({c['best_epoch']:.0f}) "
+                         f"| {c['final']:.2f} | {c['drop']:.2f} | {100 * c['fit_corrupted_end']:.0f}% "
+                         f"| {c['s_per_iteration']:.4f} |")
+    lines += ["", "Rule: " + RULE, "",
+              ("Chosen: " + (f"{chosen['train_size']} training images, {args.epochs} epochs "
+                             f"(40%-noise drop {chosen[noisiest]['drop']:.2f} points"
+                             + ("" if summary["clearly_degrades"] else ", below the 'clearly' bar") + ")")
+               if chosen else "Chosen: none qualifies")]
+    (args.out / "pilot.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    plot_pilot(runs, args, args.out / "pilot.png")
+    return summary
+
+
+def plot_pilot(runs, args, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    sizes = args.train_sizes
+    fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.4), squeeze=False, sharey=True)
+    for ax, size in zip(axes[0], sizes):
+        for rate in args.noise_rates:
+            for r in [r for r in runs if r["train_size"] == size and r["noise_rate"] == rate]:
+                ep = [e["iteration"] * args.batch_size / size for e in r["curve"]]
+                ax.plot(ep, [100 * e["test_accuracy"] for e in r["curve"]], lw=1.2,
+                        label=f"{100 * rate:.0f}% noise" if r["seed"] == args.pilot_seeds[0] else None,
+                        color={0: "tab:green", 20: "tab:orange", 40: "tab:red"}.get(round(100 * rate)))
+        ax.set_title(f"baseline, {size} training images")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy (%)")
+    axes[0][0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- table
+
+def chosen_setting(args):
+    if args.train_size:
+        return args.train_size, args.epochs
+    path = args.out / "pilot.json"
+    if not path.exists():
+        raise SystemExit(f"{path} not found: run the pilot first, or give --train-size")
+    chosen = json.loads(path.read_text())["chosen"]
+    if chosen is None:
+        raise SystemExit(f"{path}: no setting qualified; give --train-size")
+    return chosen["train_size"], chosen["epochs"]
+
+
+def table(args):
+    size, epochs = chosen_setting(args)
+    grid = [(f"{method}_noise{round(100 * rate)}_seed{seed}",
+             common_argv(args, size, epochs, rate, seed, method) + extra_argv(args, method))
+            for rate in args.noise_rates for seed in args.seeds for method in args.methods]
+    runs = run_all(grid, args.out / "runs", "table runs")
+    report(args, runs)
+
+
+def extra_argv(args, method):
+    return ["--scale", args.scale] if method == "evograd" else []
+
+
+def load_runs(args):
+    return [json.loads(p.read_text()) for p in sorted((args.out / "runs").glob("*.json"))]
+
+
+def late(curve, key, fraction=0.1):
+    """Mean of a curve's statistic over its last `fraction` of evaluations."""
+    vals = [e[key] for e in curve[-max(1, round(fraction * len(curve))):] if e[key] is not None]
+    return statistics.mean(vals) if vals else None
+
+
+def fmt(values, scale=1.0, digits=2):
+    values = [scale * v for v in values if v is not None]
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def report(args, runs=None):
+    runs = load_runs(args) if runs is None else runs
+    if not runs:
+        raise SystemExit(f"no runs under {args.out / 'runs'}")
+    rates = sorted({r["noise_rate"] for r in runs}, reverse=True)
+    methods = [m for m in METHODS if any(r["method"] == m for r in runs)]
+    r0 = runs[0]
+    epochs = r0["iterations"] * r0["batch_size"] // r0["train_size"]
+    seeds = sorted({r["seed"] for r in runs})
+    lines = [f"Fashion-MNIST, {r0['model']} ({r0['model_parameters']:,} parameters), {r0['train_size']} "
+             f"training images with uniform label noise, clean meta set of 1000, {epochs} epochs "
+             f"({r0['iterations']} iterations of batch {r0['batch_size']}), SGD lr {r0['lr']} "
+             f"(x0.1 at 80% and 90%), weight decay {r0['weight_decay']}; test accuracy (%) on "
+             f"{r0['test_size']} test images, mean ± sample std over seeds {seeds}; "
+             f"torch {r0['torch']}, {r0['device']}, 1 thread, {time.strftime('%Y-%m-%d')}.", "",
+             "'best' is the highest test accuracy over the once-an-epoch evaluations (picked on the "
+             "test set, so optimistic); 'final' is after the last iteration. V: the weighting net's "
+             "output, mean over the corrupted / clean examples of each batch, last 10% of training; "
+             "'corrupted share' is the fraction of the classifier update's (normalised) weight on "
+             "corrupted examples (the noise rate for the baseline); 'memorised' is the fraction of "
+             "corrupted examples the classifier predicts with their wrong label, last 10%.", ""]
+    for rate in rates:
+        lines += [f"### {100 * rate:.0f}% noise", "",
+                  "| method | final | best | s/iteration | V corrupted | V clean | corrupted share "
+                  "| memorised | runs |", "|---|---|---|---|---|---|---|---|---|"]
+        for m in methods:
+            rs = [r for r in runs if r["method"] == m and r["noise_rate"] == rate]
+            if not rs:
+                continue
+            lines.append(
+                f"| {LABELS[m]} | {fmt([r['test_accuracy'] for r in rs], 100)} "
+                f"| {fmt([r['best_test_accuracy'] for r in rs], 100)} "
+                f"| {fmt([r['median_iteration_s'] for r in rs], 1, 4)} "
+                f"| {fmt([late(r['curve'], 'v_corrupted') for r in rs], 1, 3)} "
+                f"| {fmt([late(r['curve'], 'v_clean') for r in rs], 1, 3)} "
+                f"| {fmt([late(r['curve'], 'share_corrupted') for r in rs], 1, 3)} "
+                f"| {fmt([late(r['curve'], 'fit_corrupted') for r in rs], 100, 1)}% | {len(rs)} |")
+        lines.append("")
+    lines += ["Paper (Bohdal et al. 2021, Table 5; CIFAR-10, ResNet-32, 100 epochs, 40% uniform noise): "
+              "baseline 70.77, MWN T1-T2 87.54, MWN EvoGrad 87.74.",
+              "s/iteration: median over a run's iterations (meta-step and classifier update, no "
+              "evaluation), mean ± std over seeds; one torch thread on a 2-core CPU shared with "
+              "another job, so absolute times are indicative, ratios less so."]
+    (args.out / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    plot_curves(runs, rates, methods, args.out / "curves.png")
+    plot_weighting(runs, rates, methods, args.out / "weighting.png")
+
+
+def _band(ax, runs, key, colour, label, scale=1.0, ls="-"):
+    """Mean ± std over runs of curve[key] against epoch."""
+    import numpy as np
+    rs = [r for r in runs if r["curve"][0][key] is not None]
+    if not rs:
+        return
+    n = min(len(r["curve"]) for r in rs)
+    r0 = rs[0]
+    ep = np.array([e["iteration"] for e in r0["curve"][:n]]) * r0["batch_size"] / r0["train_size"]
+    ys = np.array([[scale * e[key] for e in r["curve"][:n]] for r in rs])
+    mean, sd = ys.mean(0), (ys.std(0, ddof=1) if len(rs) > 1 else np.zeros(n))
+    ax.plot(ep, mean, color=colour, ls=ls, lw=1.5, label=label)
+    ax.fill_between(ep, mean - sd, mean + sd, color=colour, alpha=0.2, lw=0)
+
+
+def plot_curves(runs, rates, methods, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(2, len(rates), figsize=(5.5 * len(rates), 7), squeeze=False, sharex=True)
+    for j, rate in enumerate(rates):
+        for m in methods:
+            rs = [r for r in runs if r["method"] == m and r["noise_rate"] == rate]
+            if rs:
+                _band(axes[0][j], rs, "test_accuracy", COLOURS[m], f"{LABELS[m]} ({len(rs)} seeds)", 100)
+                _band(axes[1][j], rs, "fit_corrupted", COLOURS[m], LABELS[m], 100)
+        axes[0][j].set_title(f"{100 * rate:.0f}% uniform label noise")
+        axes[0][j].set_ylabel("test accuracy (%)")
+        axes[1][j].set_ylabel("corrupted training labels\npredicted as given (%)")
+        axes[1][j].set_xlabel("epoch")
+        for ax in axes[:, j]:
+            ax.grid(alpha=0.3)
+        axes[0][j].legend(loc="lower left")
+    fig.suptitle("Test accuracy and memorisation of wrong labels (mean ± std over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_weighting(runs, rates, methods, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    meta = [m for m in methods if m != "baseline"]
+    if not meta:
+        return
+    fig, axes = plt.subplots(len(rates), 2, figsize=(11, 3.8 * len(rates)), squeeze=False)
+    for i, rate in enumerate(rates):
+        ax = axes[i][0]
+        for m in meta:
+            rs = [r for r in runs if r["method"] == m and r["noise_rate"] == rate and r["weighting_function"]]
+            if not rs:
+                continue
+            grid = np.array(rs[0]["loss_grid"])
+            ws = np.array([r["weighting_function"] for r in rs])
+            mean = ws.mean(0)
+            sd = ws.std(0, ddof=1) if len(rs) > 1 else np.zeros_like(mean)
+            ax.plot(grid, mean, color=COLOURS[m], lw=1.8, label=f"{LABELS[m]}, end of training")
+            ax.fill_between(grid, mean - sd, mean + sd, color=COLOURS[m], alpha=0.2, lw=0)
+            # where the two kinds of example sit on the loss axis, near the end
+            for key, ls in (("loss_clean", ":"), ("loss_corrupted", "--")):
+                x = statistics.mean(late(r["curve"], key) for r in rs)
+                ax.axvline(x, color=COLOURS[m], ls=ls, lw=1)
+        ax.plot([], [], color="k", ls=":", lw=1, label="mean loss, clean (last 10%)")
+        ax.plot([], [], color="k", ls="--", lw=1, label="mean loss, corrupted (last 10%)")
+        ax.set_xlabel("per-example training loss")
+        ax.set_ylabel("weight V(loss)")
+        ax.set_title(f"learned weighting function, {100 * rate:.0f}% noise")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax = axes[i][1]
+        for m in meta:
+            rs = [r for r in runs if r["method"] == m and r["noise_rate"] == rate]
+            _band(ax, rs, "v_clean", COLOURS[m], f"{LABELS[m]}, clean", 1, "-")
+            _band(ax, rs, "v_corrupted", COLOURS[m], f"{LABELS[m]}, corrupted", 1, "--")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("mean weight V(loss)")
+        ax.set_title(f"weight on clean vs corrupted examples, {100 * rate:.0f}% noise")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- main
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("step", choices=["pilot", "table", "report"])
+    p.add_argument("--out", type=Path, default=Path("results/mwn_noisy"))
+    p.add_argument("--model", default="mlp", help="train.py --model")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=100, help="training and meta batch size")
+    p.add_argument("--test-size", type=int, default=10000)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--train-sizes", type=int, nargs="+", default=[5000, 10000, 20000], help="pilot candidates")
+    p.add_argument("--pilot-seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--budget-s", type=float, default=3600, help="pilot: the most one table may take (estimated)")
+    p.add_argument("--train-size", type=int, default=0, help="table: override the pilot's choice")
+    p.add_argument("--noise-rates", type=float, nargs="+", default=None,
+                   help="pilot default: 0 0.2 0.4; table default: 0.4")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--scale", choices=["t1t2", "none"], default="t1t2", help="EvoGrad's hypergradient scale")
+    p.add_argument("--quick", action="store_true", help="a tiny version (tests): few images, 2 epochs")
+    args = p.parse_args(argv)
+    if args.noise_rates is None:
+        args.noise_rates = [0.0, 0.2, 0.4] if args.step == "pilot" else [0.4]
+    if args.quick:
+        args.train_sizes, args.epochs, args.batch_size, args.test_size = [200, 400], 2, 50, 200
+        args.seeds, args.pilot_seeds = args.seeds[:2], args.pilot_seeds[:1]
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    return {"pilot": pilot, "table": table, "report": report}[args.step](args)
+
+
+if __name__ == "__main__":
+    main()
