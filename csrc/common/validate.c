@@ -101,3 +101,30 @@ evograd_status eg_check_finite(const double *values, int64_t n,
     if (!isfinite(values[i])) return if_not;
   return EVOGRAD_OK;
 }
+
+evograd_status eg_check_perturb(evograd_dtype dtype, const evograd_span *spans, size_t n_spans,
+                                const evograd_noise *noise, int64_t k, int64_t *total) {
+  evograd_status st;
+  if ((st = eg_check_spans(dtype, spans, n_spans, 1, total)) != EVOGRAD_OK) return st;
+  if ((st = eg_check_noise(noise)) != EVOGRAD_OK) return st;
+  if (k < 0 || k > (int64_t)UINT32_MAX) return EVOGRAD_ERR_INVALID_CANDIDATE;
+  return EVOGRAD_OK;
+}
+
+evograd_status eg_check_combine(evograd_dtype dtype, const evograd_span *spans, size_t n_spans,
+                                const evograd_noise *noise, const double *weights,
+                                int64_t population, int64_t *total) {
+  evograd_status st;
+  if ((st = eg_check_spans(dtype, spans, n_spans, 1, total)) != EVOGRAD_OK) return st;
+  if ((st = eg_check_noise(noise)) != EVOGRAD_OK) return st;
+  if ((st = eg_check_population(population, noise->antithetic)) != EVOGRAD_OK) return st;
+  return eg_check_finite(weights, population, EVOGRAD_ERR_NONFINITE_VALUE);
+}
+
+evograd_status eg_check_project(evograd_dtype dtype, const evograd_span *spans, size_t n_spans,
+                                const evograd_noise *noise, int64_t population, int64_t *total) {
+  evograd_status st;
+  if ((st = eg_check_spans(dtype, spans, n_spans, 0, total)) != EVOGRAD_OK) return st;
+  if ((st = eg_check_noise(noise)) != EVOGRAD_OK) return st;
+  return eg_check_population(population, noise->antithetic);
+}

@@ -15,40 +15,26 @@
                           int64_t begin, double *block_sums) {                  \
     const void *src = spans[seg->span].src;                                     \
     const int gauss = noise->kind == EVOGRAD_NOISE_GAUSS;                       \
-    int64_t j = 0;                                                              \
-    while (j < seg->count) {                                                    \
-      const int64_t g = seg->global + j;                                        \
-      const int64_t lane0 = g % EVOGRAD_BATCH;                                  \
-      const int64_t n = evograd_batch_piece(g, seg->count - j);                 \
+    int64_t done = 0;                                                           \
+    evograd_piece p;                                                            \
+    while (evograd_next_piece(seg, &done, &p)) {                                \
       /* Batches never straddle blocks (asserted below). */                     \
-      double *sums = block_sums + ((g - begin) / EVOGRAD_PROJECT_BLOCK) * kn;   \
+      double *sums = block_sums + ((p.global - begin) / EVOGRAD_PROJECT_BLOCK) * kn; \
       double v[EVOGRAD_BATCH];                                                  \
       int64_t k, l;                                                             \
-      for (l = 0; l < n; ++l) v[l] = evograd_load_##T(src, seg->local + j + l); \
+      for (l = 0; l < p.n; ++l) v[l] = evograd_load_##T(src, p.local + l);      \
       for (k = 0; k < kn; ++k) {                                                \
         const evograd_noise_stream s = evograd_make_stream(                     \
             noise->seed, noise->sigma, gauss, noise->antithetic, k0 + k);       \
         double z[EVOGRAD_BATCH];                                                \
-        evograd_noise_batch(&s, (uint64_t)g / EVOGRAD_BATCH, z);                \
-        for (l = 0; l < n; ++l) sums[k] += v[l] * evograd_noise_##T(s.scale * z[lane0 + l]); \
+        evograd_noise_batch(&s, (uint64_t)p.global / EVOGRAD_BATCH, z);         \
+        for (l = 0; l < p.n; ++l)                                               \
+          sums[k] += v[l] * evograd_noise_##T(s.scale * z[p.lane + l]);         \
       }                                                                         \
-      j += n;                                                                   \
     }                                                                           \
   }
 _Static_assert(EVOGRAD_PROJECT_BLOCK % EVOGRAD_BATCH == 0, "a batch lies in one block");
-EVOGRAD_DEFINE_PROJECT(f32)
-EVOGRAD_DEFINE_PROJECT(f64)
-EVOGRAD_DEFINE_PROJECT(f16)
-EVOGRAD_DEFINE_PROJECT(bf16)
-
-static evograd_status check_project(evograd_dtype dtype, const evograd_span *spans,
-                                    size_t n_spans, const evograd_noise *noise,
-                                    int64_t population, int64_t *total) {
-  evograd_status st;
-  if ((st = eg_check_spans(dtype, spans, n_spans, 0, total)) != EVOGRAD_OK) return st;
-  if ((st = eg_check_noise(noise)) != EVOGRAD_OK) return st;
-  return eg_check_population(population, noise->antithetic);
-}
+EVOGRAD_FOR_EACH_STORAGE(EVOGRAD_DEFINE_PROJECT)
 
 /* Adds the products for candidates k0 .. k0+kn-1 over [begin, end) into
  * block_sums, kn per block. Candidates are independent sums, so splitting
@@ -56,14 +42,10 @@ static evograd_status check_project(evograd_dtype dtype, const evograd_span *spa
 static void project_range(evograd_dtype dtype, const evograd_span *spans, size_t n_spans,
                           const evograd_noise *noise, int64_t k0, int64_t kn,
                           int64_t begin, int64_t end, double *block_sums) {
-  evograd_segment_walk walk;
   evograd_segment seg;
-  evograd_walk_init(&walk, spans, n_spans, begin, end);
-  while (evograd_walk_next(&walk, &seg)) {
 #define EVOGRAD_CALL(T) project_##T(spans, &seg, noise, k0, kn, begin, block_sums)
-    EVOGRAD_DTYPE_SWITCH(dtype, EVOGRAD_CALL)
+  EVOGRAD_FOR_EACH_SEGMENT(dtype, spans, n_spans, begin, end, seg, EVOGRAD_CALL);
 #undef EVOGRAD_CALL
-  }
 }
 
 evograd_status evograd_project_blocks(evograd_dtype dtype, const evograd_span *spans,
@@ -72,7 +54,7 @@ evograd_status evograd_project_blocks(evograd_dtype dtype, const evograd_span *s
                                       double *block_sums) {
   int64_t total = 0, begin = 0, end = 0, nblocks;
   evograd_status st;
-  if ((st = check_project(dtype, spans, n_spans, noise, population, &total)) != EVOGRAD_OK)
+  if ((st = eg_check_project(dtype, spans, n_spans, noise, population, &total)) != EVOGRAD_OK)
     return st;
   if ((st = eg_check_range(range, total, 1, &begin, &end)) != EVOGRAD_OK) return st;
   if (block_sums == NULL) return EVOGRAD_ERR_NULL_POINTER;
@@ -103,7 +85,7 @@ evograd_status evograd_project(evograd_dtype dtype, const evograd_span *spans,
   double block[CHUNK];
   int64_t total = 0, b, k0, k;
   evograd_status st;
-  if ((st = check_project(dtype, spans, n_spans, noise, population, &total)) != EVOGRAD_OK)
+  if ((st = eg_check_project(dtype, spans, n_spans, noise, population, &total)) != EVOGRAD_OK)
     return st;
   if (out == NULL) return EVOGRAD_ERR_NULL_POINTER;
   for (k = 0; k < population; ++k) out[k] = 0.0;

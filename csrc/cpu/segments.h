@@ -5,6 +5,7 @@
 
 #include "evograd/evograd.h"
 #include "common/noise.h"
+#include "storage.h"
 
 typedef struct evograd_segment {
   size_t span;    /* which span */
@@ -51,11 +52,37 @@ static inline int evograd_walk_next(evograd_segment_walk *w, evograd_segment *se
   return 0;
 }
 
-/* How many of the `left` elements from global index g lie in g's noise
- * batch (EVOGRAD_BATCH elements from one evograd_noise_batch call). */
-static inline int64_t evograd_batch_piece(int64_t g, int64_t left) {
-  const int64_t in_batch = EVOGRAD_BATCH - g % EVOGRAD_BATCH;
-  return in_batch < left ? in_batch : left;
+/* Runs CALL(T) once per segment of [begin, end) with `seg` set, T the
+ * storage tag of dtype (see storage.h's EVOGRAD_DTYPE_SWITCH). */
+#define EVOGRAD_FOR_EACH_SEGMENT(dtype, spans, n_spans, begin, end, seg, CALL) \
+  do {                                                                         \
+    evograd_segment_walk walk_;                                                \
+    evograd_walk_init(&walk_, spans, n_spans, begin, end);                     \
+    while (evograd_walk_next(&walk_, &seg)) {                                  \
+      EVOGRAD_DTYPE_SWITCH(dtype, CALL)                                        \
+    }                                                                          \
+  } while (0)
+
+/* A segment walked in pieces that stay inside one noise batch
+ * (EVOGRAD_BATCH elements from one evograd_noise_batch call): n elements
+ * from global index `global` (batch lane `lane`), `local` within the span. */
+typedef struct evograd_piece {
+  int64_t global, local, lane, n;
+} evograd_piece;
+
+/* The next piece of seg after `*done` of its elements; 0 at its end. */
+static inline int evograd_next_piece(const evograd_segment *seg, int64_t *done,
+                                     evograd_piece *p) {
+  const int64_t left = seg->count - *done;
+  int64_t in_batch;
+  if (left <= 0) return 0;
+  p->global = seg->global + *done;
+  p->local = seg->local + *done;
+  p->lane = p->global % EVOGRAD_BATCH;
+  in_batch = EVOGRAD_BATCH - p->lane;
+  p->n = in_batch < left ? in_batch : left;
+  *done += p->n;
+  return 1;
 }
 
 #endif

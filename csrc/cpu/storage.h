@@ -42,6 +42,9 @@ static inline double evograd_noise_f16(double v) { return (double)(float)v; }
 static inline double evograd_noise_bf16(double v) { return (double)(float)v; }
 
 /* Calls CALL(suffix) for the storage type's helper suffix. */
+/* M(T) for each storage tag: one kernel definition per storage type. */
+#define EVOGRAD_FOR_EACH_STORAGE(M) M(f32) M(f64) M(f16) M(bf16)
+
 #define EVOGRAD_DTYPE_SWITCH(dtype, CALL)                                     \
   switch (dtype) {                                                           \
     case EVOGRAD_FLOAT32: CALL(f32); break;                                  \

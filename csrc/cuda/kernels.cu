@@ -207,9 +207,7 @@ evograd_status evograd_cuda_perturb(evograd_dtype dtype, const evograd_span* spa
                                     void* workspace, size_t workspace_bytes, void* stream) {
   int64_t total = 0;
   evograd_status st;
-  if ((st = eg_check_spans(dtype, spans, n_spans, 1, &total)) != EVOGRAD_OK) return st;
-  if ((st = eg_check_noise(noise)) != EVOGRAD_OK) return st;
-  if (k < 0 || k > (int64_t)UINT32_MAX) return EVOGRAD_ERR_INVALID_CANDIDATE;
+  if ((st = eg_check_perturb(dtype, spans, n_spans, noise, k, &total)) != EVOGRAD_OK) return st;
   if ((st = device_ready()) != EVOGRAD_OK) return st;
   if (total == 0) return EVOGRAD_OK;
   auto s = static_cast<cudaStream_t>(stream);
@@ -233,10 +231,8 @@ evograd_status evograd_cuda_combine(evograd_dtype dtype, const evograd_span* spa
                                     void* workspace, size_t workspace_bytes, void* stream) {
   int64_t total = 0;
   evograd_status st;
-  if ((st = eg_check_spans(dtype, spans, n_spans, 1, &total)) != EVOGRAD_OK) return st;
-  if ((st = eg_check_noise(noise)) != EVOGRAD_OK) return st;
-  if ((st = eg_check_population(population, noise->antithetic)) != EVOGRAD_OK) return st;
-  if ((st = eg_check_finite(weights, population, EVOGRAD_ERR_NONFINITE_VALUE)) != EVOGRAD_OK)
+  if ((st = eg_check_combine(dtype, spans, n_spans, noise, weights, population, &total)) !=
+      EVOGRAD_OK)
     return st;
   if ((st = device_ready()) != EVOGRAD_OK) return st;
   if (total == 0) return EVOGRAD_OK;
@@ -261,9 +257,8 @@ evograd_status evograd_cuda_project(evograd_dtype dtype, const evograd_span* spa
                                     size_t workspace_bytes, void* stream) {
   int64_t total = 0;
   evograd_status st;
-  if ((st = eg_check_spans(dtype, spans, n_spans, 0, &total)) != EVOGRAD_OK) return st;
-  if ((st = eg_check_noise(noise)) != EVOGRAD_OK) return st;
-  if ((st = eg_check_population(population, noise->antithetic)) != EVOGRAD_OK) return st;
+  if ((st = eg_check_project(dtype, spans, n_spans, noise, population, &total)) != EVOGRAD_OK)
+    return st;
   if (out == nullptr) return EVOGRAD_ERR_NULL_POINTER;
   if ((st = device_ready()) != EVOGRAD_OK) return st;
   auto s = static_cast<cudaStream_t>(stream);
