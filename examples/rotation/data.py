@@ -3,6 +3,7 @@ as raw [0, 1] pixels. Training images stay upright; a held-out validation
 set from the training split and the test set are rotated once, here, by the
 true angle, with the same bilinear rotation the hyperparameter uses, so the
 best lambda is exactly the true angle."""
+import functools
 import os
 import sys
 
@@ -12,6 +13,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from common.fashion_mnist import DEFAULT_ROOT, load_split  # noqa: E402,F401
 
 from rotate import rotate  # noqa: E402
+
+
+@functools.lru_cache(maxsize=4)
+def _load(split: str, root: str):
+    """One read per split and folder in a process (a table or the tests run many)."""
+    return load_split(split, root)
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:
@@ -29,13 +36,13 @@ def prepare(angle: float, train_size: int, val_size: int, test_size: int, seed: 
     """dict(train=(x, y) upright, val=(x, y) and test=(x, y) rotated by `angle`).
     Train and validation images are disjoint draws from the training split
     (seeded); the test images are the first `test_size` of t10k."""
-    images, labels = load_split("train", root)
+    images, labels = _load("train", str(root))
     if train_size + val_size > len(labels):
         raise ValueError(f"train_size + val_size = {train_size + val_size} exceeds the "
                          f"{len(labels)} training images")
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
     tr, va = order[:train_size], order[train_size:train_size + val_size]
-    test_x, test_y = load_split("t10k", root)
+    test_x, test_y = _load("t10k", str(root))
     return dict(train=(to_unit(images[tr]), labels[tr]),
                 val=(rotated(to_unit(images[va]), angle), labels[va]),
                 test=(rotated(to_unit(test_x[:test_size]), angle), test_y[:test_size]))

@@ -28,7 +28,7 @@ import data  # noqa: E402
 from common.grid import run_and_report  # noqa: E402
 from common.measure import median, timed  # noqa: E402
 from methods import LEARNED, METHODS, RotationTrainer  # noqa: E402
-from models import LeNet, count  # noqa: E402
+from models import FLAVOURS, LeNet, count  # noqa: E402
 
 # --quick: the settings the tests use (a few seconds per run on one thread).
 QUICK = dict(train_size=3000, val_size=1000, test_size=2000, iterations=150)
@@ -39,7 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--method", choices=METHODS, default="evograd")
     p.add_argument("--angle", type=float, default=30.0, help="true rotation of validation and test images (degrees)")
     p.add_argument("--init-angle", type=float, default=0.0, help="lambda's starting value (degrees) for evograd/t1t2")
-    p.add_argument("--iterations", type=int, default=600, help="model updates (each followed by one meta-update)")
+    p.add_argument("--iterations", type=int, default=800, help="model updates (each followed by one meta-update)")
     p.add_argument("--epochs", type=float, default=None,
                    help="instead of --iterations: passes over the training subset")
     p.add_argument("--batch-size", type=int, default=64)
@@ -47,10 +47,12 @@ def parse_args(argv=None):
     p.add_argument("--train-size", type=int, default=12000, help="upright training images (a subset of the 60k)")
     p.add_argument("--val-size", type=int, default=3000, help="held-out training images, rotated, for the meta-updates")
     p.add_argument("--test-size", type=int, default=10000, help="rotated test images to evaluate on")
+    p.add_argument("--model", choices=FLAVOURS, default="classic",
+                   help="LeNet-5 flavour: classic (tanh, average pooling) or relu (ReLU, max pooling)")
     p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="the model's optimiser")
     p.add_argument("--lr", type=float, default=0.05, help="model lr (also T1-T2's inner lr)")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    p.add_argument("--meta-lr", type=float, default=0.5, help="Adam lr on lambda (degrees per step, roughly)")
+    p.add_argument("--meta-lr", type=float, default=1.0, help="Adam lr on lambda (degrees per step, roughly)")
     p.add_argument("--meta-schedule", choices=["cosine", "constant"], default="cosine",
                    help="lambda's lr over the run: cosine decay to 0, or constant")
     p.add_argument("--meta-eps", type=float, default=1e-8, help="Adam eps on lambda")
@@ -91,7 +93,7 @@ def run(args):
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     ds = data.prepare(args.angle, args.train_size, args.val_size, args.test_size, args.seed, args.data_dir)
-    model = LeNet()
+    model = LeNet(flavour=args.model)
     trainer = RotationTrainer(model, args.method, args.angle, lr=args.lr, momentum=args.momentum,
                               optimizer=args.optimizer, meta_lr=args.meta_lr, meta_eps=args.meta_eps,
                               meta_schedule=args.meta_schedule, iterations=args.iterations,
