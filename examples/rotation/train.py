@@ -88,18 +88,20 @@ def accuracy(model, x, y, batch=1000):
     return correct / len(y)
 
 
-def run(args):
+def run(args, make_trainer=RotationTrainer):
+    """One run; `make_trainer` (RotationTrainer's signature) lets a caller
+    swap the meta-update (sensitivity.py's temperature rule)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     ds = data.prepare(args.angle, args.train_size, args.val_size, args.test_size, args.seed, args.data_dir)
     model = LeNet(flavour=args.model)
-    trainer = RotationTrainer(model, args.method, args.angle, lr=args.lr, momentum=args.momentum,
-                              optimizer=args.optimizer, meta_lr=args.meta_lr, meta_eps=args.meta_eps,
-                              meta_schedule=args.meta_schedule, iterations=args.iterations,
-                              init_angle=args.init_angle, population=args.population,
-                              sigma=args.sigma, temperature=args.temperature, noise=args.noise,
-                              antithetic=args.antithetic, scale=args.scale, seed=args.seed)
+    trainer = make_trainer(model, args.method, args.angle, lr=args.lr, momentum=args.momentum,
+                           optimizer=args.optimizer, meta_lr=args.meta_lr, meta_eps=args.meta_eps,
+                           meta_schedule=args.meta_schedule, iterations=args.iterations,
+                           init_angle=args.init_angle, population=args.population,
+                           sigma=args.sigma, temperature=args.temperature, noise=args.noise,
+                           antithetic=args.antithetic, scale=args.scale, seed=args.seed)
     batches = data.Batches(*ds["train"], args.batch_size, args.seed)
     val_batches = data.Batches(*ds["val"], args.val_batch_size, args.seed + 1)
     times = []
