@@ -9,6 +9,7 @@ the candidate-loss cotangent and lambda receives its gradient. The model's
 parameters, their ``.grad`` and its buffers are put back bit for bit, also
 when a closure raises.
 """
+import contextlib
 import itertools
 import math
 import warnings
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from . import ops
+from . import parallel as parallel_
 from .seeds import SCHEDULES, default_base_seed, step_seed
 
 TensorsLike = Union[nn.Module, torch.Tensor, Iterable[torch.Tensor]]
@@ -224,6 +226,18 @@ class EvoGrad:
             ``"raise"`` (default: ValueError, model restored) or ``"drop"``
             (weight exactly 0, its lambda-gradient ignored; an error only if
             every candidate is non-finite).
+        parallel: ``None`` (one process), ``"data"`` (each rank's closures see
+            its shard of the batch; the objective is the mean over ranks) or
+            ``"candidates"`` (every rank sees the same batches; rank r
+            evaluates candidates k = r, r + world, ...). Needs
+            ``torch.distributed`` initialised; every rank must build EvoGrad
+            alike (checked) and call ``step`` together. A step sends K + K + N
+            values (K candidates, N hyperparameter elements) plus three
+            failure flags, however large the model; see ``evograd.parallel``.
+        process_group: the group to use with ``parallel`` (default: the world).
+        check_replicas: with ``parallel``, each step first compares a
+            fingerprint of the parameters and hyperparameters across ranks
+            (one gather of 4 values) and raises if replicas have drifted apart.
     """
 
     def __init__(self, params: TensorsLike, hyperparams: TensorsLike, population: int = 2,
@@ -232,7 +246,44 @@ class EvoGrad:
                  common_random_numbers: bool = False,
                  buffers: Optional[Iterable[torch.Tensor]] = None, nonfinite: str = "raise",
                  module: Optional[nn.Module] = None, scale: Optional[str] = None,
-                 inner_lr: Optional[float] = None, seed_schedule: str = "mixed"):
+                 inner_lr: Optional[float] = None, seed_schedule: str = "mixed",
+                 parallel: Optional[str] = None, process_group=None,
+                 check_replicas: bool = False):
+        self._par = parallel_.make(parallel, process_group)
+        self.parallel, self.check_replicas = parallel, bool(check_replicas)
+        own = None
+        try:
+            self._build(params, hyperparams, population, sigma, temperature, noise, antithetic,
+                        seed, common_random_numbers, buffers, nonfinite, module, scale,
+                        inner_lr, seed_schedule)
+        except (ValueError, TypeError) as e:
+            if self._par.collectives is None:
+                raise
+            own = e
+        if self._par.collectives is not None:
+            parallel_.agree(self._par.collectives, self._agreed_fields() if own is None else
+                            dict.fromkeys(_AGREED, 0.0), own)
+            # Every rank draws the same noise: rank 0's base seed.
+            self.seed = int(self._par.collectives.broadcast(
+                torch.tensor([self.seed], dtype=torch.int64))[0])
+        # DDP reduces gradients in backward hooks and, outside no_sync(),
+        # readies its reducer in every forward: the step's own forwards run
+        # under no_sync() so that the P-sized all-reduce never happens here.
+        owner = params if isinstance(params, nn.Module) else module
+        self._ddp = owner if _is_ddp(owner) else None
+
+    def _agreed_fields(self):
+        values = (self.population, self.sigma, self.temperature, self.noise == "gauss",
+                  self.antithetic, self.nonfinite == "drop", self.seed_schedule == "consecutive",
+                  self.hypergradient_scale, self.common_random_numbers,
+                  parallel_.PARALLEL.index(self.parallel), len(self.params),
+                  sum(p.numel() for p in self.params), len(self.hyperparams),
+                  sum(h.numel() for h in self.hyperparams), self.check_replicas)
+        return {name: float(v) for name, v in zip(_AGREED, values)}
+
+    def _build(self, params, hyperparams, population, sigma, temperature, noise, antithetic,
+               seed, common_random_numbers, buffers, nonfinite, module, scale, inner_lr,
+               seed_schedule):
         self.hyperparams = _as_tensors("hyperparams", hyperparams)
         if module is not None and not isinstance(module, nn.Module):
             raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
@@ -253,7 +304,7 @@ class EvoGrad:
                 warnings.warn("EvoGrad(list of tensors, ...) restores no buffers: each step's "
                               "train-mode forwards would leave BatchNorm statistics changed. Pass "
                               "module=<the model> to restore its buffers, or buffers=[] if it has "
-                              "none", UserWarning, stacklevel=2)
+                              "none", UserWarning, stacklevel=3)
         chosen = default_buffers if buffers is None else _as_tensors("buffers", buffers)
         self.buffers = _restored_buffers(chosen, self.params, self.hyperparams)
         self.population = ops._int("population", population)
@@ -322,7 +373,9 @@ class EvoGrad:
         hyperparameter's ``.grad`` (as ``backward()`` would) and returns the
         losses for logging; the model is left exactly as it was found.
         ``val_loss_fn`` may return ``(loss, *aux)`` (e.g. the logits at theta*
-        for the meta batch's accuracy); ``aux`` comes back in the result."""
+        for the meta batch's accuracy); ``aux`` comes back in the result.
+        With ``parallel``, every rank must call it, and an error on one rank
+        is an error on all (``evograd.parallel.PeerFailed`` on the others)."""
         if not callable(train_loss_fn) or not callable(val_loss_fn):
             raise TypeError("step needs two callables: train_loss_fn() and val_loss_fn()")
         if torch.jit.is_tracing():
@@ -330,10 +383,12 @@ class EvoGrad:
                                "this step's seed and candidate losses as constants. Trace the "
                                "model and call step() from Python, or script the ops")
         seed = step_seed(self.seed, self.steps_taken, self.seed_schedule)
+        if self.check_replicas and self._par.collectives is not None:
+            self._check_replicas()
         _check_sigma_resolution(self.params, self.sigma)
         snap = _Snapshot(self.params, self.buffers)
         try:
-            with torch.enable_grad():
+            with torch.enable_grad(), self._no_ddp_sync():
                 cand = self._evaluate_candidates(snap, train_loss_fn, seed)
                 weights = ops.weights(cand.losses, self.temperature)
                 val = self._validation_gradient(snap, val_loss_fn, cand.losses, seed)
@@ -346,39 +401,54 @@ class EvoGrad:
     def _noise_args(self):
         return self.sigma, self.noise, self.antithetic
 
+    def _no_ddp_sync(self):
+        return self._ddp.no_sync() if self._ddp is not None else contextlib.nullcontext()
+
     def _evaluate_candidates(self, snap: "_Snapshot", train_loss_fn, seed: int) -> "_Candidates":
         """Each candidate written into the parameters in turn; only lambda is
-        differentiated (the parameters do not require grad meanwhile)."""
-        rng = _RngSnapshot(self.params) if self.common_random_numbers else None
-        snap.set_requires_grad(False)
-        losses, dloss = [], []
-        for k in range(self.population):
-            if k:
-                snap.restore_buffers()
-            if rng is not None:
-                rng.replay()
-            with torch.no_grad():
-                ops.perturb_into(snap.saved, self.params, seed, k, *self._noise_args())
-            loss = train_loss_fn()
-            value = _check_loss(loss, "training", self.nonfinite == "drop")
-            losses.append(value)
-            if not math.isfinite(value):
-                dloss.append(None)
-                continue
-            if not loss.requires_grad:
-                raise ValueError("the training loss does not depend on the hyperparameters")
-            grads = torch.autograd.grad(loss.reshape(()), self.hyperparams, allow_unused=True)
-            for j, g in enumerate(grads):
-                if g is None:
-                    raise ValueError(f"the training loss does not depend on hyperparameter {j}")
-            dloss.append(grads)
-            del loss, grads
+        differentiated (the parameters do not require grad meanwhile). With
+        parallel=, the losses are then exchanged."""
+        losses, dloss, own = [0.0] * self.population, [None] * self.population, None
+        try:
+            rng = _RngSnapshot(self.params) if self.common_random_numbers else None
+            snap.set_requires_grad(False)
+            for k in range(self.population):
+                if not self._par.owns(k):
+                    continue
+                if k:
+                    snap.restore_buffers()
+                if rng is not None:
+                    rng.replay()
+                with torch.no_grad():
+                    ops.perturb_into(snap.saved, self.params, seed, k, *self._noise_args())
+                loss = train_loss_fn()
+                losses[k] = _check_loss(loss, "training", self.nonfinite == "drop")
+                if not math.isfinite(losses[k]):
+                    continue
+                if not loss.requires_grad:
+                    raise ValueError("the training loss does not depend on the hyperparameters")
+                grads = torch.autograd.grad(loss.reshape(()), self.hyperparams,
+                                            allow_unused=True)
+                for j, g in enumerate(grads):
+                    if g is None:
+                        raise ValueError("the training loss does not depend on "
+                                         f"hyperparameter {j}")
+                dloss[k] = grads
+                del loss, grads
+        except Exception as e:  # noqa: BLE001  (re-raised on this rank by the exchange)
+            own = e
+        losses = self._par.losses(losses, own)
         kept = [v for v in losses if math.isfinite(v)]
+        if len(kept) < len(losses) and self.nonfinite == "raise":
+            # Only where a rank's mean took in another rank's non-finite loss.
+            raise ValueError("a candidate's training loss is not finite on another rank; "
+                             "EvoGrad(..., nonfinite='drop') skips such candidates")
         if not kept:
             raise ValueError("every candidate's training loss is non-finite")
         # A dropped candidate takes a loss so far above the best that its
         # weight and cotangent are exactly zero.
         floor = min(kept) + _DROP_GAP * self.temperature
+        dloss = [d if math.isfinite(v) else None for d, v in zip(dloss, losses)]
         return _Candidates(
             reported=torch.tensor(losses, dtype=torch.float64),
             losses=torch.tensor([v if math.isfinite(v) else floor for v in losses],
@@ -387,40 +457,116 @@ class EvoGrad:
 
     def _validation_gradient(self, snap: "_Snapshot", val_loss_fn, losses: torch.Tensor,
                              seed: int) -> "_Validation":
-        """theta* written into the parameters, and one first-order backward."""
-        snap.restore_buffers()
-        with torch.no_grad():
-            ops.combine_into(snap.saved, losses, self.params, self.temperature, seed,
-                             *self._noise_args())
-        snap.set_requires_grad(True)
-        val, aux = _split_aux(val_loss_fn())
-        value = _check_loss(val, "validation")
-        if not val.requires_grad:
-            raise ValueError("the validation loss does not depend on the parameters")
-        grads = torch.autograd.grad(val.reshape(()), self.params + self.hyperparams,
-                                    allow_unused=True)
-        n = len(self.params)
-        params = [g if g is not None else torch.zeros_like(p)
-                  for g, p in zip(grads[:n], self.params)]
-        return _Validation(value, params, list(grads[n:]), aux)
+        """theta* written into the parameters, one first-order backward, and
+        its projections on the candidates' noise (averaged over ranks with
+        parallel='data')."""
+        own, c, value, params, hyper, aux = None, None, 0.0, [], [], None
+        try:
+            snap.restore_buffers()
+            with torch.no_grad():
+                ops.combine_into(snap.saved, losses, self.params, self.temperature, seed,
+                                 *self._noise_args())
+            snap.set_requires_grad(True)
+            val, aux = _split_aux(val_loss_fn())
+            value = _check_loss(val, "validation")
+            if not val.requires_grad:
+                raise ValueError("the validation loss does not depend on the parameters")
+            grads = torch.autograd.grad(val.reshape(()), self.params + self.hyperparams,
+                                        allow_unused=True)
+            del val
+            n = len(self.params)
+            params = [g if g is not None else torch.zeros_like(p)
+                      for g, p in zip(grads[:n], self.params)]
+            hyper = list(grads[n:])
+            c = ops.project(params, seed, self.population, *self._noise_args())
+        except Exception as e:  # noqa: BLE001  (re-raised on this rank by the exchange)
+            own = e
+        if c is None:
+            c = torch.zeros(self.population, dtype=torch.float64)
+        c, value = self._par.projections(c, value, own)
+        return _Validation(value, c, hyper, aux)
 
     def _accumulate_hypergradient(self, cand: "_Candidates", val: "_Validation", seed: int):
-        """lambda.grad += sum_k cot_k d loss_k / d lambda + the direct term."""
-        c = ops.project(val.params, seed, self.population, *self._noise_args())
-        cot = (ops.loss_cotangent(cand.losses, c, self.temperature)
-               * self.hypergradient_scale).tolist()
+        """lambda.grad += sum_k cot_k d loss_k / d lambda + the direct term
+        (summed or averaged over ranks with parallel=)."""
+        own, parts = None, []
+        try:
+            cot = (ops.loss_cotangent(cand.losses, val.projections, self.temperature)
+                   * self.hypergradient_scale).tolist()
+            with torch.no_grad():
+                for j, h in enumerate(self.hyperparams):
+                    total = torch.zeros_like(h)
+                    for k, dloss in enumerate(cand.dloss_dhyper):
+                        if dloss is not None:
+                            total.add_(dloss[j], alpha=cot[k])
+                    if val.hyper[j] is not None and self._par.adds_direct_term():
+                        total.add_(val.hyper[j])
+                    parts.append(total)
+        except Exception as e:  # noqa: BLE001  (re-raised on this rank by the exchange)
+            own = e
+            parts = [torch.zeros_like(h) for h in self.hyperparams]
+        parts = self._par.hypergradient(parts, own)
         with torch.no_grad():
-            for j, h in enumerate(self.hyperparams):
-                total = torch.zeros_like(h)
-                for k, dloss in enumerate(cand.dloss_dhyper):
-                    if dloss is not None:
-                        total.add_(dloss[j], alpha=cot[k])
-                if val.hyper[j] is not None:
-                    total.add_(val.hyper[j])
+            for h, total in zip(self.hyperparams, parts):
                 if h.grad is None:
                     h.grad = total
                 else:
                     h.grad.add_(total)
+
+    def _check_replicas(self):
+        local = torch.cat([parallel_.fingerprint(self.params),
+                           parallel_.fingerprint(self.hyperparams)])
+        table = self._par.collectives.all_gather(local)
+        if not torch.equal(table, local.unsqueeze(0).expand_as(table)):
+            raise RuntimeError("evograd: the replicas have drifted apart: parameter or "
+                               "hyperparameter fingerprints differ across ranks "
+                               f"(per rank: {table.tolist()}); every rank must start from the "
+                               "same weights and apply the same updates")
+
+    # ---- checkpoints -------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs to draw the same noise from here on: the
+        base seed, the steps taken, and the options (checked on load)."""
+        return {"format": 1, "seed": self.seed, "steps_taken": self.steps_taken,
+                "options": self._options()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continues from ``state`` (from ``state_dict``): the next step uses
+        the seed the saved run's next step would have used. The options must
+        match this instance's; a difference is a ValueError."""
+        if not isinstance(state, dict) or state.get("format") != 1:
+            raise ValueError("not an EvoGrad state_dict (expected a dict with format 1)")
+        mine, theirs = self._options(), state.get("options", {})
+        diff = [f"{k}: saved {theirs.get(k)!r}, here {v!r}" for k, v in mine.items()
+                if theirs.get(k) != v]
+        if diff:
+            raise ValueError("the saved EvoGrad had other options: " + "; ".join(diff))
+        seed, steps = state.get("seed"), state.get("steps_taken")
+        if not isinstance(seed, int) or not isinstance(steps, int) or steps < 0:
+            raise ValueError("state_dict needs an int seed and a non-negative int steps_taken")
+        self.seed, self.steps_taken = seed, steps
+
+    def _options(self) -> dict:
+        return {"population": self.population, "sigma": self.sigma,
+                "temperature": self.temperature, "noise": self.noise,
+                "antithetic": self.antithetic, "seed_schedule": self.seed_schedule,
+                "scale": self.scale, "inner_lr": self.inner_lr, "nonfinite": self.nonfinite,
+                "common_random_numbers": self.common_random_numbers, "parallel": self.parallel,
+                "parameter_elements": sum(p.numel() for p in self.params),
+                "hyperparameter_elements": sum(h.numel() for h in self.hyperparams)}
+
+
+# What every rank's EvoGrad must agree on (parallel=), in _agreed_fields' order.
+_AGREED = ("population", "sigma", "temperature", "noise", "antithetic", "nonfinite",
+           "seed_schedule", "hypergradient scale", "common_random_numbers", "parallel",
+           "number of parameter tensors", "number of parameter elements",
+           "number of hyperparameter tensors", "number of hyperparameter elements",
+           "check_replicas")
+
+
+def _is_ddp(module) -> bool:
+    return isinstance(module, nn.parallel.DistributedDataParallel)
 
 
 @dataclass
@@ -433,7 +579,7 @@ class _Candidates:
 
 @dataclass
 class _Validation:
-    loss: float
-    params: List[torch.Tensor]   # d val / d theta at theta*
+    loss: float                  # (mean over ranks with parallel="data")
+    projections: torch.Tensor    # [K] c_k = <d val / d theta at theta*, eps_k>
     hyper: list                  # the direct term d val / d lambda (None where unused)
     aux: Any

@@ -1,0 +1,237 @@
+"""What a meta-step exchanges between processes, on torch.distributed.
+
+The noise is a pure function of (seed, candidate, element index), so every
+rank rebuilds every candidate by itself: a step exchanges only K losses, K
+projections and the N-element lambda-gradient, never anything the size of
+the model. Three strategies share one interface:
+
+* ``Local``: one process, nothing exchanged.
+* ``DataParallel`` (``parallel="data"``): each rank's closures see its shard
+  of the batch; the objective is the mean over ranks. Losses, projections
+  and the lambda-gradient are averaged.
+* ``CandidateParallel`` (``parallel="candidates"``): every rank sees the
+  same batches and evaluates candidates k = rank, rank + world, ...; losses
+  and the lambda-gradient parts are summed.
+
+Every exchange carries one more value, the number of ranks that failed
+before it, so that an error on one rank (a closure raising, a non-finite
+loss) becomes an error on every rank instead of a hang. ``Collectives``
+counts what this process hands to the collectives (payload bytes).
+"""
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+PARALLEL = (None, "data", "candidates")
+
+
+class PeerFailed(RuntimeError):
+    """Raised on a rank whose own step went fine when another rank's failed."""
+
+
+class Collectives:
+    """The torch.distributed calls a meta-step makes, with a byte count.
+
+    Payloads are float64 or int64 vectors on the backend's device (CUDA for
+    NCCL, CPU otherwise). ``bytes_sent`` and ``calls`` grow with each call:
+    a benchmark reads them before and after a step."""
+
+    def __init__(self, group=None):
+        import torch.distributed as dist
+        if not (dist.is_available() and dist.is_initialized()):
+            raise ValueError("parallel= needs torch.distributed initialised "
+                             "(torch.distributed.init_process_group) before EvoGrad is built")
+        self.dist, self.group = dist, group
+        self.rank = dist.get_rank(group)
+        self.world = dist.get_world_size(group)
+        backend = str(dist.get_backend(group)).lower()
+        self.device = (torch.device("cuda", torch.cuda.current_device())
+                       if backend == "nccl" else torch.device("cpu"))
+        self.bytes_sent = 0
+        self.calls = 0
+
+    def _count(self, t: torch.Tensor):
+        self.bytes_sent += t.numel() * t.element_size()
+        self.calls += 1
+
+    def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
+        t = values.to(self.device).clone()
+        self._count(t)
+        self.dist.all_reduce(t, op=self.dist.ReduceOp.SUM, group=self.group)
+        return t.cpu()
+
+    def all_gather(self, values: torch.Tensor) -> torch.Tensor:
+        """[world, n]: every rank's vector, in rank order."""
+        t = values.to(self.device).contiguous()
+        out = [torch.empty_like(t) for _ in range(self.world)]
+        self._count(t)
+        self.dist.all_gather(out, t, group=self.group)
+        return torch.stack([o.cpu() for o in out])
+
+    def broadcast(self, values: torch.Tensor, src_rank: int = 0) -> torch.Tensor:
+        t = values.to(self.device).clone()
+        self._count(t)
+        src = src_rank if self.group is None else self.dist.get_global_rank(self.group, src_rank)
+        self.dist.broadcast(t, src=src, group=self.group)
+        return t.cpu()
+
+
+def _raise_if_failed(failed: float, own: Optional[BaseException], phase: str):
+    if own is not None:
+        raise own
+    if failed > 0:
+        raise PeerFailed(f"evograd: {int(round(failed))} other rank(s) failed in {phase}; "
+                         "their own error says why (this rank's step is abandoned and its "
+                         "model restored)")
+
+
+class Local:
+    """One process: the identity on every exchange."""
+    world, rank = 1, 0
+    collectives = None
+
+    def owns(self, k: int) -> bool:
+        return True
+
+    def losses(self, values: List[float], own: Optional[BaseException]) -> List[float]:
+        if own is not None:
+            raise own
+        return values
+
+    def projections(self, c: torch.Tensor, val: float, own: Optional[BaseException]
+                    ) -> Tuple[torch.Tensor, float]:
+        if own is not None:
+            raise own
+        return c, val
+
+    def hypergradient(self, parts: List[torch.Tensor], own: Optional[BaseException]
+                      ) -> List[torch.Tensor]:
+        if own is not None:
+            raise own
+        return parts
+
+    def adds_direct_term(self) -> bool:
+        return True
+
+
+class _Exchanging(Local):
+    def __init__(self, collectives: Collectives):
+        self.collectives = collectives
+        self.world, self.rank = collectives.world, collectives.rank
+
+    def _reduce(self, values: torch.Tensor, own, phase: str) -> torch.Tensor:
+        """Sums values (float64) and the failure count over ranks."""
+        payload = torch.cat([values.reshape(-1).to(torch.float64),
+                             torch.tensor([0.0 if own is None else 1.0], dtype=torch.float64)])
+        total = self.collectives.all_reduce_sum(payload)
+        _raise_if_failed(total[-1].item() - (0 if own is None else 1), own, phase)
+        return total[:-1]
+
+    def hypergradient(self, parts, own):
+        n = [p.numel() for p in parts]
+        flat = (torch.cat([p.detach().reshape(-1).to(torch.float64).cpu() for p in parts])
+                if parts and own is None else torch.zeros(sum(n), dtype=torch.float64))
+        total = self._reduce(flat, own, "the lambda-gradient") / self._divisor()
+        return [t.reshape(p.shape).to(device=p.device, dtype=p.dtype)
+                for t, p in zip(torch.split(total, n), parts)]
+
+    def _divisor(self) -> int:
+        raise NotImplementedError
+
+
+class DataParallel(_Exchanging):
+    """Each rank's closures see its shard; everything is a mean over ranks."""
+
+    def _divisor(self):
+        return self.world
+
+    def losses(self, values, own):
+        local = torch.tensor(values if own is None else [0.0] * len(values), dtype=torch.float64)
+        return (self._reduce(local, own, "the candidates' training losses") / self.world).tolist()
+
+    def projections(self, c, val, own):
+        local = (torch.cat([c.detach().to(torch.float64).cpu(), torch.tensor([val], dtype=torch.float64)])
+                 if own is None else torch.zeros(c.numel() + 1, dtype=torch.float64))
+        total = self._reduce(local, own, "the validation gradient") / self.world
+        return total[:-1].to(c.dtype), total[-1].item()
+
+
+class CandidateParallel(_Exchanging):
+    """Same batches everywhere; rank r evaluates candidates k = r (mod world)."""
+
+    def __init__(self, collectives: Collectives):
+        super().__init__(collectives)
+        self._failed_before = None
+
+    def _divisor(self):
+        return 1
+
+    def owns(self, k):
+        return k % self.world == self.rank
+
+    def losses(self, values, own):
+        mine = [v if self.owns(k) else 0.0 for k, v in enumerate(values)]
+        local = torch.tensor(mine if own is None else [0.0] * len(values), dtype=torch.float64)
+        return self._reduce(local, own, "the candidates' training losses").tolist()
+
+    def projections(self, c, val, own):
+        # Every rank computed the same theta* and validation gradient: only
+        # a failure needs telling, and the lambda-gradient exchange tells it.
+        self._failed_before = own
+        return c, val
+
+    def hypergradient(self, parts, own):
+        # A validation failure comes first: what followed it failed because of it.
+        return super().hypergradient(parts, self._failed_before or own)
+
+    def adds_direct_term(self):
+        return self.rank == 0  # the validation term is the same on every rank: add it once
+
+
+def make(parallel: Optional[str], group=None) -> Local:
+    if parallel not in PARALLEL:
+        raise ValueError(f"parallel must be one of {PARALLEL}, got {parallel!r}")
+    if parallel is None:
+        if group is not None:
+            raise ValueError("process_group is used only with parallel='data' or 'candidates'")
+        return Local()
+    coll = Collectives(group)
+    return DataParallel(coll) if parallel == "data" else CandidateParallel(coll)
+
+
+def agree(collectives: Collectives, fields: Dict[str, float], own: Optional[BaseException]):
+    """Construction-time check that every rank was built alike: one gather of
+    the fields (and a failure flag); a difference is a ValueError on every rank."""
+    names = list(fields)
+    local = torch.tensor([fields[n] for n in names] + [0.0 if own is None else 1.0],
+                         dtype=torch.float64)
+    table = collectives.all_gather(local)
+    failed = [r for r in range(collectives.world) if table[r, -1] != 0]
+    if own is not None:
+        raise own
+    if failed:
+        raise PeerFailed(f"evograd: EvoGrad could not be built on rank(s) {failed}; "
+                         "their own error says why")
+    for i, name in enumerate(names):
+        column = table[:, i]
+        same = torch.equal(column, column[:1].expand_as(column)) or \
+            all(math.isnan(v) for v in column.tolist())
+        if not same:
+            per_rank = ", ".join(f"rank {r}: {v:g}" for r, v in enumerate(column.tolist()))
+            raise ValueError(f"evograd: {name} differs across ranks ({per_rank}); every rank "
+                             "must build EvoGrad with the same options and tensors")
+
+
+def fingerprint(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Two float64 numbers per list that differ when any element does (in
+    practice): the sum and a position-weighted sum of the values."""
+    s = torch.zeros(2, dtype=torch.float64)
+    offset = 0
+    with torch.no_grad():
+        for t in tensors:
+            v = t.detach().reshape(-1).to(torch.float64).cpu()
+            w = torch.arange(offset + 1, offset + 1 + v.numel(), dtype=torch.float64)
+            s += torch.stack([v.sum(), (v * w.sqrt()).sum()])
+            offset += v.numel()
+    return s
