@@ -91,6 +91,12 @@ class EvoGrad {
   // hyperparameter's .grad() and leaves the model as it found it.
   StepResult step(const LossFn& train_loss, const LossFn& val_loss);
 
+  // Checkpoints, as torch::optim's save/load: the base seed, the steps
+  // taken and the options. load() continues from the saved run's next step
+  // and raises c10::ValueError if the saved options differ from these.
+  void save(torch::serialize::OutputArchive& archive) const;
+  void load(torch::serialize::InputArchive& archive);
+
   int64_t steps_taken() const { return step_; }
   int64_t seed() const { return seed_; }
   // 1, or the "t1t2" factor tau * inner_lr / (sigma^2 * c).

@@ -398,6 +398,66 @@ TEST(CppApi, ScenarioTableMatchesPython) {
   }
 }
 
+// A checkpoint taken after two steps and loaded into a fresh meta-learner:
+// its next step is the uninterrupted run's third, bit for bit.
+TEST(CppApi, CheckpointResumesTheSeedSequence) {
+  auto make = [](torch::nn::Linear& fc, torch::Tensor& lam, int64_t seed) {
+    torch::manual_seed(1);
+    fc = torch::nn::Linear(4, 2);
+    fc->to(torch::kFloat64);
+    lam = torch::tensor({0.1}, torch::kFloat64).requires_grad_(true);
+    evograd::Options opt;
+    opt.population = 3;
+    opt.seed = seed;
+    return evograd::EvoGrad(*fc, {lam}, opt);
+  };
+  auto x = torch::randn({5, 4}, torch::kFloat64);
+  torch::nn::Linear fc{nullptr}, fc2{nullptr};
+  torch::Tensor lam, lam2;
+  auto meta = make(fc, lam, 21);
+  auto step = [&](evograd::EvoGrad& m, torch::nn::Linear& f, torch::Tensor& l) {
+    return m.step([&] { return (f->forward(x).pow(2) * torch::exp(l)).mean(); },
+                  [&] { return f->forward(x).mean(); });
+  };
+  step(meta, fc, lam);
+  step(meta, fc, lam);
+  std::stringstream buffer;
+  {
+    torch::serialize::OutputArchive out;
+    meta.save(out);
+    out.save_to(buffer);
+  }
+  auto third = step(meta, fc, lam);
+
+  auto resumed = make(fc2, lam2, 999);
+  torch::serialize::InputArchive in;
+  in.load_from(buffer);
+  resumed.load(in);
+  EXPECT_EQ(resumed.seed(), 21);
+  EXPECT_EQ(resumed.steps_taken(), 2);
+  auto again = step(resumed, fc2, lam2);
+  EXPECT_EQ(again.seed, third.seed);
+  EXPECT_TRUE(torch::equal(again.losses, third.losses));
+
+  // Other options: refused, naming the difference.
+  torch::nn::Linear fc3{nullptr};
+  torch::Tensor lam3;
+  auto other = make(fc3, lam3, 21);
+  evograd::Options o = other.options();
+  o.sigma = 2e-3;
+  evograd::EvoGrad changed(*fc3, {lam3}, o);
+  buffer.seekg(0);
+  torch::serialize::InputArchive in2;
+  in2.load_from(buffer);
+  try {
+    changed.load(in2);
+    ADD_FAILURE() << "expected an error";
+  } catch (const c10::ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("sigma: saved 0.001, here 0.002"), std::string::npos)
+        << e.what();
+  }
+}
+
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   if (argc > 1) g_dir = argv[1];

@@ -5,6 +5,8 @@
 #include <atomic>
 #include <cmath>
 #include <limits>
+#include <sstream>
+#include <utility>
 
 #include "handles.h"
 #include "library.h"
@@ -379,6 +381,62 @@ void EvoGrad::accumulate_hypergradient(const Candidates& candidates,
       hg = total;
     }
   }
+}
+
+namespace {
+
+// The options a checkpoint records, by name, in Python's state_dict spelling.
+std::vector<std::pair<std::string, c10::IValue>> option_values(const EvoGrad& e) {
+  const auto& o = e.options();
+  int64_t params = 0, hyper = 0;
+  for (const auto& p : e.params()) params += p.numel();
+  for (const auto& h : e.hyperparams()) hyper += h.numel();
+  return {{"population", o.population},
+          {"sigma", o.sigma},
+          {"temperature", o.temperature},
+          {"noise", o.noise},
+          {"antithetic", o.antithetic},
+          {"seed_schedule", o.seed_schedule},
+          {"scale", o.scale},
+          {"inner_lr", o.inner_lr.has_value() ? c10::IValue(*o.inner_lr) : c10::IValue()},
+          {"nonfinite", o.nonfinite},
+          {"common_random_numbers", o.common_random_numbers},
+          {"parameter_elements", params},
+          {"hyperparameter_elements", hyper}};
+}
+
+}  // namespace
+
+void EvoGrad::save(torch::serialize::OutputArchive& archive) const {
+  archive.write("format", c10::IValue(int64_t{1}));
+  archive.write("seed", c10::IValue(seed_));
+  archive.write("steps_taken", c10::IValue(step_));
+  for (const auto& kv : option_values(*this)) archive.write("option_" + kv.first, kv.second);
+}
+
+void EvoGrad::load(torch::serialize::InputArchive& archive) {
+  c10::IValue format, seed, steps;
+  TORCH_CHECK_VALUE(archive.try_read("format", format) && format.isInt() && format.toInt() == 1,
+                    "evograd: not an EvoGrad checkpoint (no format 1)");
+  std::string diff;
+  for (const auto& kv : option_values(*this)) {
+    c10::IValue saved;
+    TORCH_CHECK_VALUE(archive.try_read("option_" + kv.first, saved),
+                      "evograd: the checkpoint has no option ", kv.first);
+    if (!(saved == kv.second)) {
+      std::ostringstream s;
+      s << (diff.empty() ? "" : "; ") << kv.first << ": saved " << saved << ", here "
+        << kv.second;
+      diff += s.str();
+    }
+  }
+  TORCH_CHECK_VALUE(diff.empty(), "evograd: the saved EvoGrad had other options: ", diff);
+  archive.read("seed", seed);
+  archive.read("steps_taken", steps);
+  TORCH_CHECK_VALUE(seed.isInt() && steps.isInt() && steps.toInt() >= 0,
+                    "evograd: a checkpoint needs an int seed and a non-negative steps_taken");
+  seed_ = seed.toInt();
+  step_ = steps.toInt();
 }
 
 StepResult EvoGrad::step(const LossFn& train_loss, const LossFn& val_loss) {
