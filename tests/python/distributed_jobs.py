@@ -181,6 +181,18 @@ def job_failures(rank, world):
         # Still usable afterwards: a clean step goes through on every rank.
         meta.step(lambda: train_loss(model, hyper, x, y), lambda: val_loss(model, hyper, xv, yv))
     out["restored"] = all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+
+    # A replica that drifted by one ulp in one weight: caught before the step.
+    meta = evograd.EvoGrad(model, hyper, parallel="data", check_replicas=True, seed=3)
+    if rank == 1:
+        with torch.no_grad():
+            w = model[0].weight
+            w[0, 0] = torch.nextafter(w[0, 0], torch.tensor(2.0, dtype=w.dtype))
+    try:
+        meta.step(lambda: train_loss(model, hyper, x, y), lambda: val_loss(model, hyper, xv, yv))
+        out["drift"] = "no error"
+    except RuntimeError as e:
+        out["drift"] = f"{type(e).__name__}: {e}"
     return out
 
 

@@ -113,6 +113,8 @@ def test_errors_on_one_rank_reach_every_rank(tmp_path):
     # candidate-parallel, rank 0's validation closure raised
     assert r0["candidates"] == "RuntimeError: closure failed on purpose"
     assert r1["candidates"].startswith("PeerFailed")
+    for got in (r0, r1):  # check_replicas: one weight one ulp apart on rank 1
+        assert "replicas have drifted apart" in got["drift"]
 
 
 def _launch(world, tmp, name, extra):

@@ -223,15 +223,20 @@ def agree(collectives: Collectives, fields: Dict[str, float], own: Optional[Base
                              "must build EvoGrad with the same options and tensors")
 
 
+_BITS = {8: torch.int64, 4: torch.int32, 2: torch.int16}
+
+
 def fingerprint(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Two float64 numbers per list that differ when any element does (in
-    practice): the sum and a position-weighted sum of the values."""
-    s = torch.zeros(2, dtype=torch.float64)
+    """Two int64 numbers that change when any element's bits do: the sum of
+    the elements' bit patterns, and their sum weighted by 2i + 1 (both
+    wrapping mod 2^64). One element changed by one ulp changes the first."""
+    s = torch.zeros(2, dtype=torch.int64)
     offset = 0
     with torch.no_grad():
         for t in tensors:
-            v = t.detach().reshape(-1).to(torch.float64).cpu()
-            w = torch.arange(offset + 1, offset + 1 + v.numel(), dtype=torch.float64)
-            s += torch.stack([v.sum(), (v * w.sqrt()).sum()])
+            v = t.detach().contiguous().reshape(-1).cpu()
+            bits = v.view(_BITS[v.element_size()]).to(torch.int64)
+            weight = torch.arange(offset, offset + v.numel(), dtype=torch.int64) * 2 + 1
+            s += torch.stack([bits.sum(), (bits * weight).sum()])
             offset += v.numel()
     return s

@@ -237,7 +237,8 @@ class EvoGrad:
         process_group: the group to use with ``parallel`` (default: the world).
         check_replicas: with ``parallel``, each step first compares a
             fingerprint of the parameters and hyperparameters across ranks
-            (one gather of 4 values) and raises if replicas have drifted apart.
+            (one gather of 4 int64 values: the exact bits, not a float sum) and
+            raises if replicas have drifted apart.
     """
 
     def __init__(self, params: TensorsLike, hyperparams: TensorsLike, population: int = 2,
