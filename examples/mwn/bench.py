@@ -43,6 +43,9 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="timed iterations per process (median)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--replot", action="store_true", help="redraw the plots from OUT/mwn_bench.json")
+    p.add_argument("--ranks", type=int, default=0,
+                   help="instead: T1-T2 vs EvoGrad under DDP on this many processes (gloo on CPU, "
+                        "NCCL on CUDA), time and bytes sent per meta-step (see ranks.py)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -133,8 +136,35 @@ def plot(results, out, device_label):
     fig.savefig(out / "population_hyper.png", dpi=130)
 
 
+def main_ranks(args, argv):
+    import torch
+    from tqdm import tqdm
+
+    import ranks
+
+    batch = args.batch_size or (100 if args.device.startswith("cuda") else 16)
+    rows = []
+    for cfg in tqdm([dict(device=args.device, batch_size=batch, width=w, hidden=100,
+                          population=2, warmup=args.warmup, repeats=args.repeats, method=m)
+                     for w in args.widths for m in ranks.METHODS], desc=f"{args.ranks} ranks"):
+        rows.append(ranks.run(cfg, args.ranks))
+    meta = {"device": ab.device_label(args.device), "torch": torch.__version__,
+            "batch_size_per_rank": batch, "ranks": args.ranks, "date": time.strftime("%Y-%m-%d"),
+            "command": " ".join([os.path.relpath(__file__)] + (argv or sys.argv[1:]))}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "mwn_ranks.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    report = (f"# MWN meta-step under DDP, {args.ranks} ranks: {meta['device']}, torch "
+              f"{meta['torch']}, batch {batch} per rank, {meta['date']}\n\n" + ranks.table(rows))
+    (args.out / "mwn_ranks.md").write_text(report + "\n")
+    print(report)
+    ranks.plot(rows, args.out / "mwn_ranks.png")
+    print("wrote", args.out / "mwn_ranks.json", args.out / "mwn_ranks.png")
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.ranks:
+        return main_ranks(args, argv)
     if ab.other_mode(args, worker, lambda saved: plot(saved, args.out, saved["meta"]["device"]),
                      args.out / "mwn_bench.json"):
         return

@@ -1,0 +1,236 @@
+"""Meta-Weight-Net under DistributedDataParallel on N ranks: time and bytes
+sent per meta-step, EvoGrad (parallel="data") against an exact T1-T2.
+
+T1-T2 under data parallelism: the one-step unrolled model must take the
+mean of the ranks' training gradients (what a DDP update would apply), and
+the hypergradient differentiates through that mean. DDP cannot do this
+(its all-reduce runs in backward hooks and is not differentiable, so
+`create_graph=True` through a DDP backward gives each rank only its own
+gradient). The official MWN code, which builds the unrolled step on a
+separate meta model with `torch.autograd.grad(..., create_graph=True)`,
+would have to all-reduce that P-sized inner gradient with a differentiable
+collective, as done here (`_MeanOverRanks`), and the hypergradient's
+backward then all-reduces another P-sized tensor, plus the N-element
+lambda-gradient. EvoGrad sends K + K + N values (plus three flags).
+
+Bytes are the payloads this process hands to collectives per meta-step,
+counted in the wrappers the meta-steps call (EvoGrad's own counter;
+`_MeanOverRanks` for T1-T2). The ordinary DDP update that follows each
+meta-step is the same for both methods and reported separately.
+
+    .venv/bin/python examples/mwn/bench.py --ranks 2 --out results/mwn_ranks
+"""
+import os
+import socket
+import sys
+import time
+from datetime import timedelta
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+METHODS = ("t1t2", "evograd")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _mean_over_ranks():
+    import torch
+    import torch.distributed as dist
+
+    class MeanOverRanks(torch.autograd.Function):
+        """all-reduce mean, differentiable (its backward is another), with
+        the payload bytes of both directions counted."""
+        sent = 0
+
+        @staticmethod
+        def forward(ctx, x):
+            y = x.clone()
+            MeanOverRanks.sent += y.numel() * y.element_size()
+            dist.all_reduce(y)
+            return y / dist.get_world_size()
+
+        @staticmethod
+        def backward(ctx, g):
+            g = g.contiguous().clone()
+            MeanOverRanks.sent += g.numel() * g.element_size()
+            dist.all_reduce(g)
+            return g / dist.get_world_size()
+
+    return MeanOverRanks
+
+
+def _worker(rank, world, port, cfg, out_dir):
+    import torch
+    import torch.distributed as dist
+    from torch import nn
+    from torch.nn import functional as F
+
+    import data
+    import evograd
+    from methods import weighted_loss
+    from models import ResNet32, WeightingNet, count
+
+    try:
+        from torch.func import functional_call
+    except ImportError:  # PyTorch 1.13
+        from torch.nn.utils.stateless import functional_call
+
+    torch.set_num_threads(1)
+    device = torch.device(cfg["device"])
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(rank)
+        device = torch.device("cuda", rank)
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world, timeout=timedelta(seconds=300))
+    MeanOverRanks = _mean_over_ranks()
+
+    torch.manual_seed(0)
+    images, labels = data.load_split("t10k")
+    noisy, _ = data.uniform_noise(labels, 0.4, seed=0)
+    B = cfg["batch_size"]  # per rank
+    lo = rank * 2 * B
+    x, y = data.to_input(images[lo:lo + B]).to(device), noisy[lo:lo + B].to(device)
+    xm, ym = data.to_input(images[lo + B:lo + 2 * B]).to(device), labels[lo + B:lo + 2 * B].to(device)
+    model = ResNet32(width=cfg["width"]).to(device)
+    ddp = nn.parallel.DistributedDataParallel(model)
+    vnet = WeightingNet(cfg["hidden"]).to(device)
+    ddp_bytes = {"n": 0}
+
+    def counting_hook(state, bucket):
+        t = bucket.buffer()
+        state["n"] += t.numel() * t.element_size()
+        t.div_(dist.get_world_size())
+        return dist.all_reduce(t, async_op=True).get_future().then(lambda f: f.value()[0])
+
+    ddp.register_comm_hook(ddp_bytes, counting_hook)
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
+    names = [n for n, _ in model.named_parameters()]
+    params = list(model.parameters())
+
+    def functional(Q, inp):
+        state = dict(zip(names, Q))
+        state.update({n: b.clone() for n, b in model.named_buffers()})
+        return functional_call(model, state, (inp,))
+
+    method = cfg["method"]
+    if method == "evograd":
+        meta = evograd.EvoGrad(ddp, vnet, population=cfg["population"], sigma=1e-3,
+                               temperature=0.05, seed=0, scale="t1t2", inner_lr=0.1,
+                               parallel="data")
+
+    def meta_step():
+        """One meta-step; returns the payload bytes it handed to collectives."""
+        for p in vnet.parameters():
+            p.grad = None
+        if method == "evograd":
+            before = meta._par.collectives.bytes_sent
+            meta.step(lambda: weighted_loss(ddp(x), y, vnet), lambda: F.cross_entropy(ddp(xm), ym))
+            return meta._par.collectives.bytes_sent - before
+        before = MeanOverRanks.sent
+        train = weighted_loss(functional(params, x), y, vnet)
+        local = torch.autograd.grad(train, params, create_graph=True)
+        mean = MeanOverRanks.apply(torch.cat([g.reshape(-1) for g in local]))
+        fast, offset = [], 0
+        for p in params:
+            fast.append(p - 0.1 * mean[offset:offset + p.numel()].view_as(p))
+            offset += p.numel()
+        val = F.cross_entropy(functional(fast, xm), ym)
+        grads = torch.autograd.grad(val, list(vnet.parameters()))
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        sent = flat.numel() * flat.element_size()
+        dist.all_reduce(flat)
+        flat /= world
+        offset = 0
+        for p in vnet.parameters():
+            p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
+            offset += p.numel()
+        return MeanOverRanks.sent - before + sent
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        dist.barrier()
+
+    times, sent, update_bytes = [], [], []
+    for i in range(cfg["warmup"] + cfg["repeats"]):
+        sync()
+        t0 = time.perf_counter()
+        b = meta_step()
+        sync()
+        dt = time.perf_counter() - t0
+        before = ddp_bytes["n"]
+        opt.zero_grad()
+        F.cross_entropy(ddp(x), y).backward()  # the ordinary DDP update
+        opt.step()
+        if i >= cfg["warmup"]:
+            times.append(dt)
+            sent.append(b)
+            update_bytes.append(ddp_bytes["n"] - before)
+    # The slowest rank sets the pace: gather each rank's median.
+    t = torch.tensor([sorted(times)[len(times) // 2]], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    result = {**cfg, "ranks": world, "median_s": t.item(), "bytes_per_meta_step": max(sent),
+              "ddp_update_bytes": max(update_bytes), "params": count(model),
+              "hyperparams": count(vnet)}
+    if rank == 0:
+        torch.save(result, os.path.join(out_dir, "result.pt"))
+    dist.destroy_process_group()
+
+
+def run(cfg, ranks):
+    """One (method, setting) on `ranks` spawned processes; rank 0's result."""
+    import tempfile
+
+    import torch
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mp.start_processes(_worker, args=(ranks, _free_port(), cfg, tmp), nprocs=ranks,
+                           start_method="spawn")
+        return torch.load(os.path.join(tmp, "result.pt"))
+
+
+def table(rows):
+    lines = ["| ranks | method | params | time per meta-step | bytes sent per meta-step "
+             "(per rank) | DDP update bytes (both methods) |",
+             "|---:|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['ranks']} | {r['method']} | {r['params'] / 1e6:.2f}M | "
+                     f"{r['median_s']:.3f} s | {r['bytes_per_meta_step']:,} | "
+                     f"{r['ddp_update_bytes']:,} |")
+    return "\n".join(lines)
+
+
+def plot(rows, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    colors = {"t1t2": "tab:red", "evograd": "tab:green"}
+    labels = {"t1t2": "T1-T2 (exact, differentiable all-reduce)", "evograd": "EvoGrad, parallel='data'"}
+    for m in METHODS:
+        pts = sorted((r["params"] / 1e6, r["bytes_per_meta_step"], r["median_s"])
+                     for r in rows if r["method"] == m)
+        if not pts:
+            continue
+        axes[0].plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=colors[m], label=labels[m])
+        axes[1].plot([p[0] for p in pts], [p[2] for p in pts], "o-", color=colors[m], label=labels[m])
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("bytes sent per meta-step, per rank (log)")
+    axes[1].set_ylabel("time per meta-step (s)")
+    for ax in axes:
+        ax.set_xlabel("model parameters (millions)")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    ranks = rows[0]["ranks"]
+    fig.suptitle(f"Meta-Weight-Net meta-step under DDP, {ranks} ranks")
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
