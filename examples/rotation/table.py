@@ -14,6 +14,7 @@ default), so an interrupted table resumes where it stopped.
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -41,7 +42,7 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--out", type=Path, default=Path("results/rotation"))
     p.add_argument("--cache", type=Path, default=Path("results/local/rotation/runs"))
-    p.add_argument("--replot", action="store_true", help="only rewrite the table and plot from --out's JSON")
+    p.add_argument("--replot", action="store_true", help="no runs: rewrite the table, JSON and plot from --out's JSON")
     p.add_argument("train_args", nargs="*", help="after --: passed to every train.py run (e.g. -- --iterations 400)")
     return p.parse_args(argv)
 
@@ -139,8 +140,11 @@ def plot(runs, summary, angles, path):
             ax.axhline(0.0, color=COLOURS["baseline"], ls=":", lw=1.4,
                        label=f"baseline λ=0 (acc {row['baseline']['accuracy_mean']:.1f}%)")
         ax.set_xlim(0, n - 1)
-        lo, hi = min(0.0, angle), max(0.0, angle)
-        ax.set_ylim(lo - 0.45 * max(hi - lo, 20) - 5, hi + 0.45 * max(hi - lo, 20) + 5)
+        seen = [v for r in runs if r["true_angle"] == angle for v in r["angle_trajectory"]]
+        lo, hi = min(seen + [0.0, angle]), max(seen + [0.0, angle])
+        pad = 0.12 * max(hi - lo, 20)
+        ax.set_ylim(lo - pad - (0.35 * max(hi - lo, 20) if angle > 0 else 0),  # room for the legend
+                    hi + pad + (0.35 * max(hi - lo, 20) if angle <= 0 else 0))
         ax.set_title(f"true angle {angle:+g}°")
         ax.set_xlabel("iteration (one model update + one meta-update)")
         ax.grid(alpha=0.3)
@@ -151,6 +155,20 @@ def plot(runs, summary, angles, path):
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
+
+
+def dumps(doc) -> str:
+    """Indented JSON with each list of numbers on one line."""
+    text = json.dumps(doc, indent=1)
+    return re.sub(r"\[\s*([-+0-9.eE,\s]+?)\s*\]", lambda m: "[" + ", ".join(m.group(1).split()).replace(",,", ",") + "]", text)
+
+
+def slim(run):
+    """A run as rotation.json keeps it: lambda's trajectory to 0.01 degree,
+    the per-step weight entropies only as their mean."""
+    out = {k: v for k, v in run.items() if k != "entropy_trajectory"}
+    out["angle_trajectory"] = [round(v, 2) for v in run["angle_trajectory"]]
+    return out
 
 
 def main(argv=None):
@@ -175,10 +193,8 @@ def main(argv=None):
     summary = summarise(runs, methods, angles)
     lines = table_lines(summary, settings, methods)
     (args.out / "table.md").write_text("\n".join(lines) + "\n")
-    if not args.replot:
-        slim = [{k: (([round(v, 3) for v in r[k]]) if k.endswith("trajectory") else r[k]) for k in r} for r in runs]
-        (args.out / "rotation.json").write_text(json.dumps(
-            {"settings": settings, "angles": angles, "summary": summary, "runs": slim}, indent=1))
+    (args.out / "rotation.json").write_text(dumps(
+        {"settings": settings, "angles": angles, "summary": summary, "runs": [slim(r) for r in runs]}))
     plot(runs, summary, angles, args.out / "angles.png")
     print("\n".join(lines))
 
