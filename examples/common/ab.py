@@ -60,3 +60,14 @@ def table(rows, key, title, methods, base):
                 cells.append(f"{cell:>20}")
             lines.append(f"{k:>12} | " + " | ".join(cells))
     return "\n".join(lines)
+
+
+def plot_vs_size(axes, rows, methods, y_keys, colors, labels):
+    """One line per method on each axis: y_keys[i] against the model's
+    parameter count (millions), for the rows of that method."""
+    for m in methods:
+        pts = sorted((r["params"] / 1e6, *(r[k] for k in y_keys)) for r in rows if r["method"] == m)
+        if not pts:
+            continue
+        for i, ax in enumerate(axes):
+            ax.plot([p[0] for p in pts], [p[i + 1] for p in pts], "o-", color=colors[m], label=labels[m])

@@ -99,13 +99,7 @@ def plot(results, out, device_label):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    rows = results["model_size"]
-    for m in METHOD_ORDER:
-        pts = sorted((r["params"] / 1e6, r["peak_mib"], r["median_s"]) for r in rows if r["method"] == m)
-        if not pts:
-            continue
-        axes[0].plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=COLORS[m], label=LABELS[m])
-        axes[1].plot([p[0] for p in pts], [p[2] for p in pts], "o-", color=COLORS[m], label=LABELS[m])
+    ab.plot_vs_size(axes, results["model_size"], METHOD_ORDER, ("peak_mib", "median_s"), COLORS, LABELS)
     axes[0].set_ylabel("peak memory per iteration (MiB)")
     axes[1].set_ylabel("time per iteration (s)")
     for ax in axes:

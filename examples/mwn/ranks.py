@@ -213,16 +213,12 @@ def plot(rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from common import ab
+
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     colors = {"t1t2": "tab:red", "evograd": "tab:green"}
     labels = {"t1t2": "T1-T2 (exact, differentiable all-reduce)", "evograd": "EvoGrad, parallel='data'"}
-    for m in METHODS:
-        pts = sorted((r["params"] / 1e6, r["bytes_per_meta_step"], r["median_s"])
-                     for r in rows if r["method"] == m)
-        if not pts:
-            continue
-        axes[0].plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=colors[m], label=labels[m])
-        axes[1].plot([p[0] for p in pts], [p[2] for p in pts], "o-", color=colors[m], label=labels[m])
+    ab.plot_vs_size(axes, rows, METHODS, ("bytes_per_meta_step", "median_s"), colors, labels)
     axes[0].set_yscale("log")
     axes[0].set_ylabel("bytes sent per meta-step, per rank (log)")
     axes[1].set_ylabel("time per meta-step (s)")

@@ -73,6 +73,22 @@ def one_step(model, hyper, batches, **options):
     return grad, r, meta
 
 
+def meta_update(meta, net, hyper, hopt, x, y, xv, yv):
+    """The meta-step and the meta-optimiser's step."""
+    hopt.zero_grad()
+    meta.step(lambda: train_loss(net, hyper, x, y), lambda: val_loss(net, hyper, xv, yv))
+    hopt.step()
+
+
+def model_update(net, hyper, opt, x, y):
+    """The ordinary update of the model, with the learned class weighting."""
+    opt.zero_grad()
+    with torch.no_grad():
+        w = torch.softmax(hyper.class_logits, 0) * CLASSES
+    (w[y] * F.cross_entropy(net(x), y, reduction="none")).mean().backward()
+    opt.step()
+
+
 # ---- jobs run under spawn: job(rank, world) -> a picklable result -------------
 
 def job_data_step(rank, world):
@@ -130,16 +146,10 @@ def job_ddp_training(rank, world, iterations=20):
     for it in range(iterations):
         (x, y), (xv, yv) = make_data(8 * world, 100 + it), make_data(4 * world, 200 + it)
         x, y, xv, yv = (shard(t, rank, world) for t in (x, y, xv, yv))
-        hopt.zero_grad()
         calls = hook["calls"]
-        meta.step(lambda: train_loss(ddp, hyper, x, y), lambda: val_loss(ddp, hyper, xv, yv))
+        meta_update(meta, ddp, hyper, hopt, x, y, xv, yv)
         meta_calls.append(hook["calls"] - calls)
-        hopt.step()
-        opt.zero_grad()
-        with torch.no_grad():
-            w = torch.softmax(hyper.class_logits, 0) * CLASSES
-        (w[y] * F.cross_entropy(ddp(x), y, reduction="none")).mean().backward()
-        opt.step()
+        model_update(ddp, hyper, opt, x, y)
     return {"params": [p.detach().clone() for p in model.parameters()],
             "hyper": [h.detach().clone() for h in hyper.parameters()],
             "meta_step_ddp_calls": meta_calls, "ddp_calls": hook["calls"]}
@@ -244,14 +254,8 @@ def training_run(args):
         (x, y), (xv, yv) = make_data(8 * world, 100 + it), make_data(4 * world, 200 + it)
         x, y, xv, yv = (shard(t, rank, world) for t in (x, y, xv, yv))
         x = F.dropout(x, 0.1)  # draws from torch's generator: its state is checkpointed
-        hopt.zero_grad()
-        meta.step(lambda: train_loss(net, hyper, x, y), lambda: val_loss(net, hyper, xv, yv))
-        hopt.step()
-        opt.zero_grad()
-        with torch.no_grad():
-            w = torch.softmax(hyper.class_logits, 0) * CLASSES
-        (w[y] * F.cross_entropy(net(x), y, reduction="none")).mean().backward()
-        opt.step()
+        meta_update(meta, net, hyper, hopt, x, y, xv, yv)
+        model_update(net, hyper, opt, x, y)
         if (it + 1) % args.every == 0:
             tmp = ckpt.with_suffix(".tmp")
             torch.save({"model": model.state_dict(), "hyper": hyper.state_dict(),
