@@ -16,6 +16,8 @@ except ImportError:  # PyTorch 1.13
     from torch.nn.utils.stateless import functional_call
 
 METHODS = ("baseline", "t1t2", "evograd", "evograd-reference")
+# What V sees in the meta-step's training loss (see MWNTrainer):
+VNET_INPUTS = ("own", "fixed", "through")
 
 
 def weighted_loss(logits, targets, vnet):
@@ -29,9 +31,21 @@ class MWNTrainer:
     def __init__(self, model, vnet, method, lr=0.1, momentum=0.9, weight_decay=5e-4,
                  vnet_lr=1e-3, vnet_weight_decay=1e-4, population=2, sigma=1e-3,
                  temperature=0.05, noise="sign", seed=0, scale="t1t2",
-                 seed_schedule="mixed"):
+                 seed_schedule="mixed", vnet_input="own"):
+        """vnet_input, what the weighting net is fed in the meta-step's training loss:
+        'own' (the official code, and the default): the losses at the parameters
+        being evaluated, detached; T1-T2 then differentiates only the cost
+        factor, while each EvoGrad candidate's V sees that candidate's own
+        losses, so EvoGrad's finite difference also goes through V's input.
+        'fixed': the current parameters' losses, as constants: the same as
+        'own' for T1-T2, and for EvoGrad the part T1-T2's detach leaves.
+        'through': not detached: T1-T2 also differentiates through V's input
+        (what EvoGrad's 'own' estimates)."""
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+        if vnet_input not in VNET_INPUTS:
+            raise ValueError(f"unknown vnet_input {vnet_input!r}; choose from {VNET_INPUTS}")
+        self.vnet_input = vnet_input
         self.model, self.vnet, self.method = model, vnet, method
         self.opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
                                    weight_decay=weight_decay)
@@ -63,18 +77,30 @@ class MWNTrainer:
         state.update({n: b.clone() for n, b in self.model.named_buffers()})
         return functional_call(self.model, state, (x,))
 
+    def _train_loss(self, logits, y, cost0):
+        """The meta-step's weighted training loss, V fed as vnet_input says."""
+        if self.vnet_input == "own":
+            return weighted_loss(logits, y, self.vnet)
+        cost = F.cross_entropy(logits, y, reduction="none").reshape(-1, 1)
+        v = self.vnet(cost0 if self.vnet_input == "fixed" else cost)
+        return (cost * v).sum() / len(cost)
+
     def meta_update(self, x, y, xm, ym):
         """The block MWN's official script does with T1-T2. Returns the meta loss."""
         vparams = list(self.vnet.parameters())
         self.vopt.zero_grad()
+        cost0 = None
+        if self.vnet_input == "fixed":
+            with torch.no_grad():
+                cost0 = F.cross_entropy(self.model(x), y, reduction="none").reshape(-1, 1)
         if self.method == "evograd":
             # --- the EvoGrad swap: one call instead of the T1-T2 block ---
-            result = self.meta.step(lambda: weighted_loss(self.model(x), y, self.vnet),
+            result = self.meta.step(lambda: self._train_loss(self.model(x), y, cost0),
                                     lambda: F.cross_entropy(self.model(xm), ym))
             val = result.val_loss
         else:
             params = list(self.model.parameters())
-            train_fn = lambda Q: weighted_loss(self._functional(Q, x), y, self.vnet)
+            train_fn = lambda Q: self._train_loss(self._functional(Q, x), y, cost0)
             val_fn = lambda Q: F.cross_entropy(self._functional(Q, xm), ym)
             if self.method == "t1t2":
                 val = baselines.t1t2_step(params, vparams, train_fn, val_fn, lr=self.lr).item()

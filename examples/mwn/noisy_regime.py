@@ -40,6 +40,35 @@ from common.grid import mean_sd  # noqa: E402
 METHODS = ("baseline", "t1t2", "evograd")
 LABELS = {"baseline": "baseline", "t1t2": "MWN, T1-T2", "evograd": "MWN, EvoGrad"}
 COLOURS = {"baseline": "tab:gray", "t1t2": "tab:blue", "evograd": "tab:red"}
+EXTRA_COLOURS = ["tab:orange", "tab:purple", "tab:brown", "tab:olive"]
+
+
+def variant_name(method, population=2, vnet_input="own"):
+    """A table row: the method, with EvoGrad's population when not the default
+    K=2 and the weighting net's input when not the official one, e.g.
+    'evograd-K8-fixed' (investigation runs)."""
+    name = method
+    if method == "evograd" and population not in (None, 2):
+        name += f"-K{population}"
+    if vnet_input not in (None, "own"):
+        name += f"-{vnet_input}"
+    return name
+
+
+def variant(r):
+    return variant_name(r["method"], r.get("population"), r.get("vnet_input"))
+
+
+def label(v):
+    if v in LABELS:
+        return LABELS[v]
+    method, *rest = v.split("-")
+    words = {"fixed": "V fed the current losses", "through": "V's input not detached"}
+    return ", ".join([LABELS[method]] + [f"K={x[1:]}" if x.startswith("K") else words[x] for x in rest])
+
+
+def colour(v, order):
+    return COLOURS.get(v) or EXTRA_COLOURS[order.index(v) % len(EXTRA_COLOURS)]
 
 # The selection rule, fixed before the pilot ran and applied to the pilot's
 # baseline runs only (no MWN run is looked at):
@@ -188,7 +217,8 @@ def chosen_setting(args):
 
 def table(args):
     size, epochs = chosen_setting(args)
-    grid = [(f"{method}_noise{round(100 * rate)}_seed{seed}",
+    grid = [(f"{variant_name(method, args.population, args.vnet_input if method != 'baseline' else 'own')}"
+             f"_noise{round(100 * rate)}_seed{seed}",
              common_argv(args, size, epochs, rate, seed, method) + extra_argv(args, method))
             for rate in args.noise_rates for seed in args.seeds for method in args.methods]
     runs = run_all(grid, args.out / "runs", "table runs")
@@ -196,7 +226,8 @@ def table(args):
 
 
 def extra_argv(args, method):
-    return ["--scale", args.scale] if method == "evograd" else []
+    out = ["--scale", args.scale, "--population", str(args.population)] if method == "evograd" else []
+    return out + (["--vnet-input", args.vnet_input] if method != "baseline" else [])
 
 
 def load_runs(args):
@@ -223,7 +254,8 @@ def report(args, runs=None):
     if not runs:
         raise SystemExit(f"no runs under {args.out / 'runs'}")
     rates = sorted({r["noise_rate"] for r in runs}, reverse=True)
-    methods = [m for m in METHODS if any(r["method"] == m for r in runs)]
+    methods = [m for m in METHODS if any(variant(r) == m for r in runs)]
+    methods += sorted({variant(r) for r in runs} - set(methods))
     r0 = runs[0]
     epochs = r0["iterations"] * r0["batch_size"] // r0["train_size"]
     seeds = sorted({r["seed"] for r in runs})
@@ -244,11 +276,11 @@ def report(args, runs=None):
                   "| method | final | best | s/iteration | V corrupted | V clean | corrupted share "
                   "| memorised | runs |", "|---|---|---|---|---|---|---|---|---|"]
         for m in methods:
-            rs = [r for r in runs if r["method"] == m and r["noise_rate"] == rate]
+            rs = [r for r in runs if variant(r) == m and r["noise_rate"] == rate]
             if not rs:
                 continue
             lines.append(
-                f"| {LABELS[m]} | {fmt([r['test_accuracy'] for r in rs], 100)} "
+                f"| {label(m)} | {fmt([r['test_accuracy'] for r in rs], 100)} "
                 f"| {fmt([r['best_test_accuracy'] for r in rs], 100)} "
                 f"| {fmt([r['median_iteration_s'] for r in rs], 1, 4)} "
                 f"| {fmt([late(r['curve'], 'v_corrupted') for r in rs], 1, 3)} "
@@ -261,14 +293,19 @@ def report(args, runs=None):
               "s/iteration: median over a run's iterations (meta-step and classifier update, no "
               "evaluation), mean ± std over seeds; one torch thread on a 2-core CPU shared with "
               "another job, so absolute times are indicative, ratios less so."]
+    for m in methods:
+        if m not in METHODS:
+            lines.append(f"{label(m)}: an investigation run after the three methods' table, same "
+                         f"setting otherwise (see the notes below the table).")
     (args.out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot_curves(runs, rates, methods, args.out / "curves.png")
     plot_weighting(runs, rates, methods, args.out / "weighting.png")
 
 
-def _band(ax, runs, key, colour, label, scale=1.0, ls="-"):
-    """Mean ± std over runs of curve[key] against epoch."""
+def _band(ax, runs, key, colour, label, scale=1.0, ls="-", seeds=True):
+    """Mean ± std over runs of curve[key] against epoch, and each run thinly
+    (three seeds that disagree are better seen than averaged)."""
     import numpy as np
     rs = [r for r in runs if r["curve"][0][key] is not None]
     if not rs:
@@ -278,8 +315,11 @@ def _band(ax, runs, key, colour, label, scale=1.0, ls="-"):
     ep = np.array([e["iteration"] for e in r0["curve"][:n]]) * r0["batch_size"] / r0["train_size"]
     ys = np.array([[scale * e[key] for e in r["curve"][:n]] for r in rs])
     mean, sd = ys.mean(0), (ys.std(0, ddof=1) if len(rs) > 1 else np.zeros(n))
-    ax.plot(ep, mean, color=colour, ls=ls, lw=1.5, label=label)
-    ax.fill_between(ep, mean - sd, mean + sd, color=colour, alpha=0.2, lw=0)
+    ax.plot(ep, mean, color=colour, ls=ls, lw=1.8, label=label)
+    ax.fill_between(ep, mean - sd, mean + sd, color=colour, alpha=0.15, lw=0)
+    if seeds and len(rs) > 1:
+        for y in ys:
+            ax.plot(ep, y, color=colour, ls=ls, lw=0.6, alpha=0.6)
 
 
 def plot_curves(runs, rates, methods, path):
@@ -289,10 +329,10 @@ def plot_curves(runs, rates, methods, path):
     fig, axes = plt.subplots(2, len(rates), figsize=(5.5 * len(rates), 7), squeeze=False, sharex=True)
     for j, rate in enumerate(rates):
         for m in methods:
-            rs = [r for r in runs if r["method"] == m and r["noise_rate"] == rate]
+            rs = [r for r in runs if variant(r) == m and r["noise_rate"] == rate]
             if rs:
-                _band(axes[0][j], rs, "test_accuracy", COLOURS[m], f"{LABELS[m]} ({len(rs)} seeds)", 100)
-                _band(axes[1][j], rs, "fit_corrupted", COLOURS[m], LABELS[m], 100)
+                _band(axes[0][j], rs, "test_accuracy", colour(m, methods), f"{label(m)} ({len(rs)} seeds)", 100)
+                _band(axes[1][j], rs, "fit_corrupted", colour(m, methods), label(m), 100)
         axes[0][j].set_title(f"{100 * rate:.0f}% uniform label noise")
         axes[0][j].set_ylabel("test accuracy (%)")
         axes[1][j].set_ylabel("corrupted training labels\npredicted as given (%)")
@@ -307,6 +347,9 @@ def plot_curves(runs, rates, methods, path):
 
 
 def plot_weighting(runs, rates, methods, path):
+    """Per noise rate: V(loss) at the end of training, each seed (left); then,
+    one panel per meta-learning method, mean V on clean (solid) and corrupted
+    (dashed) examples over training, each seed."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -314,42 +357,35 @@ def plot_weighting(runs, rates, methods, path):
     meta = [m for m in methods if m != "baseline"]
     if not meta:
         return
-    fig, axes = plt.subplots(len(rates), 2, figsize=(11, 3.8 * len(rates)), squeeze=False)
+    fig, axes = plt.subplots(len(rates), 1 + len(meta), figsize=(5 * (1 + len(meta)), 3.9 * len(rates)),
+                             squeeze=False)
     for i, rate in enumerate(rates):
         ax = axes[i][0]
+        grid = np.array(runs[0]["loss_grid"])
         for m in meta:
-            rs = [r for r in runs if r["method"] == m and r["noise_rate"] == rate and r["weighting_function"]]
-            if not rs:
-                continue
-            grid = np.array(rs[0]["loss_grid"])
-            ws = np.array([r["weighting_function"] for r in rs])
-            mean = ws.mean(0)
-            sd = ws.std(0, ddof=1) if len(rs) > 1 else np.zeros_like(mean)
-            ax.plot(grid, mean, color=COLOURS[m], lw=1.8, label=f"{LABELS[m]}, end of training")
-            ax.fill_between(grid, mean - sd, mean + sd, color=COLOURS[m], alpha=0.2, lw=0)
-            # where the two kinds of example sit on the loss axis, near the end
-            for key, ls in (("loss_clean", ":"), ("loss_corrupted", "--")):
-                x = statistics.mean(late(r["curve"], key) for r in rs)
-                ax.axvline(x, color=COLOURS[m], ls=ls, lw=1)
-        ax.plot([], [], color="k", ls=":", lw=1, label="mean loss, clean (last 10%)")
-        ax.plot([], [], color="k", ls="--", lw=1, label="mean loss, corrupted (last 10%)")
+            rs = [r for r in runs if variant(r) == m and r["noise_rate"] == rate and r["weighting_function"]]
+            for k, r in enumerate(rs):
+                ax.plot(grid, r["weighting_function"], color=colour(m, methods), lw=1.4,
+                        ls=["-", "--", ":", "-."][k % 4],
+                        label=f"{label(m)}, seed {r['seed']}")
         ax.set_xlabel("per-example training loss")
-        ax.set_ylabel("weight V(loss)")
+        ax.set_ylabel("weight V(loss), end of training")
         ax.set_title(f"learned weighting function, {100 * rate:.0f}% noise")
         ax.set_ylim(0, 1.02)
+        ax.set_xlim(grid[0], grid[-1])
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        ax = axes[i][1]
-        for m in meta:
-            rs = [r for r in runs if r["method"] == m and r["noise_rate"] == rate]
-            _band(ax, rs, "v_clean", COLOURS[m], f"{LABELS[m]}, clean", 1, "-")
-            _band(ax, rs, "v_corrupted", COLOURS[m], f"{LABELS[m]}, corrupted", 1, "--")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("mean weight V(loss)")
-        ax.set_title(f"weight on clean vs corrupted examples, {100 * rate:.0f}% noise")
-        ax.set_ylim(0, 1.02)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
+        for j, m in enumerate(meta, start=1):
+            ax = axes[i][j]
+            rs = [r for r in runs if variant(r) == m and r["noise_rate"] == rate]
+            _band(ax, rs, "v_clean", "tab:green", "clean examples (mean ± std over seeds)", 1, "-")
+            _band(ax, rs, "v_corrupted", "tab:red", "corrupted examples", 1, "--")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("mean weight V(loss) in the batch")
+            ax.set_title(f"{label(m)}: weight by label, {100 * rate:.0f}% noise", fontsize=10)
+            ax.set_ylim(0, 1.02)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -375,6 +411,10 @@ def parse_args(argv=None):
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--scale", choices=["t1t2", "none"], default="t1t2", help="EvoGrad's hypergradient scale")
+    p.add_argument("--population", type=int, default=2,
+                   help="EvoGrad K; other than 2, its runs are a row of their own (evograd-K<K>)")
+    p.add_argument("--vnet-input", choices=["own", "fixed", "through"], default="own",
+                   help="train.py --vnet-input for the MWN methods; other than 'own', a row of its own")
     p.add_argument("--quick", action="store_true", help="a tiny version (tests): few images, 2 epochs")
     args = p.parse_args(argv)
     if args.noise_rates is None:

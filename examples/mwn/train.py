@@ -28,7 +28,7 @@ from tqdm import tqdm  # noqa: E402
 import data  # noqa: E402
 from common.grid import run_and_report  # noqa: E402
 from common.measure import PeakMemory, median, timed  # noqa: E402
-from methods import METHODS, MWNTrainer  # noqa: E402
+from methods import METHODS, VNET_INPUTS, MWNTrainer  # noqa: E402
 from models import CLASSIFIERS, WeightingNet, classifier, count  # noqa: E402
 
 LOSS_GRID = [i / 10 for i in range(101)]  # per-example losses 0..10 at which V is recorded
@@ -53,6 +53,10 @@ def parse_args(argv=None):
     p.add_argument("--seed-schedule", choices=["mixed", "consecutive"], default="mixed",
                    help="EvoGrad's per-step seeds; 'consecutive' reproduces results recorded before 'mixed'")
     p.add_argument("--population", type=int, default=2, help="EvoGrad K")
+    p.add_argument("--vnet-input", choices=VNET_INPUTS, default="own",
+                   help="what V is fed in the meta-step's training loss: 'own' (official: the losses "
+                        "at the parameters evaluated, detached; an EvoGrad candidate's own), 'fixed' "
+                        "(the current parameters' losses, constant), 'through' (not detached)")
     p.add_argument("--sigma", type=float, default=1e-3, help="EvoGrad noise scale")
     p.add_argument("--temperature", type=float, default=0.05, help="EvoGrad softmax temperature")
     p.add_argument("--noise", choices=["sign", "gauss"], default="sign")
@@ -151,7 +155,8 @@ def run(args):
                          vnet_weight_decay=args.vnet_weight_decay,
                          population=args.population, sigma=args.sigma,
                          temperature=args.temperature, noise=args.noise, seed=args.seed,
-                         scale=args.scale, seed_schedule=args.seed_schedule)
+                         scale=args.scale, seed_schedule=args.seed_schedule,
+                         vnet_input=args.vnet_input)
     sched = torch.optim.lr_scheduler.MultiStepLR(
         trainer.opt, [int(0.8 * args.iterations), int(0.9 * args.iterations)], 0.1)
     batches = data.Batches(*ds["train"], args.batch_size, args.seed)
@@ -204,6 +209,8 @@ def run(args):
         "final_train_loss": sum(losses[-20:]) / max(len(losses[-20:]), 1),
         "device": str(device), "torch": torch.__version__,
         "scale": args.scale if args.method == "evograd" else None,
+        "population": args.population if args.method.startswith("evograd") else None,
+        "vnet_input": args.vnet_input if args.method != "baseline" else None,
         "seed_schedule": args.seed_schedule if args.method == "evograd" else None,
         "vnet_weight_decay": args.vnet_weight_decay,
         "median_grad_to_decay": median(trainer.grad_to_decay) if trainer.grad_to_decay else None,
