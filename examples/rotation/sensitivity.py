@@ -13,7 +13,7 @@ Shorter runs than table.py (one true angle, --iterations 200 by default),
     candidate copies and torch.func.functional_call, not the plugin), with
     a control run of the same plain code at the fixed tau = 0.05;
   * the ReLU/max-pool LeNet at sigma = 1e-3 and 1e-2 (tau = 0.05, K = 2);
-  * T1-T2 at the same settings, for reference.
+  * T1-T2 at the same settings (both LeNet flavours), for reference.
 
 Adam's eps on lambda is 1e-12 here (train.py: 1e-8): EvoGrad's own
 hypergradient scales as sigma^2 / tau, about 2e-8 at sigma = 1e-4 and
@@ -101,6 +101,7 @@ def configs():
         out.append(dict(group="ReLU LeNet", K=2, sigma=sigma, tau=0.05, model="relu"))
     out.append(dict(group="Adam eps 1e-8", K=2, sigma=1e-4, tau=0.5, meta_eps=1e-8))
     out.append(dict(group="T1-T2", method="t1t2"))
+    out.append(dict(group="T1-T2", method="t1t2", model="relu"))
     for c in out:
         c.setdefault("method", "evograd")
         c.setdefault("rule", "plugin")
@@ -112,14 +113,14 @@ def configs():
 def name(c):
     eps = "" if c["meta_eps"] == META_EPS else f"_eps{c['meta_eps']:g}"
     if c["method"] == "t1t2":
-        return "t1t2" + eps
+        return "t1t2" + ("" if c["model"] == "classic" else f"_{c['model']}") + eps
     tau = f"c{c['c']:g}spread" if c["rule"] == "spread" else f"tau{c['tau']:g}"
     return f"{c['rule']}_{c['model']}_K{c['K']}_sigma{c['sigma']:g}_{tau}{eps}"
 
 
 def label(c):
     if c["method"] == "t1t2":
-        return "T1-T2"
+        return "T1-T2" + ("" if c["model"] == "classic" else " (ReLU LeNet)")
     tau = f"τ={c['c']:g}·spread" if c["rule"] == "spread" else f"τ={c['tau']:g}"
     extra = {"plain": " (plain code)", "spread": " (plain code)"}.get(c["rule"], "")
     if c["meta_eps"] != META_EPS:
@@ -218,7 +219,7 @@ def plot(results, true_angle, path):
             ax_s.scatter(r["median_spread_over_tau"], r["abs_error_mean"], color=col, s=40,
                          marker={0.01: "v", 0.05: "o", 0.5: "^"}[r["tau"]])
     ax_a.axhline(true_angle, color="black", ls="--", lw=1.2, label=f"true angle {true_angle:+g}°")
-    t12 = [r for r in results if r["method"] == "t1t2"]
+    t12 = [r for r in results if r["method"] == "t1t2" and r["model"] == "classic"]
     if t12:
         ax_a.axhspan(t12[0]["angle_mean"] - t12[0]["angle_sd"], t12[0]["angle_mean"] + t12[0]["angle_sd"],
                      color="grey", alpha=0.2, label="T1-T2 (mean ± sd)")
@@ -237,6 +238,12 @@ def plot(results, true_angle, path):
     ax_s.set_ylabel("mean |λ − true angle| (degrees)")
     ax_s.set_title("error vs how sharp the softmax is (colours as above)")
     ax_s.grid(alpha=0.3)
+    ratio = next((r for r in grid if r["K"] == 2 and r["sigma"] == 1e-3 and r["tau"] == 0.01), None)
+    if ratio:
+        ax_s.text(0.02, 0.97, f"σ‖g‖₁/τ overstates the sharpness: at K=2, σ=1e-3, τ=0.01 it is "
+                  f"{ratio['sigma_l1_over_tau']:.0f},\nthe loss spread/τ {ratio['median_spread_over_tau']:.2f} "
+                  f"and the weight entropy {ratio['normalised_entropy']:.3f} of log K",
+                  transform=ax_s.transAxes, va="top", fontsize=8)
     others = [r for r in results if r["group"] in ("T1-T2", "plain control", "scale-free tau", "ReLU LeNet",
                                                    "Adam eps 1e-8")]
     ref = next((r for r in results if r["group"] == "tau x K (sigma 1e-3)" and r["K"] == 2
@@ -281,7 +288,7 @@ def main(argv=None):
     args.cache.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     grid = [(c, s) for c in configs() for s in args.seeds]
-    per_config, load = {}, [os.getloadavg()[0]]
+    per_config, load, computed = {}, [os.getloadavg()[0]], 0
     bar = tqdm(grid, desc="sensitivity runs", dynamic_ncols=True)
     for c, seed in bar:
         path = args.cache / f"{name(c)}_angle{args.angle:+g}_it{args.iterations}_seed{seed}.json"
@@ -291,12 +298,16 @@ def main(argv=None):
             r = summarise_run(one_run(c, seed, args), c)
             path.write_text(json.dumps(r))
             load.append(os.getloadavg()[0])
+            computed += 1
         per_config.setdefault(name(c), (c, []))[1].append(r)
         bar.set_postfix_str(f"{label(c)} s{seed}: λ={r['final_angle']:+.1f}°")
     results = [aggregate(c, runs, args.angle) for c, runs in per_config.values()]
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "cache", "replot")}
     settings.update(meta_eps=META_EPS, meta_lr=train.parse_args([]).meta_lr, batch_size=train.parse_args([]).batch_size,
-                    wall_s=time.time() - t0, load_average_samples=load, torch=torch.__version__)
+                    wall_s_this_invocation=time.time() - t0, runs_computed=computed, runs_read_from_cache=len(grid) - computed,
+                    load_average_samples=load, torch=torch.__version__)
+    settings["estimated_training_s_all_runs"] = sum(run["median_iteration_s"] * args.iterations
+                                                    for r in results for run in r["runs"])
     doc = {"settings": settings, "tau_invariance": tau_invariance(results), "results": results}
     (args.out / "sensitivity.json").write_text(dumps(doc))
     plot(results, args.angle, args.out / "sensitivity.png")
