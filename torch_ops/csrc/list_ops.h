@@ -13,7 +13,6 @@
 
 #include <torch/library.h>
 
-#include <type_traits>
 #include <vector>
 
 #include "lists.h"
