@@ -3,20 +3,24 @@
 memorises wrong labels (MLP 784-512-512-10), a training subset and enough
 epochs that the baseline's test accuracy peaks and then falls.
 
-Two steps, in this order:
+Steps, in this order:
 
   pilot   the baseline alone at 0/20/40% uniform noise for each candidate
           training-subset size; the setting is chosen from these runs alone
           by the rule in RULE (written into pilot.json), before any MWN run.
   table   baseline / MWN T1-T2 / MWN EvoGrad x seeds in the chosen setting:
-          table.md, curves.png, weighting.png, one JSON per run in runs/.
+          table.md, curves.png, weighting.png, one JSON per run in runs/;
+          rows other than the three (--population, --vnet-input) also go to
+          investigation_curves.png and investigation_weighting.png.
   report  table.md and the plots again from the JSON on disk.
+  timing  seconds per iteration of each method, interleaved rounds.
 
 Runs already on disk are read back, not repeated (delete a JSON to redo it).
 
     .venv/bin/python examples/mwn/noisy_regime.py pilot --threads 1
     .venv/bin/python examples/mwn/noisy_regime.py table --threads 1
     .venv/bin/python examples/mwn/noisy_regime.py table --threads 1 --noise-rates 0.4 0.2
+    .venv/bin/python examples/mwn/noisy_regime.py timing --threads 1
 
 --quick: a few iterations on a few hundred images (for the tests); writes
 under --out like the real thing, so give it another --out.
@@ -40,7 +44,8 @@ from common.grid import mean_sd  # noqa: E402
 METHODS = ("baseline", "t1t2", "evograd")
 LABELS = {"baseline": "baseline", "t1t2": "MWN, T1-T2", "evograd": "MWN, EvoGrad"}
 COLOURS = {"baseline": "tab:gray", "t1t2": "tab:blue", "evograd": "tab:red"}
-EXTRA_COLOURS = ["tab:orange", "tab:purple", "tab:brown", "tab:olive"]
+# investigation rows, by how they differ from the three
+VARIANT_COLOURS = (("through", "tab:purple"), ("K", "tab:olive"), ("fixed", "tab:orange"))
 
 
 def variant_name(method, population=2, vnet_input="own"):
@@ -67,8 +72,10 @@ def label(v):
     return ", ".join([LABELS[method]] + [f"K={x[1:]}" if x.startswith("K") else words[x] for x in rest])
 
 
-def colour(v, order):
-    return COLOURS.get(v) or EXTRA_COLOURS[order.index(v) % len(EXTRA_COLOURS)]
+def colour(v, order=None):
+    if v in COLOURS:
+        return COLOURS[v]
+    return next((c for key, c in VARIANT_COLOURS if f"-{key}" in v), "tab:brown")
 
 # The selection rule, fixed before the pilot ran and applied to the pilot's
 # baseline runs only (no MWN run is looked at):
@@ -221,8 +228,8 @@ def table(args):
              f"_noise{round(100 * rate)}_seed{seed}",
              common_argv(args, size, epochs, rate, seed, method) + extra_argv(args, method))
             for rate in args.noise_rates for seed in args.seeds for method in args.methods]
-    runs = run_all(grid, args.out / "runs", "table runs")
-    report(args, runs)
+    run_all(grid, args.out / "runs", "table runs")
+    report(args)  # every run on disk: earlier tables' rows stay
 
 
 def extra_argv(args, method):
@@ -292,15 +299,23 @@ def report(args, runs=None):
               "baseline 70.77, MWN T1-T2 87.54, MWN EvoGrad 87.74.",
               "s/iteration: median over a run's iterations (meta-step and classifier update, no "
               "evaluation), mean ± std over seeds; one torch thread on a 2-core CPU shared with "
-              "another job, so absolute times are indicative, ratios less so."]
+              "other jobs, and the rows ran at different times under different load: timing.md "
+              "compares the methods in interleaved rounds.",
+              "Findings, the choice of setting and the investigation of EvoGrad: notes.md."]
     for m in methods:
         if m not in METHODS:
             lines.append(f"{label(m)}: an investigation run after the three methods' table, same "
                          f"setting otherwise (see the notes below the table).")
     (args.out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    plot_curves(runs, rates, methods, args.out / "curves.png")
-    plot_weighting(runs, rates, methods, args.out / "weighting.png")
+    main = [m for m in methods if m in METHODS]
+    plot_curves(runs, rates, main, args.out / "curves.png")
+    plot_weighting(runs, rates, main, args.out / "weighting.png")
+    if len(main) < len(methods):  # investigation rows: their own plots, at the rates they ran at
+        extra_rates = [r for r in rates if any(variant(x) not in METHODS and x["noise_rate"] == r for x in runs)]
+        plot_curves(runs, extra_rates, methods, args.out / "investigation_curves.png")
+        order = sorted(methods, key=lambda m: (METHODS.index(m.split("-")[0]), "-K" in m, m))
+        plot_weighting(runs, extra_rates, order, args.out / "investigation_weighting.png")
 
 
 def _band(ax, runs, key, colour, label, scale=1.0, ls="-", seeds=True):
@@ -326,7 +341,8 @@ def plot_curves(runs, rates, methods, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(2, len(rates), figsize=(5.5 * len(rates), 7), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(2, len(rates), figsize=(max(9.0, 5.5 * len(rates)), 7.5), squeeze=False,
+                             sharex=True)
     for j, rate in enumerate(rates):
         for m in methods:
             rs = [r for r in runs if variant(r) == m and r["noise_rate"] == rate]
@@ -339,17 +355,21 @@ def plot_curves(runs, rates, methods, path):
         axes[1][j].set_xlabel("epoch")
         for ax in axes[:, j]:
             ax.grid(alpha=0.3)
-        axes[0][j].legend(loc="lower left")
-    fig.suptitle("Test accuracy and memorisation of wrong labels (mean ± std over seeds)")
-    fig.tight_layout()
+    fig.suptitle("Test accuracy and memorisation of wrong labels\n(mean ± std over seeds; thin lines: each seed)",
+                 fontsize=11)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    ncol = 3 if len(rates) > 1 else 2
+    fig.legend(handles, labels, loc="lower center", ncol=min(ncol, len(labels)), fontsize=8.5)
+    fig.tight_layout(rect=(0, 0.03 * (1 + (len(labels) - 1) // ncol) + 0.01, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def plot_weighting(runs, rates, methods, path):
-    """Per noise rate: V(loss) at the end of training, each seed (left); then,
-    one panel per meta-learning method, mean V on clean (solid) and corrupted
-    (dashed) examples over training, each seed."""
+    """Per noise rate: V(loss) at the end of training, each seed (first panel);
+    then one panel per meta-learning method: mean V on clean (solid) and
+    corrupted (dashed) examples over training, each seed. Three panels a row."""
+    import math as _math
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -357,45 +377,88 @@ def plot_weighting(runs, rates, methods, path):
     meta = [m for m in methods if m != "baseline"]
     if not meta:
         return
-    fig, axes = plt.subplots(len(rates), 1 + len(meta), figsize=(5 * (1 + len(meta)), 3.9 * len(rates)),
+    ncols = min(3, 1 + len(meta))
+    per_rate = _math.ceil((1 + len(meta)) / ncols)
+    fig, axes = plt.subplots(per_rate * len(rates), ncols, figsize=(5.2 * ncols, 3.9 * per_rate * len(rates)),
                              squeeze=False)
     for i, rate in enumerate(rates):
-        ax = axes[i][0]
+        panels = [axes[i * per_rate + k // ncols][k % ncols] for k in range(per_rate * ncols)]
+        ax = panels[0]
         grid = np.array(runs[0]["loss_grid"])
         for m in meta:
             rs = [r for r in runs if variant(r) == m and r["noise_rate"] == rate and r["weighting_function"]]
             for k, r in enumerate(rs):
-                ax.plot(grid, r["weighting_function"], color=colour(m, methods), lw=1.4,
-                        ls=["-", "--", ":", "-."][k % 4],
+                ax.plot(grid, r["weighting_function"], color=colour(m), lw=1.4, ls=["-", "--", ":", "-."][k % 4],
                         label=f"{label(m)}, seed {r['seed']}")
         ax.set_xlabel("per-example training loss")
         ax.set_ylabel("weight V(loss), end of training")
-        ax.set_title(f"learned weighting function, {100 * rate:.0f}% noise")
+        ax.set_title(f"learned weighting function, {100 * rate:.0f}% noise", fontsize=10)
         ax.set_ylim(0, 1.02)
         ax.set_xlim(grid[0], grid[-1])
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        for j, m in enumerate(meta, start=1):
-            ax = axes[i][j]
+        ax.legend(fontsize=6 if len(meta) > 2 else 7)
+        for ax, m in zip(panels[1:], meta):
             rs = [r for r in runs if variant(r) == m and r["noise_rate"] == rate]
             _band(ax, rs, "v_clean", "tab:green", "clean examples (mean ± std over seeds)", 1, "-")
             _band(ax, rs, "v_corrupted", "tab:red", "corrupted examples", 1, "--")
             ax.set_xlabel("epoch")
             ax.set_ylabel("mean weight V(loss) in the batch")
-            ax.set_title(f"{label(m)}: weight by label, {100 * rate:.0f}% noise", fontsize=10)
+            ax.set_title(f"{label(m)}\nweight by label, {100 * rate:.0f}% noise", fontsize=9.5)
             ax.set_ylim(0, 1.02)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, loc="lower left")
+            if rs:
+                ax.legend(fontsize=7, loc="lower left")
+            else:
+                ax.text(0.5, 0.5, "not run at this noise rate", ha="center", transform=ax.transAxes)
+        for ax in panels[1 + len(meta):]:
+            ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------- timing
+
+def timing(args):
+    """Seconds per iteration of each method in the chosen setting, measured in
+    interleaved rounds (each round runs every method once, in turn), so that
+    other jobs on the machine weigh on all methods alike: timing.{json,md}."""
+    size, _ = chosen_setting(args)
+    rate = max(args.noise_rates)
+    name = {m: variant_name(m, args.population, args.vnet_input if m != "baseline" else "own")
+            for m in args.methods}
+    per_run = {name[m]: [] for m in args.methods}
+    bar = tqdm(total=args.timing_rounds * len(args.methods), desc="timing", dynamic_ncols=True)
+    for rnd in range(args.timing_rounds):
+        for m in args.methods:
+            argv = (common_argv(args, size, 1, rate, rnd, m) + extra_argv(args, m)
+                    + ["--iterations", str(args.timing_iterations), "--eval-every", "0", "--test-size", "100"])
+            per_run[name[m]].append(train.main(argv)["median_iteration_s"])
+            bar.update()
+    bar.close()
+    summary = {m: {"median_s": statistics.median(v), "min_s": min(v), "per_round": v} for m, v in per_run.items()}
+    base = summary.get("baseline", {}).get("median_s")
+    out = {"train_size": size, "noise_rate": rate, "iterations_per_run": args.timing_iterations,
+           "rounds": args.timing_rounds, "threads": args.threads, "model": args.model,
+           "population": args.population, "date": time.strftime("%Y-%m-%d"), "methods": summary}
+    (args.out / "timing.json").write_text(json.dumps(out, indent=1))
+    lines = [f"Seconds per iteration (meta-step + classifier update, batch {args.batch_size}, {args.model}, "
+             f"{args.threads} thread): median over {args.timing_rounds} interleaved rounds of each run's "
+             f"median over {args.timing_iterations} iterations; {out['date']}.", "",
+             "| method | s/iteration (median) | fastest round | vs baseline |", "|---|---|---|---|"]
+    for m, v in summary.items():
+        lines.append(f"| {label(m)} | {v['median_s']:.4f} | {v['min_s']:.4f} | "
+                     + (f"{v['median_s'] / base:.1f}x |" if base else "– |"))
+    (args.out / "timing.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return out
 
 
 # ---------------------------------------------------------------- main
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("step", choices=["pilot", "table", "report"])
+    p.add_argument("step", choices=["pilot", "table", "report", "timing"])
     p.add_argument("--out", type=Path, default=Path("results/mwn_noisy"))
     p.add_argument("--model", default="mlp", help="train.py --model")
     p.add_argument("--epochs", type=int, default=100)
@@ -415,6 +478,8 @@ def parse_args(argv=None):
                    help="EvoGrad K; other than 2, its runs are a row of their own (evograd-K<K>)")
     p.add_argument("--vnet-input", choices=["own", "fixed", "through"], default="own",
                    help="train.py --vnet-input for the MWN methods; other than 'own', a row of its own")
+    p.add_argument("--timing-rounds", type=int, default=5, help="timing: interleaved rounds")
+    p.add_argument("--timing-iterations", type=int, default=300, help="timing: iterations per run")
     p.add_argument("--quick", action="store_true", help="a tiny version (tests): few images, 2 epochs")
     args = p.parse_args(argv)
     if args.noise_rates is None:
@@ -422,13 +487,14 @@ def parse_args(argv=None):
     if args.quick:
         args.train_sizes, args.epochs, args.batch_size, args.test_size = [200, 400], 2, 50, 200
         args.seeds, args.pilot_seeds = args.seeds[:2], args.pilot_seeds[:1]
+        args.timing_rounds, args.timing_iterations = 1, 5
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    return {"pilot": pilot, "table": table, "report": report}[args.step](args)
+    return {"pilot": pilot, "table": table, "report": report, "timing": timing}[args.step](args)
 
 
 if __name__ == "__main__":

@@ -178,3 +178,6 @@ def test_noisy_regime_quick(tmp_path, one_thread):
         assert f"| {label} |" in table
     for name in ("pilot.png", "curves.png", "weighting.png", "pilot.md"):
         assert (tmp_path / name).stat().st_size > 0
+    timing = noisy_regime.main(["timing", "--quick", "--out", str(tmp_path)])
+    assert set(timing["methods"]) == set(noisy_regime.METHODS)
+    assert all(v["median_s"] > 0 for v in timing["methods"].values())
