@@ -262,7 +262,8 @@ def report(args, runs=None):
         raise SystemExit(f"no runs under {args.out / 'runs'}")
     rates = sorted({r["noise_rate"] for r in runs}, reverse=True)
     methods = [m for m in METHODS if any(variant(r) == m for r in runs)]
-    methods += sorted({variant(r) for r in runs} - set(methods))
+    methods += sorted({variant(r) for r in runs} - set(methods),
+                      key=lambda m: (METHODS.index(m.split("-")[0]), "-K" in m, m))
     r0 = runs[0]
     epochs = r0["iterations"] * r0["batch_size"] // r0["train_size"]
     seeds = sorted({r["seed"] for r in runs})
@@ -302,10 +303,10 @@ def report(args, runs=None):
               "other jobs, and the rows ran at different times under different load: timing.md "
               "compares the methods in interleaved rounds.",
               "Findings, the choice of setting and the investigation of EvoGrad: notes.md."]
-    for m in methods:
-        if m not in METHODS:
-            lines.append(f"{label(m)}: an investigation run after the three methods' table, same "
-                         f"setting otherwise (see the notes below the table).")
+    extra = [label(m) for m in methods if m not in METHODS]
+    if extra:
+        lines.append("Investigation rows, run after the three methods' table in the same setting: "
+                     + "; ".join(extra) + " (notes.md says why).")
     (args.out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     main = [m for m in methods if m in METHODS]

@@ -145,7 +145,7 @@ def test_evograd_meta_step_moves_weight_off_the_corrupted_examples(one_thread):
     """EvoGrad's hypergradient is a random estimate whose expectation (with
     scale='t1t2', for small sigma) is T1-T2's. One step of it is too noisy to
     see this in (the spread of -dG.g over draws is ~6x its mean at K=2 on
-    this MLP, ~18x on the 670k-parameter one), so the test averages many
+    this MLP, ~19x on the 670k-parameter one), so the test averages many
     draws: a 26k-parameter MLP keeps each draw cheap and K=16 candidates cut
     the spread. The margins are the draws' own standard
     error, Z of them: the mean gap change must be below zero by Z SE (the
