@@ -62,12 +62,17 @@ def table(rows, key, title, methods, base):
     return "\n".join(lines)
 
 
-def plot_vs_size(axes, rows, methods, y_keys, colors, labels):
+def plot_vs_size(axes, rows, methods, y_keys, colors, labels, xlabel="model parameters (millions)"):
     """One line per method on each axis: y_keys[i] against the model's
-    parameter count (millions), for the rows of that method."""
+    parameter count (millions), for the rows of that method; grid, x label,
+    legend on the first axis."""
     for m in methods:
         pts = sorted((r["params"] / 1e6, *(r[k] for k in y_keys)) for r in rows if r["method"] == m)
         if not pts:
             continue
         for i, ax in enumerate(axes):
             ax.plot([p[0] for p in pts], [p[i + 1] for p in pts], "o-", color=colors[m], label=labels[m])
+    for ax in axes:
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].legend()

@@ -99,13 +99,10 @@ def plot(results, out, device_label):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    ab.plot_vs_size(axes, results["model_size"], METHOD_ORDER, ("peak_mib", "median_s"), COLORS, LABELS)
+    ab.plot_vs_size(axes, results["model_size"], METHOD_ORDER, ("peak_mib", "median_s"), COLORS, LABELS,
+                    xlabel="model parameters (millions): ResNet-32 width x1..x5")
     axes[0].set_ylabel("peak memory per iteration (MiB)")
     axes[1].set_ylabel("time per iteration (s)")
-    for ax in axes:
-        ax.set_xlabel("model parameters (millions): ResNet-32 width x1..x5")
-        ax.grid(alpha=0.3)
-    axes[0].legend()
     fig.suptitle(f"Meta-Weight-Net iteration, memory and time vs model size ({device_label})")
     fig.tight_layout()
     fig.savefig(out / "model_size.png", dpi=130)

@@ -222,10 +222,6 @@ def plot(rows, path):
     axes[0].set_yscale("log")
     axes[0].set_ylabel("bytes sent per meta-step, per rank (log)")
     axes[1].set_ylabel("time per meta-step (s)")
-    for ax in axes:
-        ax.set_xlabel("model parameters (millions)")
-        ax.grid(alpha=0.3)
-    axes[0].legend()
     ranks = rows[0]["ranks"]
     fig.suptitle(f"Meta-Weight-Net meta-step under DDP, {ranks} ranks")
     fig.tight_layout()
