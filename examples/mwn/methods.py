@@ -15,6 +15,15 @@ try:  # PyTorch 2.x
 except ImportError:  # PyTorch 1.13
     from torch.nn.utils.stateless import functional_call
 
+def fast_forward(model, Q, x):
+    """model(x) with its parameters replaced by Q (in named_parameters order);
+    BatchNorm statistics go to throwaway copies, as the official code's
+    separate meta model does."""
+    state = dict(zip((n for n, _ in model.named_parameters()), Q))
+    state.update({n: b.clone() for n, b in model.named_buffers()})
+    return functional_call(model, state, (x,))
+
+
 METHODS = ("baseline", "t1t2", "evograd", "evograd-reference")
 # What V sees in the meta-step's training loss (see MWNTrainer):
 VNET_INPUTS = ("own", "fixed", "through")
@@ -53,7 +62,6 @@ class MWNTrainer:
         self.vnet_weight_decay = vnet_weight_decay
         self.grad_to_decay = []  # |lambda-gradient| / |weight-decay term|, per meta-update
         self.population, self.sigma, self.temperature = population, sigma, temperature
-        self.names = [n for n, _ in model.named_parameters()]
         self.generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
         self.last = None
         if method == "evograd":
@@ -71,11 +79,7 @@ class MWNTrainer:
         return self.opt.param_groups[0]["lr"]
 
     def _functional(self, Q, x):
-        # Fast weights through the model; BatchNorm statistics go to throwaway
-        # copies, as the official code's separate meta model does.
-        state = dict(zip(self.names, Q))
-        state.update({n: b.clone() for n, b in self.model.named_buffers()})
-        return functional_call(self.model, state, (x,))
+        return fast_forward(self.model, Q, x)
 
     def _train_loss(self, logits, y, cost0):
         """The meta-step's weighted training loss, V fed as vnet_input says."""

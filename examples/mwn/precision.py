@@ -27,7 +27,7 @@ from tqdm import tqdm  # noqa: E402
 import data  # noqa: E402
 import evograd  # noqa: E402
 from evograd.baselines import reference_evograd_step, reference_noise  # noqa: E402
-from methods import functional_call, weighted_loss  # noqa: E402
+from methods import fast_forward, weighted_loss  # noqa: E402
 from models import ResNet32, WeightingNet  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
@@ -47,13 +47,8 @@ def hypergradients(dtype, seed, batch, args):
     for h in hyper:
         h.grad = None
 
-    names = [n for n, _ in model.named_parameters()]
     params = list(model.parameters())
-
-    def forward(Q, inp):
-        state = dict(zip(names, Q))
-        state.update({n: b.clone() for n, b in model.named_buffers()})
-        return functional_call(model, state, (inp,))
+    forward = lambda Q, inp: fast_forward(model, Q, inp)  # noqa: E731
 
     noise = reference_noise(params, evograd.step_seed(seed, 0), args.population, args.sigma)
     reference_evograd_step(params, hyper, lambda Q: weighted_loss(forward(Q, x), y, vnet),

@@ -73,13 +73,8 @@ def _worker(rank, world, port, cfg, out_dir):
 
     import data
     import evograd
-    from methods import weighted_loss
+    from methods import fast_forward, weighted_loss
     from models import ResNet32, WeightingNet, count
-
-    try:
-        from torch.func import functional_call
-    except ImportError:  # PyTorch 1.13
-        from torch.nn.utils.stateless import functional_call
 
     torch.set_num_threads(1)
     device = torch.device(cfg["device"])
@@ -111,13 +106,7 @@ def _worker(rank, world, port, cfg, out_dir):
 
     ddp.register_comm_hook(ddp_bytes, counting_hook)
     opt = torch.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
-    names = [n for n, _ in model.named_parameters()]
     params = list(model.parameters())
-
-    def functional(Q, inp):
-        state = dict(zip(names, Q))
-        state.update({n: b.clone() for n, b in model.named_buffers()})
-        return functional_call(model, state, (inp,))
 
     method = cfg["method"]
     if method == "evograd":
@@ -134,14 +123,14 @@ def _worker(rank, world, port, cfg, out_dir):
             meta.step(lambda: weighted_loss(ddp(x), y, vnet), lambda: F.cross_entropy(ddp(xm), ym))
             return meta._par.collectives.bytes_sent - before
         before = MeanOverRanks.sent
-        train = weighted_loss(functional(params, x), y, vnet)
+        train = weighted_loss(fast_forward(model, params, x), y, vnet)
         local = torch.autograd.grad(train, params, create_graph=True)
         mean = MeanOverRanks.apply(torch.cat([g.reshape(-1) for g in local]))
         fast, offset = [], 0
         for p in params:
             fast.append(p - 0.1 * mean[offset:offset + p.numel()].view_as(p))
             offset += p.numel()
-        val = F.cross_entropy(functional(fast, xm), ym)
+        val = F.cross_entropy(fast_forward(model, fast, xm), ym)
         grads = torch.autograd.grad(val, list(vnet.parameters()))
         flat = torch.cat([g.reshape(-1) for g in grads])
         sent = flat.numel() * flat.element_size()
