@@ -12,15 +12,10 @@
 #ifndef EVOGRAD_NOISE_H
 #define EVOGRAD_NOISE_H
 
+#include <math.h>
+
+#include "gauss_math.h"
 #include "philox.h"
-
-#if defined(__CUDACC__)
-#include <math.h>
-#else
-#include <math.h>
-#endif
-
-#define EVOGRAD_TWO_PI 6.283185307179586476925286766559
 
 typedef struct evograd_noise_stream {
   uint32_t key0, key1;   /* seed */
@@ -41,13 +36,15 @@ EVOGRAD_HD evograd_noise_stream evograd_make_stream(uint64_t seed, double sigma,
   return s;
 }
 
-/* Two standard normals from two Philox words (Box-Muller, u in (0, 1)). */
+/* Two standard normals from two Philox words (Box-Muller, u in (0, 1)),
+ * with gauss_math.h's functions rather than libm's: the same bits in every
+ * CPU build and SIMD lane. */
 EVOGRAD_HD void evograd_box_muller(uint32_t w0, uint32_t w1, double *z0, double *z1) {
-  const double u1 = ((double)w0 + 0.5) * (1.0 / 4294967296.0);
-  const double u2 = ((double)w1 + 0.5) * (1.0 / 4294967296.0);
-  const double r = sqrt(-2.0 * log(u1));
-  *z0 = r * cos(EVOGRAD_TWO_PI * u2);
-  *z1 = r * sin(EVOGRAD_TWO_PI * u2);
+  const double r = sqrt(evograd_minus_two_log(evograd_unit_open(w0)));
+  double c, s;
+  evograd_cos_sin_turns(evograd_unit_open(w1), &c, &s);
+  *z0 = EVOGRAD_MUL(r, c);
+  *z1 = EVOGRAD_MUL(r, s);
 }
 
 /* The four Philox words at counter c of the stream. */
@@ -81,42 +78,6 @@ EVOGRAD_HD void evograd_noise_quad(const evograd_noise_stream *s, uint64_t q,
     const evograd_u32x4 c = evograd_noise_words(s, q);
     evograd_box_muller(c.v[0], c.v[1], &z[0], &z[1]);
     evograd_box_muller(c.v[2], c.v[3], &z[2], &z[3]);
-  }
-}
-
-/* z for the 128 indices 128b .. 128b+127, the CPU kernels' unit: sign noise
- * is one Philox call; Gaussian noise is 32 quads whose Philox calls run
- * eight in lockstep, so the CPU overlaps (or vectorises) eight independent
- * chains instead of waiting on one. Same values as evograd_noise_quad. */
-#define EVOGRAD_BATCH 128
-EVOGRAD_HD void evograd_noise_batch(const evograd_noise_stream *s, uint64_t b,
-                                    double z[EVOGRAD_BATCH]) {
-  int g, l, r;
-  if (!s->gauss) {
-    const evograd_u32x4 w = evograd_noise_words(s, b);
-    for (l = 0; l < EVOGRAD_BATCH; ++l) z[l] = evograd_sign_of_bit((w.v[l >> 5] >> (l & 31)) & 1u);
-    return;
-  }
-  for (g = 0; g < 4; ++g) {
-    uint32_t c[8][4];
-    uint32_t k0 = s->key0, k1 = s->key1;
-    double *zg = z + 32 * g;
-    for (l = 0; l < 8; ++l) {
-      const uint64_t q = 32 * b + 8 * (uint64_t)g + (uint64_t)l;
-      c[l][0] = (uint32_t)q;
-      c[l][1] = (uint32_t)(q >> 32);
-      c[l][2] = s->stream;
-      c[l][3] = 0u;
-    }
-    for (r = 0; r < 10; ++r) {
-      for (l = 0; l < 8; ++l) evograd_philox_round(c[l], k0, k1);
-      k0 += 0x9E3779B9u;
-      k1 += 0xBB67AE85u;
-    }
-    for (l = 0; l < 8; ++l) {
-      evograd_box_muller(c[l][0], c[l][1], &zg[4 * l], &zg[4 * l + 1]);
-      evograd_box_muller(c[l][2], c[l][3], &zg[4 * l + 2], &zg[4 * l + 3]);
-    }
   }
 }
 

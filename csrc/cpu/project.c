@@ -4,55 +4,63 @@
 #include <string.h>
 
 #include "evograd/evograd.h"
-#include "common/noise.h"
-#include "segments.h"
-#include "storage.h"
 #include "common/validate.h"
+#include "isa.h"
+#include "segments.h"
 
-#define EVOGRAD_DEFINE_PROJECT(T)                                               \
-  static void project_##T(const evograd_span *spans, const evograd_segment *seg, \
-                          const evograd_noise *noise, int64_t k0, int64_t kn,   \
-                          int64_t begin, double *block_sums) {                  \
-    const void *src = spans[seg->span].src;                                     \
-    const int gauss = noise->kind == EVOGRAD_NOISE_GAUSS;                       \
-    int64_t done = 0;                                                           \
-    evograd_piece p;                                                            \
-    while (evograd_next_piece(seg, &done, &p)) {                                \
-      /* Batches never straddle blocks (asserted below). */                     \
-      double *sums = block_sums + ((p.global - begin) / EVOGRAD_PROJECT_BLOCK) * kn; \
-      double v[EVOGRAD_BATCH];                                                  \
-      int64_t k, l;                                                             \
-      for (l = 0; l < p.n; ++l) v[l] = evograd_load_##T(src, p.local + l);      \
-      for (k = 0; k < kn; ++k) {                                                \
-        const evograd_noise_stream s = evograd_make_stream(                     \
-            noise->seed, noise->sigma, gauss, noise->antithetic, k0 + k);       \
-        double z[EVOGRAD_BATCH];                                                \
-        evograd_noise_batch(&s, (uint64_t)p.global / EVOGRAD_BATCH, z);         \
-        for (l = 0; l < p.n; ++l)                                               \
-          sums[k] += v[l] * evograd_noise_##T(s.scale * z[p.lane + l]);         \
-      }                                                                         \
-    }                                                                           \
-  }
-_Static_assert(EVOGRAD_PROJECT_BLOCK % EVOGRAD_BATCH == 0, "a batch lies in one block");
-EVOGRAD_FOR_EACH_STORAGE(EVOGRAD_DEFINE_PROJECT)
+_Static_assert(EVOGRAD_PROJECT_BLOCK % EVOGRAD_PROJECT_LANES == 0, "lanes tile a block");
 
-/* Adds the products for candidates k0 .. k0+kn-1 over [begin, end) into
- * block_sums, kn per block. Candidates are independent sums, so splitting
- * them into chunks changes no result. */
+/* A block's sum from its lanes: a fixed pairwise tree. */
+static double lanes_sum(double *lane) {
+  int w, j;
+  for (w = EVOGRAD_PROJECT_LANES / 2; w >= 1; w /= 2)
+    for (j = 0; j < w; ++j) lane[j] += lane[j + w];
+  return lane[0];
+}
+
+/* The sums for candidates k0 .. k0+kn-1 (kn <= EVOGRAD_PROJECT_CHUNK) over
+ * [begin, end), begin block-aligned: block b's at block_sums[b * stride + k].
+ * Candidates are independent sums, so splitting them into chunks changes
+ * no result. */
+#define EVOGRAD_PROJECT_CHUNK 64
 static void project_range(evograd_dtype dtype, const evograd_span *spans, size_t n_spans,
                           const evograd_noise *noise, int64_t k0, int64_t kn,
-                          int64_t begin, int64_t end, double *block_sums) {
+                          int64_t begin, int64_t end, double *block_sums, int64_t stride) {
+  double lanes[EVOGRAD_PROJECT_CHUNK * EVOGRAD_PROJECT_LANES];
+  const evograd_cpu_kernels *kernels = eg_cpu_kernels();
+  const size_t esize = eg_dtype_size(dtype);
+  const size_t lanes_bytes = (size_t)kn * EVOGRAD_PROJECT_LANES * sizeof(double);
   evograd_segment seg;
-#define EVOGRAD_CALL(T) project_##T(spans, &seg, noise, k0, kn, begin, block_sums)
-  EVOGRAD_FOR_EACH_SEGMENT(dtype, spans, n_spans, begin, end, seg, EVOGRAD_CALL);
-#undef EVOGRAD_CALL
+  evograd_segment_walk walk;
+  int64_t block = 0, k; /* the block whose lanes are open, counted from begin */
+  memset(lanes, 0, lanes_bytes);
+  evograd_walk_init(&walk, spans, n_spans, begin, end);
+  while (evograd_walk_next(&walk, &seg)) {
+    int64_t done = 0;
+    while (done < seg.count) {
+      const int64_t g = seg.global + done;
+      const int64_t b = (g - begin) / EVOGRAD_PROJECT_BLOCK;
+      const int64_t block_end = begin + (b + 1) * EVOGRAD_PROJECT_BLOCK;
+      const int64_t n = block_end - g < seg.count - done ? block_end - g : seg.count - done;
+      if (b != block) {
+        for (k = 0; k < kn; ++k) block_sums[block * stride + k] = lanes_sum(lanes + k * EVOGRAD_PROJECT_LANES);
+        memset(lanes, 0, lanes_bytes);
+        block = b;
+      }
+      kernels->project(dtype, (const char *)evograd_segment_src(spans, &seg, esize) + done * (int64_t)esize,
+                       g, n, noise, k0, kn, lanes);
+      done += n;
+    }
+  }
+  if (end > begin)
+    for (k = 0; k < kn; ++k) block_sums[block * stride + k] = lanes_sum(lanes + k * EVOGRAD_PROJECT_LANES);
 }
 
 evograd_status evograd_project_blocks(evograd_dtype dtype, const evograd_span *spans,
                                       size_t n_spans, const evograd_noise *noise,
                                       int64_t population, evograd_range range,
                                       double *block_sums) {
-  int64_t total = 0, begin = 0, end = 0, nblocks;
+  int64_t total = 0, begin = 0, end = 0, nblocks, k0;
   evograd_status st;
   if ((st = eg_check_project(dtype, spans, n_spans, noise, population, &total)) != EVOGRAD_OK)
     return st;
@@ -60,7 +68,10 @@ evograd_status evograd_project_blocks(evograd_dtype dtype, const evograd_span *s
   if (block_sums == NULL) return EVOGRAD_ERR_NULL_POINTER;
   nblocks = (end - begin + EVOGRAD_PROJECT_BLOCK - 1) / EVOGRAD_PROJECT_BLOCK;
   if (nblocks > 0) memset(block_sums, 0, (size_t)nblocks * (size_t)population * sizeof(double));
-  project_range(dtype, spans, n_spans, noise, 0, population, begin, end, block_sums);
+  for (k0 = 0; k0 < population; k0 += EVOGRAD_PROJECT_CHUNK) {
+    const int64_t kn = population - k0 < EVOGRAD_PROJECT_CHUNK ? population - k0 : EVOGRAD_PROJECT_CHUNK;
+    project_range(dtype, spans, n_spans, noise, k0, kn, begin, end, block_sums + k0, population);
+  }
   return EVOGRAD_OK;
 }
 
@@ -79,9 +90,8 @@ evograd_status evograd_project_finish(const double *block_sums, int64_t nblocks,
 evograd_status evograd_project(evograd_dtype dtype, const evograd_span *spans,
                                size_t n_spans, const evograd_noise *noise,
                                int64_t population, double *out) {
-  /* One block at a time, its sums kept in a stack buffer of up to 64
-   * candidates per pass; larger populations take several passes. */
-  enum { CHUNK = 64 };
+  /* One block at a time, up to EVOGRAD_PROJECT_CHUNK candidates per pass. */
+  enum { CHUNK = EVOGRAD_PROJECT_CHUNK };
   double block[CHUNK];
   int64_t total = 0, b, k0, k;
   evograd_status st;
@@ -93,8 +103,7 @@ evograd_status evograd_project(evograd_dtype dtype, const evograd_span *spans,
     const int64_t e = b + EVOGRAD_PROJECT_BLOCK < total ? b + EVOGRAD_PROJECT_BLOCK : total;
     for (k0 = 0; k0 < population; k0 += CHUNK) {
       const int64_t kn = population - k0 < CHUNK ? population - k0 : CHUNK;
-      for (k = 0; k < kn; ++k) block[k] = 0.0;
-      project_range(dtype, spans, n_spans, noise, k0, kn, b, e, block);
+      project_range(dtype, spans, n_spans, noise, k0, kn, b, e, block, kn);
       for (k = 0; k < kn; ++k) out[k0 + k] += block[k];
     }
   }

@@ -4,8 +4,6 @@
 #define EVOGRAD_CPU_SEGMENTS_H
 
 #include "evograd/evograd.h"
-#include "common/noise.h"
-#include "storage.h"
 
 typedef struct evograd_segment {
   size_t span;    /* which span */
@@ -52,37 +50,14 @@ static inline int evograd_walk_next(evograd_segment_walk *w, evograd_segment *se
   return 0;
 }
 
-/* Runs CALL(T) once per segment of [begin, end) with `seg` set, T the
- * storage tag of dtype (see storage.h's EVOGRAD_DTYPE_SWITCH). */
-#define EVOGRAD_FOR_EACH_SEGMENT(dtype, spans, n_spans, begin, end, seg, CALL) \
-  do {                                                                         \
-    evograd_segment_walk walk_;                                                \
-    evograd_walk_init(&walk_, spans, n_spans, begin, end);                     \
-    while (evograd_walk_next(&walk_, &seg)) {                                  \
-      EVOGRAD_DTYPE_SWITCH(dtype, CALL)                                        \
-    }                                                                          \
-  } while (0)
-
-/* A segment walked in pieces that stay inside one noise batch
- * (EVOGRAD_BATCH elements from one evograd_noise_batch call): n elements
- * from global index `global` (batch lane `lane`), `local` within the span. */
-typedef struct evograd_piece {
-  int64_t global, local, lane, n;
-} evograd_piece;
-
-/* The next piece of seg after `*done` of its elements; 0 at its end. */
-static inline int evograd_next_piece(const evograd_segment *seg, int64_t *done,
-                                     evograd_piece *p) {
-  const int64_t left = seg->count - *done;
-  int64_t in_batch;
-  if (left <= 0) return 0;
-  p->global = seg->global + *done;
-  p->local = seg->local + *done;
-  p->lane = p->global % EVOGRAD_BATCH;
-  in_batch = EVOGRAD_BATCH - p->lane;
-  p->n = in_batch < left ? in_batch : left;
-  *done += p->n;
-  return 1;
+/* Where a segment's elements start in its span's memory. */
+static inline const void *evograd_segment_src(const evograd_span *spans, const evograd_segment *seg,
+                                              size_t esize) {
+  return (const char *)spans[seg->span].src + (size_t)seg->local * esize;
+}
+static inline void *evograd_segment_dst(const evograd_span *spans, const evograd_segment *seg,
+                                        size_t esize) {
+  return (char *)spans[seg->span].dst + (size_t)seg->local * esize;
 }
 
 #endif

@@ -150,6 +150,12 @@ EVOGRAD_API evograd_status evograd_loss_cotangent(const double *losses,
                                                   int64_t population, double temperature,
                                                   double *out);
 
+/* Which build of the CPU kernels' inner loops this process runs: "avx512",
+ * "avx2" or "portable" (chosen from the CPU's features at first use; the
+ * environment variable EVOGRAD_CPU_KERNELS, read then, may name a narrower
+ * one). All give the same bits; only the speed differs. */
+EVOGRAD_API const char *evograd_cpu_kernels_name(void);
+
 /* ---- CUDA twins (csrc/cuda), present when built with nvcc ----------------
  * Spans hold device pointers; the span array itself, weights and losses are
  * host memory. All four dtypes, with the CPU kernels' arithmetic. Each call

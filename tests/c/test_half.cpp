@@ -2,10 +2,16 @@
 // rounding midpoint, and the kernels on half-precision lists.
 #include <gtest/gtest.h>
 
+#include <cfloat>
 #include <cmath>
+#include <cstring>
+#include <initializer_list>
+#include <limits>
+#include <random>
 #include <vector>
 
 extern "C" {
+#include "cpu/half_bits.h"
 #include "cpu/storage.h"
 #include "evograd/evograd.h"
 }
@@ -51,6 +57,45 @@ TEST(HalfStorage, EveryPatternAndMidpoint) {
         const uint32_t even = (b & 1u) ? bits + 1 : bits;
         ASSERT_EQ(evograd_encode_float(0.5 * (v + next), f.mbits, f.ebits), even) << f.name << " " << bits;
       }
+    }
+  }
+}
+
+// The kernels' branch-free codec (cpu/half_bits.h) is the shared one
+// (common/float_codec.h) bit for bit: decoding every pattern, NaNs included;
+// encoding every value, every midpoint and its two double neighbours, values
+// beyond the range and below the smallest subnormal, and random doubles.
+TEST(HalfStorage, BranchFreeCodecIsTheSharedOne) {
+  std::mt19937_64 rng(5);
+  for (const auto& f : kFormats) {
+    auto same = [&](double x) {
+      ASSERT_EQ(evograd_encode_bits(x, f.mbits, f.ebits), evograd_encode_float(x, f.mbits, f.ebits))
+          << f.name << " " << std::hexfloat << x;
+    };
+    for (uint32_t bits = 0; bits < (1u << (1 + f.mbits + f.ebits)); ++bits) {
+      const double a = evograd_decode_bits(bits, f.mbits, f.ebits);
+      const double b = evograd_decode_float(bits, f.mbits, f.ebits);
+      ASSERT_EQ(std::memcmp(&a, &b, sizeof a), 0) << f.name << " " << bits;
+      const double next = evograd_decode_float(bits + 1, f.mbits, f.ebits);
+      same(a);
+      if (std::isfinite(a) && std::isfinite(next) && ((bits + 1) & ((1u << (f.mbits + f.ebits)) - 1))) {
+        const double mid = 0.5 * (a + next);
+        same(mid);
+        same(std::nextafter(mid, 0.0));
+        same(std::nextafter(mid, INFINITY));
+        same(-mid);
+      }
+    }
+    for (double x : std::initializer_list<double>{0.0, -0.0, INFINITY, -INFINITY, NAN, -NAN, 1e300, -1e300, 1e-300,
+                     std::numeric_limits<double>::denorm_min(), DBL_MAX, 65520.0, 65519.999,
+                     std::ldexp(1.0, 128), std::ldexp(1.0, -134), std::ldexp(1.0, -133)})
+      same(x);
+    for (int i = 0; i < 200000; ++i) {
+      const uint64_t r = rng();
+      double x;
+      std::memcpy(&x, &r, sizeof x);  // every exponent, NaNs and infinities included
+      same(x);
+      same(std::ldexp(double(r >> 11) * 0x1p-53, int(r % 80) - 60));  // the formats' range
     }
   }
 }

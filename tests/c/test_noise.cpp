@@ -7,6 +7,7 @@
 
 extern "C" {
 #include "evograd/evograd.h"
+#include "common/gauss_math.h"
 #include "common/philox.h"
 }
 
@@ -55,17 +56,49 @@ TEST(Noise, SignFollowsTheDocumentedCounterLayout) {
   }
 }
 
+// Box-Muller on each quad's word pairs, against the formula evaluated in
+// long double. The bound follows from the parts' accuracy (gauss_math.h):
+// -2 log u within 2 units of 2^-53 relative, so r = sqrt(.) within 1.5;
+// cos and sin within 1.5 * 2^-53 absolute; one rounding of r * c: in all
+// |z - z_exact| <= 3.5 * 2^-53 * max(r, 1); 4 is checked.
 TEST(Noise, GaussIsBoxMullerOnWordPairs) {
-  auto got = z(42, 3, 0, 8, EVOGRAD_NOISE_GAUSS);
-  for (int64_t q = 0; q < 2; ++q) {
-    auto w = philox(uint32_t(q), 0, 3, 0, 42, 0);
-    for (int pair = 0; pair < 2; ++pair) {
-      const double u1 = (double(w.v[2 * pair]) + 0.5) / 4294967296.0;
-      const double u2 = (double(w.v[2 * pair + 1]) + 0.5) / 4294967296.0;
-      const double r = std::sqrt(-2.0 * std::log(u1));
-      EXPECT_EQ(got[4 * q + 2 * pair], r * std::cos(2 * M_PI * u2));
-      EXPECT_EQ(got[4 * q + 2 * pair + 1], r * std::sin(2 * M_PI * u2));
+  const long double two_pi = 6.283185307179586476925286766559005768L;
+  const int64_t n = 1 << 16;
+  for (uint64_t seed : {42ull, 0ull, 0xFFFFFFFFFFFFFFFFull}) {
+    auto got = z(seed, 3, 0, n, EVOGRAD_NOISE_GAUSS);
+    for (int64_t q = 0; q < n / 4; ++q) {
+      auto w = philox(uint32_t(q), 0, 3, 0, uint32_t(seed), uint32_t(seed >> 32));
+      for (int pair = 0; pair < 2; ++pair) {
+        const long double u1 = ((long double)w.v[2 * pair] + 0.5L) / 4294967296.0L;
+        const long double u2 = ((long double)w.v[2 * pair + 1] + 0.5L) / 4294967296.0L;
+        const long double r = std::sqrt(-2.0L * std::log(u1));
+        const double bound = 4 * std::ldexp(1.0, -53) * std::max(1.0, (double)r);
+        ASSERT_NEAR(got[4 * q + 2 * pair], (double)(r * std::cos(two_pi * u2)), bound) << q;
+        ASSERT_NEAR(got[4 * q + 2 * pair + 1], (double)(r * std::sin(two_pi * u2)), bound) << q;
+      }
     }
+  }
+}
+
+// The extreme words: u = 2^-33 (the largest |z|, about 6.66) and u next to
+// 1 (r about 2^-16), and the quarter turns where cos or sin is exactly 0.
+TEST(Noise, GaussMathAtTheEnds) {
+  const long double two_pi = 6.283185307179586476925286766559005768L;
+  for (uint32_t w : {0u, 1u, 0x7FFFFFFFu, 0x80000000u, 0xFFFFFFFEu, 0xFFFFFFFFu}) {
+    const double u = evograd_unit_open(w);
+    const long double lu = ((long double)w + 0.5L) / 4294967296.0L;
+    const long double m2l = -2.0L * std::log(lu);
+    EXPECT_NEAR(evograd_minus_two_log(u), (double)m2l, 2 * std::ldexp((double)m2l, -53)) << w;
+    double c, s;
+    evograd_cos_sin_turns(u, &c, &s);
+    EXPECT_NEAR(c, (double)std::cos(two_pi * lu), 1.5 * std::ldexp(1.0, -53)) << w;
+    EXPECT_NEAR(s, (double)std::sin(two_pi * lu), 1.5 * std::ldexp(1.0, -53)) << w;
+  }
+  for (double u : {0.0, 0.25, 0.5, 0.75, 1.0}) {
+    double c, s;
+    evograd_cos_sin_turns(u, &c, &s);
+    EXPECT_EQ(c, std::round(std::cos(2 * M_PI * u))) << u;
+    EXPECT_EQ(s, std::round(std::sin(2 * M_PI * u))) << u;
   }
 }
 

@@ -1,0 +1,135 @@
+/*
+ * The CPU kernels' unit of noise: a tile of EVOGRAD_TILE consecutive global
+ * indices (tile t covers t * EVOGRAD_TILE ...). Its Philox calls run
+ * EVOGRAD_PHILOX_LANES at a time in lockstep over arrays, a loop the
+ * compiler turns into SIMD multiplies (sixteen sign batches, or sixteen
+ * Gaussian quads, per pass). Values are those of common/noise.h's
+ * evograd_noise_quad, bit for bit: the same counters, words and Box-Muller,
+ * only evaluated many at a time.
+ *
+ * The fill functions write sigma * z rounded as the list's storage type
+ * wants its noise (float32 for float32, float16 and bfloat16 lists; double
+ * for float64 ones), for the batches [b0, b1) of the tile.
+ */
+#ifndef EVOGRAD_CPU_NOISE_TILE_H
+#define EVOGRAD_CPU_NOISE_TILE_H
+
+#include <string.h>
+
+#include "common/noise.h"
+
+#define EVOGRAD_BATCH 128 /* indices per sign Philox call */
+#define EVOGRAD_PHILOX_LANES 16
+#define EVOGRAD_TILE (EVOGRAD_BATCH * EVOGRAD_PHILOX_LANES)
+
+/* Philox4x32-10 on counters (first + l, stream, 0), l < 16: word w of
+ * counter l lands in out[w][l]. */
+static inline void evograd_philox_lanes(const evograd_noise_stream *s, uint64_t first,
+                                        uint32_t out[4][EVOGRAD_PHILOX_LANES]) {
+  uint32_t c0[EVOGRAD_PHILOX_LANES], c1[EVOGRAD_PHILOX_LANES];
+  uint32_t c2[EVOGRAD_PHILOX_LANES], c3[EVOGRAD_PHILOX_LANES];
+  uint32_t k0 = s->key0, k1 = s->key1;
+  int l, r;
+  for (l = 0; l < EVOGRAD_PHILOX_LANES; ++l) {
+    const uint64_t q = first + (uint64_t)l;
+    c0[l] = (uint32_t)q;
+    c1[l] = (uint32_t)(q >> 32);
+    c2[l] = s->stream;
+    c3[l] = 0u;
+  }
+  for (r = 0; r < 10; ++r) {
+    /* kept a loop (not unrolled into sixteen copies) so that it vectorises */
+#pragma GCC unroll 1
+    for (l = 0; l < EVOGRAD_PHILOX_LANES; ++l) {
+      const uint64_t p0 = (uint64_t)0xD2511F53u * c0[l];
+      const uint64_t p1 = (uint64_t)0xCD9E8D57u * c2[l];
+      const uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1[l] ^ k0;
+      const uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3[l] ^ k1;
+      c0[l] = n0;
+      c1[l] = (uint32_t)p1;
+      c2[l] = n2;
+      c3[l] = (uint32_t)p0;
+    }
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  memcpy(out[0], c0, sizeof c0);
+  memcpy(out[1], c1, sizeof c1);
+  memcpy(out[2], c2, sizeof c2);
+  memcpy(out[3], c3, sizeof c3);
+}
+
+/* Sign noise is +-sigma rounded once, so every element is one of two
+ * values: the bit picks the sign of the rounded sigma (negation is exact). */
+static inline void evograd_sign_tile_f(const evograd_noise_stream *s, uint64_t tile, int b0,
+                                       int b1, float *eps) {
+  uint32_t w[4][EVOGRAD_PHILOX_LANES];
+  float base = (float)s->scale;
+  uint32_t base_bits;
+  int b, i, j;
+  memcpy(&base_bits, &base, sizeof base_bits);
+  evograd_philox_lanes(s, tile * EVOGRAD_PHILOX_LANES, w);
+  for (b = b0; b < b1; ++b)
+    for (i = 0; i < 4; ++i) {
+      const uint32_t word = w[i][b];
+      uint32_t out[32];
+      for (j = 0; j < 32; ++j) out[j] = base_bits ^ (((word >> j) & 1u) << 31);
+      memcpy(eps + EVOGRAD_BATCH * b + 32 * i, out, sizeof out);
+    }
+}
+
+static inline void evograd_sign_tile_d(const evograd_noise_stream *s, uint64_t tile, int b0,
+                                       int b1, double *eps) {
+  uint32_t w[4][EVOGRAD_PHILOX_LANES];
+  const uint64_t base_bits = evograd_bits_of(s->scale);
+  int b, i, j;
+  evograd_philox_lanes(s, tile * EVOGRAD_PHILOX_LANES, w);
+  for (b = b0; b < b1; ++b)
+    for (i = 0; i < 4; ++i) {
+      const uint32_t word = w[i][b];
+      uint64_t out[32];
+      for (j = 0; j < 32; ++j) out[j] = base_bits ^ ((uint64_t)((word >> j) & 1u) << 63);
+      memcpy(eps + EVOGRAD_BATCH * b + 32 * i, out, sizeof out);
+    }
+}
+
+/* sigma * z for the 64 indices of 16 Gaussian quads starting at quad q0:
+ * words (0, 1) of each quad give indices 4l, 4l+1, words (2, 3) 4l+2, 4l+3. */
+static inline void evograd_gauss_quads(const evograd_noise_stream *s, uint64_t q0,
+                                       double out[4 * EVOGRAD_PHILOX_LANES]) {
+  uint32_t w[4][EVOGRAD_PHILOX_LANES];
+  double z[4][EVOGRAD_PHILOX_LANES];
+  int l, p;
+  evograd_philox_lanes(s, q0, w);
+  for (p = 0; p < 2; ++p)
+    for (l = 0; l < EVOGRAD_PHILOX_LANES; ++l) {
+      const double r = sqrt(evograd_minus_two_log(evograd_unit_open(w[2 * p][l])));
+      double c, sn;
+      evograd_cos_sin_turns(evograd_unit_open(w[2 * p + 1][l]), &c, &sn);
+      z[2 * p][l] = s->scale * (r * c);
+      z[2 * p + 1][l] = s->scale * (r * sn);
+    }
+  for (l = 0; l < EVOGRAD_PHILOX_LANES; ++l)
+    for (p = 0; p < 4; ++p) out[4 * l + p] = z[p][l];
+}
+
+#define EVOGRAD_QUADS_PER_PASS (4 * EVOGRAD_PHILOX_LANES) /* indices per evograd_gauss_quads */
+
+static inline void evograd_gauss_tile_f(const evograd_noise_stream *s, uint64_t tile, int b0,
+                                        int b1, float *eps) {
+  int i0, j;
+  for (i0 = EVOGRAD_BATCH * b0; i0 < EVOGRAD_BATCH * b1; i0 += EVOGRAD_QUADS_PER_PASS) {
+    double v[EVOGRAD_QUADS_PER_PASS];
+    evograd_gauss_quads(s, (tile * EVOGRAD_TILE + (uint64_t)i0) / 4, v);
+    for (j = 0; j < EVOGRAD_QUADS_PER_PASS; ++j) eps[i0 + j] = (float)v[j];
+  }
+}
+
+static inline void evograd_gauss_tile_d(const evograd_noise_stream *s, uint64_t tile, int b0,
+                                        int b1, double *eps) {
+  int i0;
+  for (i0 = EVOGRAD_BATCH * b0; i0 < EVOGRAD_BATCH * b1; i0 += EVOGRAD_QUADS_PER_PASS)
+    evograd_gauss_quads(s, (tile * EVOGRAD_TILE + (uint64_t)i0) / 4, eps + i0);
+}
+
+#endif

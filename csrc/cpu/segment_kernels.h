@@ -1,0 +1,266 @@
+/*
+ * The CPU kernels' inner loops on one segment (a run of consecutive global
+ * indices inside one span), written once as plain C over tile-sized arrays.
+ * Each file of csrc/cpu/isa/ includes this with EVOGRAD_ISA set and is
+ * compiled for one instruction set (baseline x86-64, AVX2, AVX-512, or
+ * whatever the target's compiler defaults to); dispatch.c picks one at run
+ * time. Every step is one IEEE operation in a fixed order and the build
+ * forbids contracting a multiply and an add, so all builds give the same
+ * bits: the SIMD ones only do more lanes at once.
+ */
+#ifndef EVOGRAD_ISA
+#error "define EVOGRAD_ISA (the name of this build's kernel table) before including"
+#endif
+
+#include <string.h>
+
+#include "half_bits.h"
+#include "isa.h"
+#include "noise_tile.h"
+#include "storage.h"
+
+#define EVOGRAD_JOIN2(a, b) a##b
+#define EVOGRAD_JOIN(a, b) EVOGRAD_JOIN2(a, b)
+#define EVOGRAD_LOCAL(name) EVOGRAD_JOIN(name##_, EVOGRAD_ISA)
+
+/* Per storage type: its element type, its noise type (float32 noise for
+ * every type but float64), element to double, double to element. float32
+ * perturb adds in float: (float)((double)a + (double)e) is a + e for floats
+ * (double has more than 2 * 24 + 2 bits, so the double rounding is exact). */
+typedef float evograd_elem_f32;
+typedef double evograd_elem_f64;
+typedef uint16_t evograd_elem_f16;
+typedef uint16_t evograd_elem_bf16;
+typedef float evograd_eps_f32;
+typedef double evograd_eps_f64;
+typedef float evograd_eps_f16;
+typedef float evograd_eps_bf16;
+#define EVOGRAD_TO_D_f32(x) ((double)(x))
+#define EVOGRAD_TO_D_f64(x) (x)
+#define EVOGRAD_TO_D_f16(x) evograd_decode_bits((x), 10, 5)
+#define EVOGRAD_TO_D_bf16(x) evograd_decode_bits((x), 7, 8)
+#define EVOGRAD_FROM_D_f32(v) ((float)(v))
+#define EVOGRAD_FROM_D_f64(v) (v)
+#define EVOGRAD_FROM_D_f16(v) ((uint16_t)evograd_encode_bits((v), 10, 5))
+#define EVOGRAD_FROM_D_bf16(v) ((uint16_t)evograd_encode_bits((v), 7, 8))
+#define EVOGRAD_PLUS_EPS_f32(x, e) ((x) + (e))
+#define EVOGRAD_PLUS_EPS_f64(x, e) ((x) + (e))
+#define EVOGRAD_PLUS_EPS_f16(x, e) EVOGRAD_FROM_D_f16(EVOGRAD_TO_D_f16(x) + (double)(e))
+#define EVOGRAD_PLUS_EPS_bf16(x, e) EVOGRAD_FROM_D_bf16(EVOGRAD_TO_D_bf16(x) + (double)(e))
+#define EVOGRAD_FILL_f32(s, t, b0, b1, eps) EVOGRAD_FILL_FLOAT(s, t, b0, b1, eps)
+#define EVOGRAD_FILL_f16(s, t, b0, b1, eps) EVOGRAD_FILL_FLOAT(s, t, b0, b1, eps)
+#define EVOGRAD_FILL_bf16(s, t, b0, b1, eps) EVOGRAD_FILL_FLOAT(s, t, b0, b1, eps)
+#define EVOGRAD_FILL_FLOAT(s, t, b0, b1, eps)                                 \
+  ((s)->gauss ? evograd_gauss_tile_f(s, t, b0, b1, eps) : evograd_sign_tile_f(s, t, b0, b1, eps))
+#define EVOGRAD_FILL_f64(s, t, b0, b1, eps)                                   \
+  ((s)->gauss ? evograd_gauss_tile_d(s, t, b0, b1, eps) : evograd_sign_tile_d(s, t, b0, b1, eps))
+
+/* A segment in tile-sized pieces: piece [g, g + n) lies in tile t, at
+ * offset `at` of it, and its noise batches are [b0, b1). */
+typedef struct evograd_tile_piece {
+  uint64_t tile;
+  int at, n, b0, b1;
+} evograd_tile_piece;
+
+static inline evograd_tile_piece evograd_piece_at(int64_t g, int64_t left) {
+  evograd_tile_piece p;
+  const int64_t in_tile = EVOGRAD_TILE - g % EVOGRAD_TILE;
+  p.tile = (uint64_t)(g / EVOGRAD_TILE);
+  p.at = (int)(g % EVOGRAD_TILE);
+  p.n = (int)(in_tile < left ? in_tile : left);
+  p.b0 = p.at / EVOGRAD_BATCH;
+  p.b1 = (p.at + p.n + EVOGRAD_BATCH - 1) / EVOGRAD_BATCH;
+  return p;
+}
+
+/* The kernels compute on a tile, then stream it: without help the memory
+ * system idles during the compute. Asking for the next tile's lines first
+ * overlaps the two. */
+static inline void evograd_prefetch(const void *p, int64_t bytes, int for_write) {
+  int64_t b;
+  for (b = 0; b < bytes; b += 64) {
+    if (for_write) __builtin_prefetch((const char *)p + b, 1);
+    else __builtin_prefetch((const char *)p + b, 0);
+  }
+}
+
+/* Sign noise, several candidates at once: candidate k's term at an index
+ * is +-c_k (c_k a double); the sign bits of the tile's 64 rows of 32
+ * indices for candidates k0 .. k0+kc-1 land in bits[k][row]. */
+#define EVOGRAD_SIGN_CHUNK 16
+#define EVOGRAD_ROWS (EVOGRAD_TILE / 32)
+static inline void evograd_sign_rows(const evograd_noise *noise, int64_t k0, int kc,
+                                     uint64_t tile, uint32_t bits[][EVOGRAD_ROWS]) {
+  int k, row;
+  for (k = 0; k < kc; ++k) {
+    const evograd_noise_stream s =
+        evograd_make_stream(noise->seed, noise->sigma, 0, noise->antithetic, k0 + k);
+    uint32_t w[4][EVOGRAD_PHILOX_LANES];
+    evograd_philox_lanes(&s, tile * EVOGRAD_PHILOX_LANES, w);
+    for (row = 0; row < EVOGRAD_ROWS; ++row) bits[k][row] = w[row % 4][row / 4];
+  }
+}
+
+/* acc[i] += sum over k < kc, in k order, of +-c[k] (sign bit of index
+ * at + i), for i < n, the indices inside one tile. Whole rows keep 32
+ * sums in registers across the candidates. */
+static inline void evograd_add_signed(double *acc, int at, int n, int kc, const uint64_t *c,
+                                      uint32_t bits[][EVOGRAD_ROWS]) {
+  int i = 0, k, j;
+  for (; i < n && (at + i) % 32; ++i)
+    for (k = 0; k < kc; ++k)
+      acc[i] += evograd_double_of(c[k] ^ ((uint64_t)((bits[k][(at + i) / 32] >> ((at + i) % 32)) & 1u) << 63));
+  for (; i + 32 <= n; i += 32) {
+    const int row = (at + i) / 32;
+    double a[32];
+    memcpy(a, acc + i, sizeof a);
+    for (k = 0; k < kc; ++k) {
+      const uint32_t word = bits[k][row];
+      const uint64_t ck = c[k];
+      for (j = 0; j < 32; ++j)
+        a[j] += evograd_double_of(ck ^ ((uint64_t)((word >> j) & 1u) << 63));
+    }
+    memcpy(acc + i, a, sizeof a);
+  }
+  for (; i < n; ++i)
+    for (k = 0; k < kc; ++k)
+      acc[i] += evograd_double_of(c[k] ^ ((uint64_t)((bits[k][(at + i) / 32] >> ((at + i) % 32)) & 1u) << 63));
+}
+
+#define EVOGRAD_DEFINE_SEGMENT_KERNELS(T)                                                      \
+  static void EVOGRAD_LOCAL(perturb_##T)(const void *src_, void *dst_, int64_t global,         \
+                                         int64_t n, const evograd_noise_stream *s) {          \
+    const evograd_elem_##T *src = (const evograd_elem_##T *)src_;                           \
+    evograd_elem_##T *dst = (evograd_elem_##T *)dst_;                                       \
+    int64_t done = 0;                                                                          \
+    while (done < n) {                                                                         \
+      const evograd_tile_piece p = evograd_piece_at(global + done, n - done);                  \
+      evograd_eps_##T eps[EVOGRAD_TILE];                                                       \
+      const evograd_eps_##T *e = eps + p.at;                                                   \
+      int i;                                                                                   \
+      EVOGRAD_FILL_##T(s, p.tile, p.b0, p.b1, eps);                                            \
+      for (i = 0; i < p.n; ++i) dst[done + i] = EVOGRAD_PLUS_EPS_##T(src[done + i], e[i]);     \
+      done += p.n;                                                                             \
+    }                                                                                          \
+  }                                                                                            \
+                                                                                               \
+  static void EVOGRAD_LOCAL(combine_##T)(const void *src_, void *dst_, int64_t global,         \
+                                         int64_t n, const evograd_noise *noise,               \
+                                         const double *weights, int64_t population) {         \
+    const evograd_elem_##T *src = (const evograd_elem_##T *)src_;                           \
+    evograd_elem_##T *dst = (evograd_elem_##T *)dst_;                                       \
+    const int gauss = noise->kind == EVOGRAD_NOISE_GAUSS;                                      \
+    int64_t done = 0, k;                                                                       \
+    while (done < n) {                                                                         \
+      const evograd_tile_piece p = evograd_piece_at(global + done, n - done);                  \
+      evograd_eps_##T eps[EVOGRAD_TILE];                                                       \
+      double acc[EVOGRAD_TILE];                                                                \
+      const evograd_eps_##T *e = eps + p.at;                                                   \
+      int i;                                                                                   \
+      if (n - done > p.n) {                                                                    \
+        const int64_t next = n - done - p.n < EVOGRAD_TILE ? n - done - p.n : EVOGRAD_TILE;    \
+        evograd_prefetch(src + done + p.n, next * (int64_t)sizeof *src, 0);                    \
+        evograd_prefetch(dst + done + p.n, next * (int64_t)sizeof *dst, 1);                    \
+      }                                                                                        \
+      for (i = 0; i < p.n; ++i) acc[i] = 0.0;                                                  \
+      if (gauss) {                                                                             \
+        for (k = 0; k < population; ++k) {                                                     \
+          const evograd_noise_stream s =                                                       \
+              evograd_make_stream(noise->seed, noise->sigma, 1, noise->antithetic, k);         \
+          const double w = weights[k];                                                         \
+          EVOGRAD_FILL_##T(&s, p.tile, p.b0, p.b1, eps);                                       \
+          for (i = 0; i < p.n; ++i) acc[i] += w * (double)e[i];                                \
+        }                                                                                      \
+      } else {                                                                                 \
+        /* w_k * eps = +-(w_k * rounded sigma): the product is the same */                    \
+        for (k = 0; k < population; k += EVOGRAD_SIGN_CHUNK) {                                 \
+          const int kc = (int)(population - k < EVOGRAD_SIGN_CHUNK ? population - k            \
+                                                                   : EVOGRAD_SIGN_CHUNK);      \
+          uint32_t bits[EVOGRAD_SIGN_CHUNK][EVOGRAD_ROWS];                                     \
+          uint64_t c[EVOGRAD_SIGN_CHUNK];                                                      \
+          int kk;                                                                              \
+          for (kk = 0; kk < kc; ++kk) {                                                        \
+            const evograd_noise_stream s =                                                     \
+                evograd_make_stream(noise->seed, noise->sigma, 0, noise->antithetic, k + kk);  \
+            const evograd_eps_##T one = (evograd_eps_##T)s.scale;                               \
+            c[kk] = evograd_bits_of(weights[k + kk] * (double)one);                            \
+          }                                                                                    \
+          evograd_sign_rows(noise, k, kc, p.tile, bits);                                       \
+          evograd_add_signed(acc, p.at, p.n, kc, c, bits);                                     \
+        }                                                                                      \
+      }                                                                                        \
+      for (i = 0; i < p.n; ++i)                                                                \
+        dst[done + i] = EVOGRAD_FROM_D_##T(EVOGRAD_TO_D_##T(src[done + i]) + acc[i]);          \
+      done += p.n;                                                                             \
+    }                                                                                          \
+  }                                                                                            \
+                                                                                               \
+  /* lanes[k * EVOGRAD_PROJECT_LANES + (g % EVOGRAD_PROJECT_LANES)] += v[g] * eps_k[g]. */    \
+  static void EVOGRAD_LOCAL(project_##T)(const void *src_, int64_t global, int64_t n,          \
+                                         const evograd_noise *noise, int64_t k0, int64_t kn,  \
+                                         double *lanes) {                                      \
+    const evograd_elem_##T *src = (const evograd_elem_##T *)src_;                           \
+    const int gauss = noise->kind == EVOGRAD_NOISE_GAUSS;                                      \
+    int64_t done = 0, k;                                                                       \
+    while (done < n) {                                                                         \
+      const evograd_tile_piece p = evograd_piece_at(global + done, n - done);                  \
+      evograd_eps_##T eps[EVOGRAD_TILE];                                                       \
+      double v[EVOGRAD_TILE];                                                                  \
+      const evograd_eps_##T *e = eps + p.at;                                                   \
+      /* the piece as head (up to a lane boundary), whole lane rows, tail */                   \
+      const int head0 = (EVOGRAD_PROJECT_LANES - p.at % EVOGRAD_PROJECT_LANES) %              \
+                        EVOGRAD_PROJECT_LANES;                                                 \
+      const int head = head0 < p.n ? head0 : p.n;                                              \
+      const int rows = (p.n - head) / EVOGRAD_PROJECT_LANES;                                   \
+      int i;                                                                                   \
+      for (i = 0; i < p.n; ++i) v[i] = EVOGRAD_TO_D_##T(src[done + i]);                        \
+      for (k = 0; k < kn; ++k) {                                                               \
+        const evograd_noise_stream s =                                                         \
+            evograd_make_stream(noise->seed, noise->sigma, gauss, noise->antithetic, k0 + k);  \
+        double *lane = lanes + k * EVOGRAD_PROJECT_LANES;                                      \
+        double acc[EVOGRAD_PROJECT_LANES];                                                     \
+        int r, j;                                                                              \
+        EVOGRAD_FILL_##T(&s, p.tile, p.b0, p.b1, eps);                                         \
+        for (i = 0; i < head; ++i)                                                             \
+          lane[(p.at + i) % EVOGRAD_PROJECT_LANES] += v[i] * (double)e[i];                     \
+        memcpy(acc, lane, sizeof acc);                                                         \
+        for (r = 0; r < rows; ++r) {                                                           \
+          const double *vr = v + head + r * EVOGRAD_PROJECT_LANES;                             \
+          const evograd_eps_##T *er = e + head + r * EVOGRAD_PROJECT_LANES;                    \
+          for (j = 0; j < EVOGRAD_PROJECT_LANES; ++j) acc[j] += vr[j] * (double)er[j];         \
+        }                                                                                      \
+        memcpy(lane, acc, sizeof acc);                                                         \
+        for (i = head + rows * EVOGRAD_PROJECT_LANES; i < p.n; ++i)                            \
+          lane[(p.at + i) % EVOGRAD_PROJECT_LANES] += v[i] * (double)e[i];                     \
+      }                                                                                        \
+      done += p.n;                                                                             \
+    }                                                                                          \
+  }
+EVOGRAD_FOR_EACH_STORAGE(EVOGRAD_DEFINE_SEGMENT_KERNELS)
+#undef EVOGRAD_DEFINE_SEGMENT_KERNELS
+
+static void EVOGRAD_LOCAL(perturb)(evograd_dtype dtype, const void *src, void *dst,
+                                   int64_t global, int64_t n, const evograd_noise_stream *s) {
+#define EVOGRAD_CALL(T) EVOGRAD_LOCAL(perturb_##T)(src, dst, global, n, s)
+  EVOGRAD_DTYPE_SWITCH(dtype, EVOGRAD_CALL)
+#undef EVOGRAD_CALL
+}
+
+static void EVOGRAD_LOCAL(combine)(evograd_dtype dtype, const void *src, void *dst,
+                                   int64_t global, int64_t n, const evograd_noise *noise,
+                                   const double *weights, int64_t population) {
+#define EVOGRAD_CALL(T) EVOGRAD_LOCAL(combine_##T)(src, dst, global, n, noise, weights, population)
+  EVOGRAD_DTYPE_SWITCH(dtype, EVOGRAD_CALL)
+#undef EVOGRAD_CALL
+}
+
+static void EVOGRAD_LOCAL(project)(evograd_dtype dtype, const void *src, int64_t global,
+                                   int64_t n, const evograd_noise *noise, int64_t k0, int64_t kn,
+                                   double *lanes) {
+#define EVOGRAD_CALL(T) EVOGRAD_LOCAL(project_##T)(src, global, n, noise, k0, kn, lanes)
+  EVOGRAD_DTYPE_SWITCH(dtype, EVOGRAD_CALL)
+#undef EVOGRAD_CALL
+}
+
+const evograd_cpu_kernels EVOGRAD_JOIN(evograd_cpu_kernels_, EVOGRAD_ISA) = {
+    EVOGRAD_ISA_NAME, EVOGRAD_LOCAL(perturb), EVOGRAD_LOCAL(combine), EVOGRAD_LOCAL(project)};
