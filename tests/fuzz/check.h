@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 
+#include "cpu/isa.h"
 #include "cpu/storage.h"
 #include "input.h"
 
@@ -39,6 +40,25 @@ static inline double fz_stored(evograd_dtype d, double v) {
     default: return v;
   }
 }
+
+/* After an accepted in-place call: every other build of the CPU kernels
+ * this machine runs, started from the same inputs (`before`), must return
+ * the same status and leave the same bytes. CALL is the call expression. */
+#define FZ_SAME_ON_EVERY_BUILD(l, before, status, CALL)                         \
+  do {                                                                          \
+    static const char *const names_[] = {"portable", "avx2", "avx512"};         \
+    fz_snapshot after_;                                                         \
+    size_t b_;                                                                  \
+    fz_snap(l, &after_);                                                        \
+    for (b_ = 0; b_ < sizeof names_ / sizeof names_[0]; ++b_) {                 \
+      if (eg_cpu_kernels_use(names_[b_]) != EVOGRAD_OK) continue;               \
+      fz_restore(l, before);                                                    \
+      FZ_REQUIRE((CALL) == (status));                                           \
+      FZ_REQUIRE(fz_unchanged(l, &after_));                                     \
+    }                                                                           \
+    FZ_REQUIRE(eg_cpu_kernels_use(NULL) == EVOGRAD_OK);                         \
+    fz_snap_free(l, &after_);                                                   \
+  } while (0)
 
 static inline int fz_same(double a, double b) {
   return (isnan(a) && isnan(b)) || a == b;

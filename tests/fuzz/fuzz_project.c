@@ -1,5 +1,6 @@
 /* evograd_project and its blocked form: a status, or the same bits from the
- * one-pass call and from blocks over a split + finish; the block buffer is
+ * one-pass call, from blocks over a split + finish and from every build of
+ * the CPU kernels; the block buffer is
  * exactly sized, so a write past it is caught. */
 #include "check.h"
 
@@ -24,6 +25,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FZ_REQUIRE(evograd_project_finish(sums, nblocks, K, again) == EVOGRAD_OK);
     for (int64_t c = 0; c < K; ++c) FZ_REQUIRE(fz_same(out[c], again[c]));
     free(sums);
+    /* every build of the CPU kernels: the same bits */
+    static const char *const builds[] = {"portable", "avx2", "avx512"};
+    for (size_t b = 0; b < sizeof builds / sizeof builds[0]; ++b) {
+      double other[8] = {0};
+      if (eg_cpu_kernels_use(builds[b]) != EVOGRAD_OK) continue;
+      FZ_REQUIRE(evograd_project(d, l.spans, l.n, &noise, K, other) == EVOGRAD_OK);
+      FZ_REQUIRE(memcmp(out, other, sizeof(double) * (size_t)K) == 0);
+    }
+    FZ_REQUIRE(eg_cpu_kernels_use(NULL) == EVOGRAD_OK);
   } else {
     /* The blocked entry point must refuse the same arguments. */
     double sink[1];

@@ -182,6 +182,10 @@ static inline int fz_unchanged(const fz_list *l, const fz_snapshot *s) {
   return 1;
 }
 
+static inline void fz_restore(fz_list *l, const fz_snapshot *s) {
+  for (size_t i = 0; i < l->n_owned; ++i) memcpy(l->owned[i], s->copy[i], l->owned_bytes[i]);
+}
+
 static inline void fz_snap_free(const fz_list *l, fz_snapshot *s) {
   for (size_t i = 0; i < l->n_owned; ++i) free(s->copy[i]);
 }

@@ -31,7 +31,14 @@ def test_perturb_matches_reference(dtype, noise, antithetic):
         ref = eps_list(SHAPES, 2**40 + 3, k, 0.25, dtype, noise, antithetic)
         for g, p, e in zip(got, params, ref):
             assert g.shape == p.shape and g.dtype == dtype
-            assert torch.equal(g, p + e)
+            if noise == "sign":
+                assert torch.equal(g, p + e)
+            else:
+                # The kernels' log/cos/sin are within 4 * 2^-53 * max(r, 1) of
+                # the exact Box-Muller value (|z| < 6.7) and libm's within one
+                # ulp: so up to one rounding step of dtype apart, no more.
+                atol = 0.25 * 4 * 2.0**-53 * 7
+                assert torch.allclose(g, p + e, rtol=torch.finfo(dtype).eps, atol=atol)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
