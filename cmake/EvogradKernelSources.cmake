@@ -27,4 +27,4 @@ function(evograd_kernel_sources root out)
   set(${out} ${files} PARENT_SCOPE)
 endfunction()
 
-set(EVOGRAD_KERNEL_FLAGS -ffp-contract=off -fno-math-errno -fno-trapping-math)
+set(EVOGRAD_KERNEL_FLAGS -ffp-contract=off -fno-math-errno -fno-trapping-math -Wno-psabi)

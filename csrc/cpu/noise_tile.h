@@ -26,14 +26,17 @@
  * counter l lands in out[w][l]. */
 static inline void evograd_philox_lanes(const evograd_noise_stream *s, uint64_t first,
                                         uint32_t out[4][EVOGRAD_PHILOX_LANES]) {
-  uint32_t c0[EVOGRAD_PHILOX_LANES], c1[EVOGRAD_PHILOX_LANES];
-  uint32_t c2[EVOGRAD_PHILOX_LANES], c3[EVOGRAD_PHILOX_LANES];
+  /* 32-bit words held in 64-bit lanes: the products are then the SIMD
+   * 32 x 32 -> 64 multiply, with no widening or packing between rounds */
+  const uint64_t m32 = 0xFFFFFFFFu;
+  uint64_t c0[EVOGRAD_PHILOX_LANES], c1[EVOGRAD_PHILOX_LANES];
+  uint64_t c2[EVOGRAD_PHILOX_LANES], c3[EVOGRAD_PHILOX_LANES];
   uint32_t k0 = s->key0, k1 = s->key1;
   int l, r;
   for (l = 0; l < EVOGRAD_PHILOX_LANES; ++l) {
     const uint64_t q = first + (uint64_t)l;
-    c0[l] = (uint32_t)q;
-    c1[l] = (uint32_t)(q >> 32);
+    c0[l] = q & m32;
+    c1[l] = q >> 32;
     c2[l] = s->stream;
     c3[l] = 0u;
   }
@@ -41,22 +44,22 @@ static inline void evograd_philox_lanes(const evograd_noise_stream *s, uint64_t 
     /* kept a loop (not unrolled into sixteen copies) so that it vectorises */
 #pragma GCC unroll 1
     for (l = 0; l < EVOGRAD_PHILOX_LANES; ++l) {
-      const uint64_t p0 = (uint64_t)0xD2511F53u * c0[l];
-      const uint64_t p1 = (uint64_t)0xCD9E8D57u * c2[l];
-      const uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1[l] ^ k0;
-      const uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3[l] ^ k1;
-      c0[l] = n0;
-      c1[l] = (uint32_t)p1;
-      c2[l] = n2;
-      c3[l] = (uint32_t)p0;
+      const uint64_t p0 = (c0[l] & m32) * 0xD2511F53u;
+      const uint64_t p1 = (c2[l] & m32) * 0xCD9E8D57u;
+      c0[l] = (p1 >> 32) ^ c1[l] ^ k0;
+      c1[l] = p1 & m32;
+      c2[l] = (p0 >> 32) ^ c3[l] ^ k1;
+      c3[l] = p0 & m32;
     }
     k0 += 0x9E3779B9u;
     k1 += 0xBB67AE85u;
   }
-  memcpy(out[0], c0, sizeof c0);
-  memcpy(out[1], c1, sizeof c1);
-  memcpy(out[2], c2, sizeof c2);
-  memcpy(out[3], c3, sizeof c3);
+  for (l = 0; l < EVOGRAD_PHILOX_LANES; ++l) {
+    out[0][l] = (uint32_t)c0[l];
+    out[1][l] = (uint32_t)c1[l];
+    out[2][l] = (uint32_t)c2[l];
+    out[3][l] = (uint32_t)c3[l];
+  }
 }
 
 /* Sign noise is +-sigma rounded once, so every element is one of two
@@ -97,20 +100,30 @@ static inline void evograd_sign_tile_d(const evograd_noise_stream *s, uint64_t t
  * words (0, 1) of each quad give indices 4l, 4l+1, words (2, 3) 4l+2, 4l+3. */
 static inline void evograd_gauss_quads(const evograd_noise_stream *s, uint64_t q0,
                                        double out[4 * EVOGRAD_PHILOX_LANES]) {
+  enum { PAIRS = 2 * EVOGRAD_PHILOX_LANES };
   uint32_t w[4][EVOGRAD_PHILOX_LANES];
-  double z[4][EVOGRAD_PHILOX_LANES];
+  uint32_t a[PAIRS], b[PAIRS]; /* pair j: lane j % 16, words (0, 1) or (2, 3) */
+  double r[PAIRS], c[PAIRS], sn[PAIRS];
   int l, p;
   evograd_philox_lanes(s, q0, w);
-  for (p = 0; p < 2; ++p)
-    for (l = 0; l < EVOGRAD_PHILOX_LANES; ++l) {
-      const double r = sqrt(evograd_minus_two_log(evograd_unit_open(w[2 * p][l])));
-      double c, sn;
-      evograd_cos_sin_turns(evograd_unit_open(w[2 * p + 1][l]), &c, &sn);
-      z[2 * p][l] = s->scale * (r * c);
-      z[2 * p + 1][l] = s->scale * (r * sn);
+  for (l = 0; l < EVOGRAD_PHILOX_LANES; ++l) {
+    a[l] = w[0][l];
+    b[l] = w[1][l];
+    a[EVOGRAD_PHILOX_LANES + l] = w[2][l];
+    b[EVOGRAD_PHILOX_LANES + l] = w[3][l];
+  }
+  /* one stage per loop: short independent iterations that the processor
+   * overlaps, rather than one long chain per pair */
+  for (p = 0; p < PAIRS; ++p) r[p] = evograd_minus_two_log(evograd_unit_open(a[p]));
+  for (p = 0; p < PAIRS; ++p) r[p] = sqrt(r[p]);
+  for (p = 0; p < PAIRS; ++p) evograd_cos_sin_turns(evograd_unit_open(b[p]), &c[p], &sn[p]);
+  for (l = 0; l < EVOGRAD_PHILOX_LANES; ++l) {
+    for (p = 0; p < 2; ++p) {
+      const int j = p * EVOGRAD_PHILOX_LANES + l;
+      out[4 * l + 2 * p] = s->scale * (r[j] * c[j]);
+      out[4 * l + 2 * p + 1] = s->scale * (r[j] * sn[j]);
     }
-  for (l = 0; l < EVOGRAD_PHILOX_LANES; ++l)
-    for (p = 0; p < 4; ++p) out[4 * l + p] = z[p][l];
+  }
 }
 
 #define EVOGRAD_QUADS_PER_PASS (4 * EVOGRAD_PHILOX_LANES) /* indices per evograd_gauss_quads */

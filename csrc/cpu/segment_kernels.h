@@ -16,6 +16,7 @@
 
 #include "half_bits.h"
 #include "isa.h"
+#include "lane_vectors.h"
 #include "noise_tile.h"
 #include "storage.h"
 
@@ -84,6 +85,18 @@ static inline void evograd_prefetch(const void *p, int64_t bytes, int for_write)
   }
 }
 
+/* Elements [from, n) of `base` are still to come: ask for the tile-sized
+ * stretch EVOGRAD_PREFETCH_TILES tiles ahead (the nearer ones were asked
+ * for by earlier calls, or now when this is the segment's first piece). */
+#define EVOGRAD_PREFETCH_TILES 2
+static inline void evograd_prefetch_ahead(const void *base, int64_t from, int64_t n, int64_t esize,
+                                          int for_write, int first_piece) {
+  const int64_t first = first_piece ? from : from + (EVOGRAD_PREFETCH_TILES - 1) * EVOGRAD_TILE;
+  const int64_t last = from + EVOGRAD_PREFETCH_TILES * EVOGRAD_TILE;
+  const int64_t stop = last < n ? last : n;
+  if (first < stop) evograd_prefetch((const char *)base + first * esize, (stop - first) * esize, for_write);
+}
+
 /* Sign noise, several candidates at once: candidate k's term at an index
  * is +-c_k (c_k a double); the sign bits of the tile's 64 rows of 32
  * indices for candidates k0 .. k0+kc-1 land in bits[k][row]. */
@@ -106,25 +119,62 @@ static inline void evograd_sign_rows(const evograd_noise *noise, int64_t k0, int
  * sums in registers across the candidates. */
 static inline void evograd_add_signed(double *acc, int at, int n, int kc, const uint64_t *c,
                                       uint32_t bits[][EVOGRAD_ROWS]) {
-  int i = 0, k, j;
+  int i = 0, k;
   for (; i < n && (at + i) % 32; ++i)
     for (k = 0; k < kc; ++k)
       acc[i] += evograd_double_of(c[k] ^ ((uint64_t)((bits[k][(at + i) / 32] >> ((at + i) % 32)) & 1u) << 63));
   for (; i + 32 <= n; i += 32) {
     const int row = (at + i) / 32;
-    double a[32];
-    memcpy(a, acc + i, sizeof a);
+    evograd_f64x8 a0 = evograd_load8(acc + i), a1 = evograd_load8(acc + i + 8);
+    evograd_f64x8 a2 = evograd_load8(acc + i + 16), a3 = evograd_load8(acc + i + 24);
     for (k = 0; k < kc; ++k) {
       const uint32_t word = bits[k][row];
-      const uint64_t ck = c[k];
-      for (j = 0; j < 32; ++j)
-        a[j] += evograd_double_of(ck ^ ((uint64_t)((word >> j) & 1u) << 63));
+      const evograd_f64x8 ck = (evograd_f64x8){0, 0, 0, 0, 0, 0, 0, 0} + evograd_double_of(c[k]);
+      a0 += evograd_flip8(ck, word, 0);
+      a1 += evograd_flip8(ck, word, 1);
+      a2 += evograd_flip8(ck, word, 2);
+      a3 += evograd_flip8(ck, word, 3);
     }
-    memcpy(acc + i, a, sizeof a);
+    evograd_store8(acc + i, a0);
+    evograd_store8(acc + i + 8, a1);
+    evograd_store8(acc + i + 16, a2);
+    evograd_store8(acc + i + 24, a3);
   }
   for (; i < n; ++i)
     for (k = 0; k < kc; ++k)
       acc[i] += evograd_double_of(c[k] ^ ((uint64_t)((bits[k][(at + i) / 32] >> ((at + i) % 32)) & 1u) << 63));
+}
+
+/* Project's lanes for one candidate with sign noise: lane (at + i) % 32 of
+ * `lane` gains +-pv[i] (the sign from the index's bit, flipped by `neg`,
+ * the sign bit of an antithetic partner's negative sigma), i < n. */
+static inline void evograd_lanes_add_signed(double *lane, int at, int n, const double *pv,
+                                            const uint32_t *rowbits, uint64_t neg) {
+  int i = 0;
+  _Static_assert(EVOGRAD_PROJECT_LANES == 32, "four vectors of eight lanes");
+#define EVOGRAD_SIGNED(i)                                                                 \
+  evograd_double_of(evograd_bits_of(pv[i]) ^ neg ^                                       \
+                    ((uint64_t)((rowbits[(at + (i)) / 32] >> ((at + (i)) % 32)) & 1u) << 63))
+  for (; i < n && (at + i) % EVOGRAD_PROJECT_LANES; ++i)
+    lane[(at + i) % EVOGRAD_PROJECT_LANES] += EVOGRAD_SIGNED(i);
+  {
+    evograd_f64x8 a0 = evograd_load8(lane), a1 = evograd_load8(lane + 8);
+    evograd_f64x8 a2 = evograd_load8(lane + 16), a3 = evograd_load8(lane + 24);
+    const uint32_t flip = neg ? 0xFFFFFFFFu : 0u;
+    for (; i + EVOGRAD_PROJECT_LANES <= n; i += EVOGRAD_PROJECT_LANES) {
+      const uint32_t word = rowbits[(at + i) / 32] ^ flip;
+      a0 += evograd_flip8(evograd_load8(pv + i), word, 0);
+      a1 += evograd_flip8(evograd_load8(pv + i + 8), word, 1);
+      a2 += evograd_flip8(evograd_load8(pv + i + 16), word, 2);
+      a3 += evograd_flip8(evograd_load8(pv + i + 24), word, 3);
+    }
+    evograd_store8(lane, a0);
+    evograd_store8(lane + 8, a1);
+    evograd_store8(lane + 16, a2);
+    evograd_store8(lane + 24, a3);
+  }
+  for (; i < n; ++i) lane[(at + i) % EVOGRAD_PROJECT_LANES] += EVOGRAD_SIGNED(i);
+#undef EVOGRAD_SIGNED
 }
 
 #define EVOGRAD_DEFINE_SEGMENT_KERNELS(T)                                                      \
@@ -157,11 +207,8 @@ static inline void evograd_add_signed(double *acc, int at, int n, int kc, const 
       double acc[EVOGRAD_TILE];                                                                \
       const evograd_eps_##T *e = eps + p.at;                                                   \
       int i;                                                                                   \
-      if (n - done > p.n) {                                                                    \
-        const int64_t next = n - done - p.n < EVOGRAD_TILE ? n - done - p.n : EVOGRAD_TILE;    \
-        evograd_prefetch(src + done + p.n, next * (int64_t)sizeof *src, 0);                    \
-        evograd_prefetch(dst + done + p.n, next * (int64_t)sizeof *dst, 1);                    \
-      }                                                                                        \
+      evograd_prefetch_ahead(src, done + p.n, n, (int64_t)sizeof *src, 0, done == 0);                    \
+      evograd_prefetch_ahead(dst, done + p.n, n, (int64_t)sizeof *dst, 1, done == 0);                    \
       for (i = 0; i < p.n; ++i) acc[i] = 0.0;                                                  \
       if (gauss) {                                                                             \
         for (k = 0; k < population; ++k) {                                                     \
@@ -214,6 +261,23 @@ static inline void evograd_add_signed(double *acc, int at, int n, int kc, const 
       const int rows = (p.n - head) / EVOGRAD_PROJECT_LANES;                                   \
       int i;                                                                                   \
       for (i = 0; i < p.n; ++i) v[i] = EVOGRAD_TO_D_##T(src[done + i]);                        \
+      evograd_prefetch_ahead(src, done + p.n, n, (int64_t)sizeof *src, 0, done == 0);                    \
+      if (!gauss) {                                                                            \
+        /* v * eps = +-(v * |rounded sigma|): one product per element for all k */             \
+        const double mag = (double)(evograd_eps_##T)noise->sigma;                              \
+        for (i = 0; i < p.n; ++i) v[i] *= mag;                                                 \
+        for (k = 0; k < kn; k += EVOGRAD_SIGN_CHUNK) {                                         \
+          const int kc = (int)(kn - k < EVOGRAD_SIGN_CHUNK ? kn - k : EVOGRAD_SIGN_CHUNK);     \
+          uint32_t bits[EVOGRAD_SIGN_CHUNK][EVOGRAD_ROWS];                                     \
+          int kk;                                                                              \
+          evograd_sign_rows(noise, k0 + k, kc, p.tile, bits);                                  \
+          for (kk = 0; kk < kc; ++kk) {                                                        \
+            const int odd = noise->antithetic && ((k0 + k + kk) & 1);                          \
+            evograd_lanes_add_signed(lanes + (k + kk) * EVOGRAD_PROJECT_LANES, p.at, p.n, v,   \
+                                     bits[kk], (uint64_t)odd << 63);                           \
+          }                                                                                    \
+        }                                                                                      \
+      } else                                                                                   \
       for (k = 0; k < kn; ++k) {                                                               \
         const evograd_noise_stream s =                                                         \
             evograd_make_stream(noise->seed, noise->sigma, gauss, noise->antithetic, k0 + k);  \
