@@ -64,3 +64,11 @@ class Batches:
 
     def __iter__(self):
         return self
+
+    def state_dict(self):
+        """Where the endless sequence stands: enough to continue it exactly."""
+        return {"generator": self.g.get_state(), "order": self.order, "pos": self.pos}
+
+    def load_state_dict(self, state):
+        self.g.set_state(state["generator"])
+        self.order, self.pos = state["order"], state["pos"]

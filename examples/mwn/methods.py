@@ -40,7 +40,7 @@ class MWNTrainer:
     def __init__(self, model, vnet, method, lr=0.1, momentum=0.9, weight_decay=5e-4,
                  vnet_lr=1e-3, vnet_weight_decay=1e-4, population=2, sigma=1e-3,
                  temperature=0.05, noise="sign", seed=0, scale="t1t2",
-                 seed_schedule="mixed", vnet_input="own"):
+                 seed_schedule="mixed", vnet_input="own", parallel=None):
         """vnet_input, what the weighting net is fed in the meta-step's training loss:
         'own' (the official code, and the default): the losses at the parameters
         being evaluated, detached; T1-T2 then differentiates only the cost
@@ -49,9 +49,16 @@ class MWNTrainer:
         'fixed': the current parameters' losses, as constants: the same as
         'own' for T1-T2, and for EvoGrad the part T1-T2's detach leaves.
         'through': not detached: T1-T2 also differentiates through V's input
-        (what EvoGrad's 'own' estimates)."""
+        (what EvoGrad's 'own' estimates).
+        parallel="data": `model` is a DistributedDataParallel module and each
+        rank passes its share of every batch; EvoGrad's meta-step averages over
+        ranks (evograd.EvoGrad's parallel="data")."""
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+        if parallel is not None and method not in ("evograd", "baseline"):
+            raise ValueError(f"{method} does not run data-parallel here: T1-T2 would need a double "
+                             "backward through DDP's gradient all-reduce (examples/mwn/ranks.py "
+                             "has the exact T1-T2 on several ranks)")
         if vnet_input not in VNET_INPUTS:
             raise ValueError(f"unknown vnet_input {vnet_input!r}; choose from {VNET_INPUTS}")
         self.vnet_input = vnet_input
@@ -72,7 +79,7 @@ class MWNTrainer:
                                         temperature=temperature, noise=noise, seed=seed,
                                         scale=None if scale == "none" else scale,
                                         inner_lr=None if scale == "none" else lr,
-                                        seed_schedule=seed_schedule)
+                                        seed_schedule=seed_schedule, parallel=parallel)
 
     @property
     def lr(self):

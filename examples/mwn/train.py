@@ -13,8 +13,19 @@ labels with no meta-learning.
 noisy labels within minutes on a CPU; --eval-every N records a curve (test
 accuracy, and the weights V gives to corrupted and clean training examples,
 whose mask is known) every N iterations; the result holds V(loss) on a grid.
+
+Several processes (DistributedDataParallel and EvoGrad's data-parallel
+meta-step; gloo on CPU, NCCL on CUDA), each taking its share of every batch:
+
+    torchrun --nproc_per_node=2 examples/mwn/train.py --distributed --method evograd
+
+Long runs: --checkpoint PATH saves everything the next iteration reads
+every --checkpoint-every iterations; after a crash or a kill, the same
+command with --resume continues bit for bit as the uninterrupted run would
+have (one file per rank under torchrun).
 """
 import argparse
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -25,6 +36,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+import checkpoint  # noqa: E402
 import data  # noqa: E402
 from common.grid import run_and_report  # noqa: E402
 from common.measure import PeakMemory, median, timed  # noqa: E402
@@ -69,6 +81,12 @@ def parse_args(argv=None):
                    help="test accuracy and training statistics every this many iterations (0: at the end only)")
     p.add_argument("--data-dir", default=str(data.DEFAULT_ROOT))
     p.add_argument("--json", type=Path, default=None, help="write the result here")
+    p.add_argument("--distributed", action="store_true",
+                   help="under torchrun: DDP and EvoGrad's data-parallel meta-step, a share of every batch per rank")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="save the training state here (PATH.rankN per rank under torchrun)")
+    p.add_argument("--checkpoint-every", type=int, default=100, help="iterations between checkpoints")
+    p.add_argument("--resume", action="store_true", help="continue from --checkpoint when it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -137,6 +155,35 @@ class TrainingStats:
 
 
 @torch.no_grad()
+def start_processes(args):
+    """(rank, world size, device): torchrun's environment under --distributed."""
+    if not args.distributed:
+        return 0, 1, torch.device(args.device)
+    import torch.distributed as dist
+    if "RANK" not in os.environ:
+        raise SystemExit("--distributed runs under torchrun, e.g. "
+                         "torchrun --nproc_per_node=2 examples/mwn/train.py --distributed")
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if args.batch_size % world or args.meta_batch_size % world:
+        raise SystemExit(f"--batch-size {args.batch_size} and --meta-batch-size {args.meta_batch_size} "
+                         f"must divide among {world} processes")
+    return rank, world, device
+
+
+def parameters_sha256(*modules):
+    """A fingerprint of parameters and buffers, to compare runs bit for bit."""
+    h = hashlib.sha256()
+    for m in modules:
+        for t in m.state_dict().values():
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def weighting_function(vnet, device):
     """V(loss) on LOSS_GRID."""
     return vnet(torch.tensor(LOSS_GRID, device=device).reshape(-1, 1)).flatten().tolist()
@@ -146,17 +193,21 @@ def run(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    device = torch.device(args.device)
+    rank, world, device = start_processes(args)
     ds = prepare(args)
     model = classifier(args.model, args.width).to(device)
     vnet = WeightingNet(args.vnet_hidden).to(device)
-    trainer = MWNTrainer(model, vnet, args.method, lr=args.lr, weight_decay=args.weight_decay,
+    net = model
+    if world > 1 or args.distributed:
+        # every rank starts from the same weights (same seed), as DDP requires
+        net = torch.nn.parallel.DistributedDataParallel(model)
+    trainer = MWNTrainer(net, vnet, args.method, lr=args.lr, weight_decay=args.weight_decay,
                          vnet_lr=args.vnet_lr,
                          vnet_weight_decay=args.vnet_weight_decay,
                          population=args.population, sigma=args.sigma,
                          temperature=args.temperature, noise=args.noise, seed=args.seed,
                          scale=args.scale, seed_schedule=args.seed_schedule,
-                         vnet_input=args.vnet_input)
+                         vnet_input=args.vnet_input, parallel="data" if args.distributed else None)
     sched = torch.optim.lr_scheduler.MultiStepLR(
         trainer.opt, [int(0.8 * args.iterations), int(0.9 * args.iterations)], 0.1)
     batches = data.Batches(*ds["train"], args.batch_size, args.seed)
@@ -175,22 +226,55 @@ def run(args):
             snapshots.append({"iteration": iteration,
                               "weight": [round(w, 5) for w in weighting_function(vnet, device)]})
 
-    bar = tqdm(range(args.iterations), desc=f"{args.method}", disable=args.quiet, dynamic_ncols=True)
+    # Everything the next iteration reads, for --checkpoint / --resume.
+    saved = {"model": model, "vnet": vnet, "opt": trainer.opt, "vopt": trainer.vopt, "sched": sched,
+             "batches": batches, "meta_batches": meta_batches}
+    if args.method == "evograd":
+        saved["evograd"] = trainer.meta
+    ckpt = checkpoint.rank_path(args.checkpoint, rank, world) if args.checkpoint else None
+
+    def logs():
+        return {"times": times, "losses": losses, "curve": curve, "snapshots": snapshots,
+                "stats": stats.__dict__, "grad_to_decay": trainer.grad_to_decay,
+                "generator": trainer.generator.get_state()}
+
+    start = 0
+    if args.resume:
+        if ckpt is None:
+            raise SystemExit("--resume needs --checkpoint PATH")
+        found = checkpoint.load(ckpt, saved)
+        if found is not None:
+            start, extra = found
+            times[:], losses[:], curve[:], snapshots[:] = (extra["times"], extra["losses"], extra["curve"],
+                                                          extra["snapshots"])
+            stats.__dict__.update(extra["stats"])
+            trainer.grad_to_decay[:] = extra["grad_to_decay"]
+            trainer.generator.set_state(extra["generator"])
+
+    def shard(t):
+        return t[rank::world]
+
+    bar = tqdm(range(start, args.iterations), desc=f"{args.method}", disable=args.quiet or rank > 0,
+               dynamic_ncols=True, initial=start, total=args.iterations)
     with PeakMemory(device) as mem:
         for it in bar:
             (x, y), (xm, ym) = next(batches), next(meta_batches)
-            x, y, xm, ym = x.to(device), y.to(device), xm.to(device), ym.to(device)
+            x, y, xm, ym = shard(x).to(device), shard(y).to(device), shard(xm).to(device), shard(ym).to(device)
             dt, (loss, meta_loss) = timed(lambda: trainer.iteration(x, y, xm, ym), device)
             sched.step()
             times.append(dt)
             losses.append(loss)
             stats.add({k: (None if t is None else t.cpu()) for k, t in trainer.last.items()},
-                      y.cpu(), ds["mask"][batches.last])
-            if args.eval_every and (it + 1) % args.eval_every == 0 and it + 1 < args.iterations:
+                      y.cpu(), ds["mask"][shard(batches.last)])
+            if args.eval_every and (it + 1) % args.eval_every == 0 and it + 1 < args.iterations and rank == 0:
                 record(it + 1)
+            if ckpt is not None and (it + 1) % args.checkpoint_every == 0:
+                checkpoint.save(ckpt, it + 1, saved, logs())
             if it % 10 == 0:
                 bar.set_postfix(loss=f"{loss:.3f}", meta=f"{meta_loss:.3f}" if meta_loss else "-",
                                 s_per_it=f"{median(times[-50:]):.2f}")
+    if rank > 0:
+        return None  # rank 0 evaluates and reports
     record(args.iterations)
     acc = curve[-1]["test_accuracy"]
     best = max(curve, key=lambda e: e["test_accuracy"])
@@ -214,15 +298,25 @@ def run(args):
         "seed_schedule": args.seed_schedule if args.method == "evograd" else None,
         "vnet_weight_decay": args.vnet_weight_decay,
         "median_grad_to_decay": median(trainer.grad_to_decay) if trainer.grad_to_decay else None,
+        "processes": world, "resumed_at": start if args.resume else None,
+        "parameters_sha256": parameters_sha256(model, vnet),
     }
     return result
 
 
 def main(argv=None):
     args = parse_args(argv)
-    return run_and_report(run, args, lambda r: (f"{r['method']}: test accuracy {100 * r['test_accuracy']:.2f}% "
-                  f"after {args.iterations} iterations at {100 * args.noise_rate:.0f}% label noise; "
-                  f"{r['median_iteration_s']:.3f} s/iteration, peak memory +{r['peak_memory_mib']:.0f} MiB"))
+    try:
+        if args.distributed and int(os.environ.get("RANK", 0)) > 0:
+            return run(args)  # the other ranks train; rank 0 reports
+        return run_and_report(run, args, lambda r: (f"{r['method']}: test accuracy {100 * r['test_accuracy']:.2f}% "
+                      f"after {args.iterations} iterations at {100 * args.noise_rate:.0f}% label noise; "
+                      f"{r['median_iteration_s']:.3f} s/iteration, peak memory +{r['peak_memory_mib']:.0f} MiB"))
+    finally:
+        if args.distributed:
+            import torch.distributed as dist
+            if dist.is_initialized():
+                dist.destroy_process_group()
 
 
 if __name__ == "__main__":

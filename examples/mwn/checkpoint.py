@@ -1,0 +1,55 @@
+"""Saving and resuming a training run so that it continues bit for bit as
+if it had never stopped: everything the next iteration reads is in the
+file (model, weighting net, both optimisers, the learning-rate schedule,
+EvoGrad's seed sequence, the data order, random-number states, the logs).
+
+A checkpoint is written to a temporary file and renamed over the old one,
+so a process killed while writing leaves the previous checkpoint intact.
+"""
+import os
+from pathlib import Path
+
+import torch
+
+
+def rank_path(path, rank, world):
+    """One file per rank when several run (their logs differ), else `path`."""
+    return Path(path) if world == 1 else Path(f"{path}.rank{rank}")
+
+
+def save(path, iteration, objects, extra):
+    """objects: name -> anything with state_dict(); extra: plain picklable values."""
+    state = {"iteration": iteration, "extra": extra,
+             "objects": {name: obj.state_dict() for name, obj in objects.items()},
+             "torch_rng": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load(path, objects):
+    """Restores objects in place; returns (iteration, extra), or None when
+    there is no checkpoint yet (a fresh start)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False) if _has_weights_only() \
+        else torch.load(path, map_location="cpu")
+    missing = set(objects) - set(state["objects"])
+    if missing:
+        raise ValueError(f"checkpoint {path} has no state for {sorted(missing)}; was it written by "
+                         f"another method or configuration?")
+    for name, obj in objects.items():
+        obj.load_state_dict(state["objects"][name])
+    torch.set_rng_state(state["torch_rng"])
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return state["iteration"], state["extra"]
+
+
+def _has_weights_only():
+    import inspect
+    return "weights_only" in inspect.signature(torch.load).parameters

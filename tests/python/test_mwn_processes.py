@@ -1,0 +1,107 @@
+"""examples/mwn/train.py as users run it: under torchrun with --distributed
+(DDP + EvoGrad's data-parallel meta-step, gloo on this CPU), and killed with
+SIGKILL after a checkpoint, then resumed: the resumed run must end exactly
+where the uninterrupted one does (same parameters and weighting net, bit
+for bit, same accuracy and losses)."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAIN = ROOT / "examples" / "mwn" / "train.py"
+SMALL = ["--method", "evograd", "--model", "mlp", "--iterations", "24", "--batch-size", "32",
+         "--meta-batch-size", "32", "--train-size", "640", "--test-size", "200", "--quiet"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def command(world, args):
+    if world == 1:
+        return [sys.executable, str(TRAIN), *args]
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={world}",
+            f"--master_port={free_port()}", str(TRAIN), "--distributed", *args]
+
+
+def env():
+    return dict(os.environ, OMP_NUM_THREADS="1")
+
+
+def run(world, args):
+    out = subprocess.run(command(world, args), env=env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
+def descendants(pid):
+    """Every process below pid (torchrun's workers may sit in sessions of their own)."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_after_first_checkpoint(world, args, ckpt):
+    """Starts the run, waits for its first checkpoint, then SIGKILLs every
+    process of it at once (the workers first, so none outlives the kill)."""
+    first = ckpt if world == 1 else Path(f"{ckpt}.rank{world - 1}")
+    proc = subprocess.Popen(command(world, args), env=env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    for pid in descendants(proc.pid) + [proc.pid]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()[-3000:]  # killed, not finished
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_killed_run_resumes_bit_for_bit(world, tmp_path):
+    whole, resumed, ckpt = tmp_path / "whole.json", tmp_path / "resumed.json", tmp_path / "state.pt"
+    run(world, SMALL + ["--json", str(whole)])
+    kill_after_first_checkpoint(world, SMALL + ["--checkpoint", str(ckpt), "--checkpoint-every", "4"], ckpt)
+    run(world, SMALL + ["--checkpoint", str(ckpt), "--checkpoint-every", "4", "--resume",
+                        "--json", str(resumed)])
+    a, b = json.loads(whole.read_text()), json.loads(resumed.read_text())
+    assert b["resumed_at"] is not None and 4 <= b["resumed_at"] < 24  # really resumed mid-run
+    assert a["processes"] == b["processes"] == world
+    assert a["parameters_sha256"] == b["parameters_sha256"]
+    for key in ("test_accuracy", "final_train_loss", "weighting_function", "median_grad_to_decay"):
+        assert a[key] == b[key], key
+
+
+def test_resume_without_a_checkpoint_path_is_refused(tmp_path):
+    out = subprocess.run(command(1, SMALL + ["--resume"]), env=env(), capture_output=True, text=True)
+    assert out.returncode != 0 and "--resume needs --checkpoint" in out.stderr
+
+
+def test_distributed_needs_torchrun_and_t1t2_is_refused(tmp_path):
+    out = subprocess.run([sys.executable, str(TRAIN), "--distributed", *SMALL], env=env(),
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "runs under torchrun" in out.stderr
+    args = [a if a != "evograd" else "t1t2" for a in SMALL]
+    out = subprocess.run(command(2, args), env=env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "double backward through DDP" in out.stderr
