@@ -94,9 +94,11 @@ typedef struct evograd_range {
   int64_t end;
 } evograd_range;
 
-/* Project reduces in fixed blocks of global indices, each summed in double in
- * index order, then the block sums in block order: bit-identical results for
- * any split into spans, ranges or threads. */
+/* Project reduces in fixed blocks of global indices: inside a block, index i
+ * adds to partial sum i % 32 (each in double, in index order) and the 32
+ * partial sums meet in a fixed pairwise tree; then the block sums add in
+ * block order. Bit-identical results for any split into spans, ranges or
+ * threads, and on every CPU (see evograd_cpu_kernels_name). */
 #define EVOGRAD_PROJECT_BLOCK 4096
 
 /* Total number of elements of a span list, with overflow checking. */
