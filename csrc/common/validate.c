@@ -70,7 +70,13 @@ evograd_status eg_check_noise(const evograd_noise *noise) {
   if (!(isfinite(noise->sigma) && noise->sigma > 0.0)) return EVOGRAD_ERR_INVALID_SIGMA;
   if (noise->kind != EVOGRAD_NOISE_SIGN && noise->kind != EVOGRAD_NOISE_GAUSS)
     return EVOGRAD_ERR_INVALID_NOISE;
+  if (noise->first < 0) return EVOGRAD_ERR_INVALID_RANGE;
   return EVOGRAD_OK;
+}
+
+/* The list's global indices first .. first + total - 1 must fit in int64. */
+static evograd_status check_placement(const evograd_noise *noise, int64_t total) {
+  return total > INT64_MAX - noise->first ? EVOGRAD_ERR_SIZE_OVERFLOW : EVOGRAD_OK;
 }
 
 evograd_status eg_check_population(int64_t population, int antithetic) {
@@ -107,6 +113,7 @@ evograd_status eg_check_perturb(evograd_dtype dtype, const evograd_span *spans, 
   evograd_status st;
   if ((st = eg_check_spans(dtype, spans, n_spans, 1, total)) != EVOGRAD_OK) return st;
   if ((st = eg_check_noise(noise)) != EVOGRAD_OK) return st;
+  if ((st = check_placement(noise, *total)) != EVOGRAD_OK) return st;
   if (k < 0 || k > (int64_t)UINT32_MAX) return EVOGRAD_ERR_INVALID_CANDIDATE;
   return EVOGRAD_OK;
 }
@@ -117,6 +124,7 @@ evograd_status eg_check_combine(evograd_dtype dtype, const evograd_span *spans, 
   evograd_status st;
   if ((st = eg_check_spans(dtype, spans, n_spans, 1, total)) != EVOGRAD_OK) return st;
   if ((st = eg_check_noise(noise)) != EVOGRAD_OK) return st;
+  if ((st = check_placement(noise, *total)) != EVOGRAD_OK) return st;
   if ((st = eg_check_population(population, noise->antithetic)) != EVOGRAD_OK) return st;
   return eg_check_finite(weights, population, EVOGRAD_ERR_NONFINITE_VALUE);
 }
@@ -126,5 +134,6 @@ evograd_status eg_check_project(evograd_dtype dtype, const evograd_span *spans, 
   evograd_status st;
   if ((st = eg_check_spans(dtype, spans, n_spans, 0, total)) != EVOGRAD_OK) return st;
   if ((st = eg_check_noise(noise)) != EVOGRAD_OK) return st;
+  if ((st = check_placement(noise, *total)) != EVOGRAD_OK) return st;
   return eg_check_population(population, noise->antithetic);
 }

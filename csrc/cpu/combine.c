@@ -23,7 +23,7 @@ evograd_status evograd_combine(evograd_dtype dtype, const evograd_span *spans,
   evograd_walk_init(&walk, spans, n_spans, begin, end);
   while (evograd_walk_next(&walk, &seg))
     kernels->combine(dtype, evograd_segment_src(spans, &seg, esize),
-                     evograd_segment_dst(spans, &seg, esize), seg.global, seg.count, noise,
+                     evograd_segment_dst(spans, &seg, esize), noise->first + seg.global, seg.count, noise,
                      weights, population);
   return EVOGRAD_OK;
 }

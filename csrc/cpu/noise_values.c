@@ -15,7 +15,8 @@ evograd_status evograd_noise_values(const evograd_noise *noise, int64_t k,
   if (out == NULL) return EVOGRAD_ERR_NULL_POINTER;
   if (k < 0 || k > (int64_t)UINT32_MAX) return EVOGRAD_ERR_INVALID_CANDIDATE;
   if (first < 0 || n < 0) return EVOGRAD_ERR_INVALID_RANGE;
-  if (n > INT64_MAX - first) return EVOGRAD_ERR_SIZE_OVERFLOW;
+  if (n > INT64_MAX - first || first + n > INT64_MAX - noise->first) return EVOGRAD_ERR_SIZE_OVERFLOW;
+  first += noise->first; /* a list index, now global */
   /* z only: sigma scales nothing here, but the antithetic sign applies. */
   s = evograd_make_stream(noise->seed, 1.0, noise->kind == EVOGRAD_NOISE_GAUSS,
                           noise->antithetic, k);

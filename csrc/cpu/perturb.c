@@ -22,6 +22,6 @@ evograd_status evograd_perturb(evograd_dtype dtype, const evograd_span *spans,
   evograd_walk_init(&walk, spans, n_spans, begin, end);
   while (evograd_walk_next(&walk, &seg))
     kernels->perturb(dtype, evograd_segment_src(spans, &seg, esize),
-                     evograd_segment_dst(spans, &seg, esize), seg.global, seg.count, &s);
+                     evograd_segment_dst(spans, &seg, esize), noise->first + seg.global, seg.count, &s);
   return EVOGRAD_OK;
 }

@@ -177,6 +177,50 @@ static inline void evograd_lanes_add_signed(double *lane, int at, int n, const d
 #undef EVOGRAD_SIGNED
 }
 
+/* dst[i] = src[i] + sum_k +-c[k] for the indices at .. at+n-1 of a tile,
+ * one chunk of candidates: the sums stay in registers and go straight to
+ * the output, with no buffer pass. */
+#define EVOGRAD_DEFINE_COMBINE_ROWS(T)                                                           \
+  static void EVOGRAD_LOCAL(combine_rows_##T)(const evograd_elem_##T *src, evograd_elem_##T *dst, \
+                                              int at, int n, int kc, const uint64_t *c,          \
+                                              uint32_t bits[][EVOGRAD_ROWS]) {                   \
+    int i = 0, k, j;                                                                             \
+    for (; i < n; ++i) {                                                                         \
+      double a = 0.0;                                                                            \
+      if ((at + i) % 32 == 0 && i + 32 <= n) break;                                              \
+      for (k = 0; k < kc; ++k)                                                                   \
+        a += evograd_double_of(c[k] ^ ((uint64_t)((bits[k][(at + i) / 32] >> ((at + i) % 32)) & 1u) << 63)); \
+      dst[i] = EVOGRAD_FROM_D_##T(EVOGRAD_TO_D_##T(src[i]) + a);                                 \
+    }                                                                                            \
+    for (; i + 32 <= n; i += 32) {                                                               \
+      const int row = (at + i) / 32;                                                             \
+      const evograd_f64x8 zero = {0, 0, 0, 0, 0, 0, 0, 0};                                       \
+      evograd_f64x8 a0 = zero, a1 = zero, a2 = zero, a3 = zero;                                  \
+      double sum[32];                                                                            \
+      for (k = 0; k < kc; ++k) {                                                                 \
+        const uint32_t word = bits[k][row];                                                      \
+        const evograd_f64x8 ck = zero + evograd_double_of(c[k]);                                 \
+        a0 += evograd_flip8(ck, word, 0);                                                        \
+        a1 += evograd_flip8(ck, word, 1);                                                        \
+        a2 += evograd_flip8(ck, word, 2);                                                        \
+        a3 += evograd_flip8(ck, word, 3);                                                        \
+      }                                                                                          \
+      evograd_store8(sum, a0);                                                                   \
+      evograd_store8(sum + 8, a1);                                                               \
+      evograd_store8(sum + 16, a2);                                                              \
+      evograd_store8(sum + 24, a3);                                                              \
+      for (j = 0; j < 32; ++j) dst[i + j] = EVOGRAD_FROM_D_##T(EVOGRAD_TO_D_##T(src[i + j]) + sum[j]); \
+    }                                                                                            \
+    for (; i < n; ++i) {                                                                         \
+      double a = 0.0;                                                                            \
+      for (k = 0; k < kc; ++k)                                                                   \
+        a += evograd_double_of(c[k] ^ ((uint64_t)((bits[k][(at + i) / 32] >> ((at + i) % 32)) & 1u) << 63)); \
+      dst[i] = EVOGRAD_FROM_D_##T(EVOGRAD_TO_D_##T(src[i]) + a);                                 \
+    }                                                                                            \
+  }
+EVOGRAD_FOR_EACH_STORAGE(EVOGRAD_DEFINE_COMBINE_ROWS)
+#undef EVOGRAD_DEFINE_COMBINE_ROWS
+
 #define EVOGRAD_DEFINE_SEGMENT_KERNELS(T)                                                      \
   static void EVOGRAD_LOCAL(perturb_##T)(const void *src_, void *dst_, int64_t global,         \
                                          int64_t n, const evograd_noise_stream *s) {          \
@@ -209,8 +253,8 @@ static inline void evograd_lanes_add_signed(double *lane, int at, int n, const d
       int i;                                                                                   \
       evograd_prefetch_ahead(src, done + p.n, n, (int64_t)sizeof *src, 0, done == 0);                    \
       evograd_prefetch_ahead(dst, done + p.n, n, (int64_t)sizeof *dst, 1, done == 0);                    \
-      for (i = 0; i < p.n; ++i) acc[i] = 0.0;                                                  \
       if (gauss) {                                                                             \
+        for (i = 0; i < p.n; ++i) acc[i] = 0.0;                                                \
         for (k = 0; k < population; ++k) {                                                     \
           const evograd_noise_stream s =                                                       \
               evograd_make_stream(noise->seed, noise->sigma, 1, noise->antithetic, k);         \
@@ -218,8 +262,22 @@ static inline void evograd_lanes_add_signed(double *lane, int at, int n, const d
           EVOGRAD_FILL_##T(&s, p.tile, p.b0, p.b1, eps);                                       \
           for (i = 0; i < p.n; ++i) acc[i] += w * (double)e[i];                                \
         }                                                                                      \
+      } else if (population <= EVOGRAD_SIGN_CHUNK) {                                           \
+        /* one chunk of candidates: sums and stores in one pass over the piece */              \
+        uint32_t bits[EVOGRAD_SIGN_CHUNK][EVOGRAD_ROWS];                                       \
+        uint64_t c[EVOGRAD_SIGN_CHUNK];                                                        \
+        for (k = 0; k < population; ++k) {                                                     \
+          const evograd_noise_stream s =                                                       \
+              evograd_make_stream(noise->seed, noise->sigma, 0, noise->antithetic, k);         \
+          c[k] = evograd_bits_of(weights[k] * (double)(evograd_eps_##T)s.scale);               \
+        }                                                                                      \
+        evograd_sign_rows(noise, 0, (int)population, p.tile, bits);                            \
+        EVOGRAD_LOCAL(combine_rows_##T)(src + done, dst + done, p.at, p.n, (int)population, c, bits); \
+        done += p.n;                                                                           \
+        continue;                                                                              \
       } else {                                                                                 \
         /* w_k * eps = +-(w_k * rounded sigma): the product is the same */                    \
+        for (i = 0; i < p.n; ++i) acc[i] = 0.0;                                                \
         for (k = 0; k < population; k += EVOGRAD_SIGN_CHUNK) {                                 \
           const int kc = (int)(population - k < EVOGRAD_SIGN_CHUNK ? population - k            \
                                                                    : EVOGRAD_SIGN_CHUNK);      \

@@ -173,24 +173,37 @@ EVOGRAD_HD void scatter(const DeviceSpan* spans, const QuadPlace& p, const T v[4
   }
 }
 
-// A candidate's noise for a quad, rounded as the CPU rounds it (to float32,
-// or float64 for float64 lists). Sign noise is +-(N)scale exactly: no
-// multiply and no conversion per element.
+// A candidate's noise for a quad of the list, rounded as the CPU rounds it
+// (to float32, or float64 for float64 lists). Sign noise is +-(N)scale
+// exactly: no multiply and no conversion per element. List index i is
+// global index first + i: a list quad is noise quad base + q when first is a
+// multiple of 4, else it takes the last lanes of that quad and the first of
+// the next.
 template <typename T>
 struct QuadNoise {
   using N = typename Elem<T>::Noise;
   evograd_noise_stream s;
   N step;         // (N)scale, the sign-noise magnitude
   double step_d;  // the same, widened once
+  uint64_t base;  // first / 4
+  int shift;      // first % 4
 
-  EVOGRAD_HD explicit QuadNoise(const evograd_noise_stream& stream)
-      : s(stream), step((N)stream.scale), step_d((double)(N)stream.scale) {}
+  EVOGRAD_HD QuadNoise(const evograd_noise_stream& stream, int64_t first)
+      : s(stream), step((N)stream.scale), step_d((double)(N)stream.scale),
+        base((uint64_t)first >> 2), shift((int)(first & 3)) {}
 
-  // The quad's four sign bits, in bits 0..3. A warp's 32 quads are the 128
-  // signs of one Philox call: its lanes compute the same words, one call's
-  // instructions per 128 elements.
+  // Noise quad g's four sign bits, in bits 0..3. A warp's 32 quads are the
+  // 128 signs of one Philox call: its lanes compute the same words, one
+  // call's instructions per 128 elements.
+  EVOGRAD_HD uint32_t noise_quad_bits(uint64_t g) const {
+    return (evograd_sign_word(&s, g >> 3) >> (4 * (g & 7))) & 0xFu;
+  }
+
+  // List quad q's four sign bits, in bits 0..3.
   EVOGRAD_HD uint32_t sign_bits(uint64_t q) const {
-    return evograd_sign_word(&s, q >> 3) >> (4 * (q & 7));
+    const uint32_t lo = noise_quad_bits(base + q);
+    if (!shift) return lo;
+    return ((lo | (noise_quad_bits(base + q + 1) << 4)) >> shift) & 0xFu;
   }
 
   EVOGRAD_HD void values(uint64_t q, N eps[4]) const {
@@ -198,9 +211,10 @@ struct QuadNoise {
       const uint32_t bits = sign_bits(q);
       for (int l = 0; l < 4; ++l) eps[l] = ((bits >> l) & 1u) ? -step : step;
     } else {
-      double z[4];
-      evograd_noise_quad(&s, q, z);
-      for (int l = 0; l < 4; ++l) eps[l] = (N)(s.scale * z[l]);
+      double z[8];
+      evograd_noise_quad(&s, base + q, z);
+      if (shift) evograd_noise_quad(&s, base + q + 1, z + 4);
+      for (int l = 0; l < 4; ++l) eps[l] = (N)(s.scale * z[shift + l]);
     }
   }
 
@@ -237,10 +251,11 @@ EVOGRAD_HD void perturb_quad(const DeviceSpan* spans, int n_spans, int64_t total
 template <typename T>
 EVOGRAD_HD void combine_quad(const DeviceSpan* spans, int n_spans, int64_t total,
                                   const double* weights, int64_t population, uint64_t seed,
-                                  double sigma, int gauss, int antithetic, uint64_t q) {
+                                  double sigma, int gauss, int antithetic, int64_t first,
+                                  uint64_t q) {
   double acc[4] = {0.0, 0.0, 0.0, 0.0};
   for (int64_t k = 0; k < population; ++k) {
-    const QuadNoise<T> noise(evograd_make_stream(seed, sigma, gauss, antithetic, k));
+    const QuadNoise<T> noise(evograd_make_stream(seed, sigma, gauss, antithetic, k), first);
     const double w[4] = {weights[k], weights[k], weights[k], weights[k]};
     double term[4];
     noise.scaled(q, w, term);
@@ -258,14 +273,15 @@ EVOGRAD_HD void combine_quad(const DeviceSpan* spans, int n_spans, int64_t total
 template <typename T>
 EVOGRAD_HD void project_quad(const DeviceSpan* spans, int n_spans, int64_t end,
                                   uint64_t seed, double sigma, int gauss, int antithetic,
-                                  int64_t k0, int kn, uint64_t q, double sums[kProjectChunk]) {
+                                  int64_t first, int64_t k0, int kn, uint64_t q,
+                                  double sums[kProjectChunk]) {
   const QuadPlace p = place_quad<T>(spans, n_spans, end, q, false);
   T v[4] = {};
   gather(spans, p, v);
   double g[4];
   for (int l = 0; l < 4; ++l) g[l] = l < p.count ? Elem<T>::wide(v[l]) : 0.0;
   for (int c = 0; c < kn; ++c) {
-    const QuadNoise<T> noise(evograd_make_stream(seed, sigma, gauss, antithetic, k0 + c));
+    const QuadNoise<T> noise(evograd_make_stream(seed, sigma, gauss, antithetic, k0 + c), first);
     double term[4];
     noise.scaled(q, g, term);
     for (int l = 0; l < 4; ++l)

@@ -69,14 +69,19 @@ typedef enum evograd_noise_kind {
   EVOGRAD_NOISE_GAUSS = 1  /* standard normal, Box-Muller on Philox output */
 } evograd_noise_kind;
 
-/* eps_k[i] = sigma * z(seed, k, i), computed in double and rounded once to
- * the storage type. With antithetic != 0 (population even), candidate 2j+1
- * uses exactly -z of candidate 2j. */
+/* eps_k[i] = sigma * z(seed, k, first + i), computed in double and rounded
+ * once to the storage type. With antithetic != 0 (population even),
+ * candidate 2j+1 uses exactly -z of candidate 2j.
+ * `first` is the global index of the list's element 0: 0 for a whole
+ * parameter list; a process holding only a shard of it (FSDP, ZeRO) passes
+ * where its shard starts and gets exactly the noise the whole list has
+ * there. Zero-initialising the struct gives first = 0. */
 typedef struct evograd_noise {
   uint64_t seed;
   double sigma;
   evograd_noise_kind kind;
   int antithetic;
+  int64_t first;
 } evograd_noise;
 
 /* One tensor of the list: dst[j] is written from src[j], j < numel.
@@ -105,8 +110,9 @@ typedef struct evograd_range {
 EVOGRAD_API evograd_status evograd_total_numel(const evograd_span *spans, size_t n_spans,
                                                int64_t *total);
 
-/* z(seed, k, i) for n consecutive global indices starting at first, as
- * double. For inspection and tests; the kernels use the same function. */
+/* z(seed, k, i) for n consecutive list indices starting at first (global
+ * indices noise->first + first ...), as double. For inspection and tests;
+ * the kernels use the same function. */
 EVOGRAD_API evograd_status evograd_noise_values(const evograd_noise *noise, int64_t k,
                                                 int64_t first, int64_t n, double *out);
 

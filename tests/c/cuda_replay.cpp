@@ -30,7 +30,7 @@ evograd_noise_stream stream(const evograd_noise& n, int64_t k) {
 template <typename T>
 void perturb_t(const std::vector<DeviceSpan>& t, int64_t total, const evograd_noise& n,
                int64_t k) {
-  const evograd_cuda::QuadNoise<T> noise(stream(n, k));
+  const evograd_cuda::QuadNoise<T> noise(stream(n, k), n.first);
   for (int64_t q = 0; q < (total + 3) / 4; ++q)
     evograd_cuda::perturb_quad<T>(t.data(), (int)t.size(), total, noise, (uint64_t)q);
 }
@@ -41,7 +41,7 @@ void combine_t(const std::vector<DeviceSpan>& t, int64_t total, const evograd_no
   const int gauss = n.kind == EVOGRAD_NOISE_GAUSS;
   for (int64_t q = 0; q < (total + 3) / 4; ++q)
     evograd_cuda::combine_quad<T>(t.data(), (int)t.size(), total, w, population, n.seed, n.sigma,
-                                  gauss, n.antithetic, (uint64_t)q);
+                                  gauss, n.antithetic, n.first, (uint64_t)q);
 }
 
 // project_blocks_kernel, one block after another, its threads in turn, then
@@ -63,7 +63,7 @@ void project_t(const std::vector<DeviceSpan>& t, int64_t total, const evograd_no
         double sums[kProjectChunk] = {0.0, 0.0, 0.0, 0.0};
         for (int64_t q = begin / 4 + th; 4 * q < end; q += kBlockThreads)
           evograd_cuda::project_quad<T>(t.data(), (int)t.size(), end, n.seed, n.sigma, gauss,
-                                        n.antithetic, k0, kn, (uint64_t)q, sums);
+                                        n.antithetic, n.first, k0, kn, (uint64_t)q, sums);
         for (int c = 0; c < kProjectChunk; ++c) partial[c * kBlockThreads + th] = sums[c];
       }
       for (int stride = kBlockThreads / 2; stride > 0; stride /= 2)

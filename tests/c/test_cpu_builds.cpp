@@ -7,6 +7,8 @@
 // ASan and UBSan.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <random>
@@ -138,6 +140,65 @@ TEST(CpuBuilds, EveryBuildMatchesTheReferenceBitForBit) {
   for_each_noise_and_format(2024, 0.3, [](const evograd_noise& noise, auto format) {
     check_build(noise, format);
   });
+}
+
+// A list cut into shards held by different processes, each passing where
+// its shard starts (noise.first): every shard's candidates are the whole
+// list's, bit for bit, on every build, and the shards' projections add up to
+// the whole list's (to float64 rounding: the sums are grouped differently).
+TEST(CpuBuilds, ShardsGetTheWholeListsNoise) {
+  for_each_noise_and_format(99, 0.2, [](const evograd_noise& noise, auto format) {
+    using F = decltype(format);
+    using S = typename F::S;
+    int64_t n = 0;
+    for (int64_t s : kSizes) n += s;
+    auto src = values<F>(n, 5);
+    const int64_t K = 4;
+    std::vector<S> whole(n);
+    auto spans = spans_of<F>(src, &whole);
+    ASSERT_EQ(evograd_perturb(F::dtype, spans.data(), spans.size(), &noise, 3, {0, -1}), EVOGRAD_OK);
+    std::vector<double> c_whole(K);
+    ASSERT_EQ(evograd_project(F::dtype, spans.data(), spans.size(), &noise, K, c_whole.data()),
+              EVOGRAD_OK);
+    for (const auto& build : runnable_builds()) {
+      SCOPED_TRACE("build " + build);
+      ASSERT_EQ(eg_cpu_kernels_use(build.c_str()), EVOGRAD_OK);
+      const int64_t cuts[] = {0, 3, 4100, 9001, n};  // uneven, off every tile and lane row
+      std::vector<S> out(n);
+      std::vector<double> c_sum(K, 0.0), scale(K, 0.0);
+      for (int r = 0; r < 4; ++r) {
+        evograd_noise shard = noise;
+        shard.first = cuts[r];
+        evograd_span span{src.data() + cuts[r], out.data() + cuts[r], cuts[r + 1] - cuts[r]};
+        ASSERT_EQ(evograd_perturb(F::dtype, &span, 1, &shard, 3, {0, -1}), EVOGRAD_OK);
+        std::vector<double> c(K);
+        ASSERT_EQ(evograd_project(F::dtype, &span, 1, &shard, K, c.data()), EVOGRAD_OK);
+        for (int64_t k = 0; k < K; ++k) c_sum[k] += c[k];
+      }
+      EXPECT_EQ(std::memcmp(out.data(), whole.data(), n * sizeof(S)), 0);
+      for (int64_t k = 0; k < K; ++k) {
+        double mag = 0.0;  // sum |g eps| bounds the rounding of either grouping
+        for (int64_t i = 0; i < n; ++i) mag += std::fabs(F::dec(src[i])) * noise.sigma * 7;  // |z| < 7
+        EXPECT_NEAR(c_sum[k], c_whole[k], 2.0 * n * 1.2e-16 * mag) << "k=" << k;
+      }
+    }
+    ASSERT_EQ(eg_cpu_kernels_use(nullptr), EVOGRAD_OK);
+  });
+}
+
+TEST(CpuBuilds, ShardPlacementIsChecked) {
+  float x[4] = {1, 2, 3, 4};
+  evograd_span span{x, x, 4};
+  evograd_noise noise{1, 0.1, EVOGRAD_NOISE_SIGN, 0, -1};
+  double c[1], z[1];
+  EXPECT_EQ(evograd_perturb(EVOGRAD_FLOAT32, &span, 1, &noise, 0, {0, -1}), EVOGRAD_ERR_INVALID_RANGE);
+  EXPECT_EQ(evograd_project(EVOGRAD_FLOAT32, &span, 1, &noise, 1, c), EVOGRAD_ERR_INVALID_RANGE);
+  EXPECT_EQ(evograd_noise_values(&noise, 0, 0, 1, z), EVOGRAD_ERR_INVALID_RANGE);
+  noise.first = INT64_MAX - 2;  // the list's last index would overflow
+  EXPECT_EQ(evograd_perturb(EVOGRAD_FLOAT32, &span, 1, &noise, 0, {0, -1}), EVOGRAD_ERR_SIZE_OVERFLOW);
+  const double w[1] = {1.0};
+  EXPECT_EQ(evograd_combine(EVOGRAD_FLOAT32, &span, 1, &noise, w, 1, {0, -1}), EVOGRAD_ERR_SIZE_OVERFLOW);
+  EXPECT_EQ(x[0], 1.0f);  // nothing written
 }
 
 }  // namespace

@@ -164,6 +164,20 @@ TEST(CudaReplay, ProjectOverManyCandidateChunks) {
   expect_project_matches_reference<BF16>(noise, 70, {kLayouts[1]});
 }
 
+// A shard of a longer list (noise.first > 0), aligned to a quad or not: the
+// thread code takes its lanes from one or two noise quads, as the CPU does.
+TEST(CudaReplay, ShardsAtAnyOffsetEqualCpu) {
+  for (int64_t first : {1, 2, 3, 4, 517}) {
+    SCOPED_TRACE("first " + std::to_string(first));
+    for_each_noise_and_format(31, 0.1, [first](evograd_noise noise, auto format) {
+      noise.first = first;
+      expect_perturb_matches_cpu<decltype(format)>(noise);
+      expect_combine_matches_cpu<decltype(format)>(noise);
+      expect_project_matches_reference<decltype(format)>(noise, 0, {kLayouts[1]});
+    });
+  }
+}
+
 // Quads: 0..3 (span 0, aligned), 4..7 (span 1 at 0, aligned), 8..11 (spans 1
 // and 2), 12..15 (span 2 at element 2: 8 bytes off), 16..17 (a tail of two).
 TEST(CudaReplay, VectorPathTakesWholeAlignedQuadsOnly) {

@@ -28,21 +28,21 @@ void expect_close(const torch::Tensor& a, const torch::Tensor& b, double tol) {
 }
 
 using CombineSig = std::vector<at::Tensor>(at::TensorList, const at::Tensor&, double, int64_t,
-                                           double, c10::string_view, bool);
+                                           double, c10::string_view, bool, int64_t);
 
 TEST(CppOps, DispatcherCallMatchesReference) {
   auto op = c10::Dispatcher::singleton().findSchemaOrThrow("evograd::combine", "").typed<CombineSig>();
   auto a = torch::randn({10}, torch::kFloat64);
   auto zeros = torch::zeros({10}, torch::kFloat64);
   auto losses = torch::tensor({0.2, 0.4}, torch::kFloat64);
-  auto out = op.call({a}, losses, 0.3, 1, 0.5, "sign", false);
+  auto out = op.call({a}, losses, 0.3, 1, 0.5, "sign", false, 0);
   // Reference: candidates from perturb on zeros are eps_k; softmax by hand.
   auto perturb = c10::Dispatcher::singleton()
                      .findSchemaOrThrow("evograd::perturb", "")
                      .typed<std::vector<at::Tensor>(at::TensorList, int64_t, int64_t, double,
-                                                    c10::string_view, bool)>();
-  auto e0 = perturb.call({zeros}, 1, 0, 0.5, "sign", false)[0];
-  auto e1 = perturb.call({zeros}, 1, 1, 0.5, "sign", false)[0];
+                                                    c10::string_view, bool, int64_t)>();
+  auto e0 = perturb.call({zeros}, 1, 0, 0.5, "sign", false, 0)[0];
+  auto e1 = perturb.call({zeros}, 1, 1, 0.5, "sign", false, 0)[0];
   auto w = torch::softmax(-losses / 0.3, 0);
   expect_close(out[0], a + w[0] * e0 + w[1] * e1, 1e-15);
 }
@@ -172,15 +172,15 @@ TEST(CppApi, StepOnNnModuleMatchesCombineRouteAndRestoresModel) {
   auto perturb = c10::Dispatcher::singleton()
                      .findSchemaOrThrow("evograd::perturb", "")
                      .typed<std::vector<at::Tensor>(at::TensorList, int64_t, int64_t, double,
-                                                    c10::string_view, bool)>();
+                                                    c10::string_view, bool, int64_t)>();
   const int64_t seed = evograd::step_seed(11, 0);
   std::vector<torch::Tensor> losses;
   for (int64_t k = 0; k < 3; ++k)
-    losses.push_back(train_of(forward_at(perturb.call(before, seed, k, 0.05, "sign", false))));
+    losses.push_back(train_of(forward_at(perturb.call(before, seed, k, 0.05, "sign", false, 0))));
   auto theta = c10::Dispatcher::singleton()
                    .findSchemaOrThrow("evograd::combine", "")
                    .typed<CombineSig>()
-                   .call(before, torch::stack(losses), 0.2, seed, 0.05, "sign", false);
+                   .call(before, torch::stack(losses), 0.2, seed, 0.05, "sign", false, 0);
   val_of(forward_at(theta)).backward();
   expect_close(got, lam.grad(), 1e-12);
 }

@@ -206,6 +206,45 @@ def job_failures(rank, world):
     return out
 
 
+def job_sharded_list(rank, world):
+    """FSDP/ZeRO style: the flattened parameter list cut unevenly, each rank
+    holding one piece and passing where it starts (offset). Returns this
+    rank's candidates and combination, and the projections summed over ranks
+    (one all-reduce), for comparison with the whole list in one process."""
+    whole = sharded_whole_list()
+    flat = torch.cat([t.flatten() for t in whole])
+    cuts = sharded_cuts(flat.numel(), world)
+    mine = flat[cuts[rank]:cuts[rank + 1]].clone()
+    seed, sigma, K = 21, 0.05, 4
+    out = {"cuts": cuts}
+    for noise in ("sign", "gauss"):
+        out[f"candidate_{noise}"] = evograd.perturb([mine], seed, 3, sigma, noise, offset=cuts[rank])[0]
+        losses = torch.tensor([0.3, 0.1, 0.4, 0.2], dtype=torch.float64)
+        out[f"combined_{noise}"] = evograd.combine([mine], losses, 0.2, seed, sigma, noise,
+                                                   offset=cuts[rank])[0]
+        c = evograd.project([mine], seed, K, sigma, noise, offset=cuts[rank])
+        dist.all_reduce(c)  # partial c_k of the shards: one all-reduce (sum)
+        out[f"projections_{noise}"] = c
+    return out
+
+
+def sharded_whole_list():
+    """A parameter list (several tensors) that the sharded job cuts."""
+    g = torch.Generator().manual_seed(3)
+    return [torch.randn(s, generator=g, dtype=torch.float64) for s in ((40, 30), (30,), (3000,), (7,))]
+
+
+def sharded_cuts(total, world):
+    """Uneven pieces: each rank's share grows with its rank, off every quad,
+    batch and tile boundary of the noise."""
+    weights = [r + 1 for r in range(world)]
+    cuts, at = [0], 0
+    for w in weights[:-1]:
+        at += total * w // sum(weights) + 1
+        cuts.append(at)
+    return cuts + [total]
+
+
 def _spawned(rank, world, port, job, result_dir):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)

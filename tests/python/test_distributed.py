@@ -135,6 +135,32 @@ def _launch(world, tmp, name, extra):
     return codes, [p.stderr.read() for p in procs], out
 
 
+def test_sharded_list_gets_the_whole_lists_noise(tmp_path):
+    """3 ranks, uneven shards of one flattened list: each rank's candidate and
+    combination are the whole list's, bit for bit; the all-reduced partial
+    projections equal the whole list's to float64 rounding."""
+    results = run_ranks("job_sharded_list", 3, tmp_path)
+    cuts = results[0]["cuts"]
+    assert len(set(b - a for a, b in zip(cuts, cuts[1:]))) == 3  # uneven
+    whole = jobs.sharded_whole_list()
+    flat = torch.cat([t.flatten() for t in whole])
+    losses = torch.tensor([0.3, 0.1, 0.4, 0.2], dtype=torch.float64)
+    for noise in ("sign", "gauss"):
+        cand = torch.cat([t.flatten() for t in evograd.perturb(whole, 21, 3, 0.05, noise)])
+        comb = torch.cat([t.flatten() for t in evograd.combine(whole, losses, 0.2, 21, 0.05, noise)])
+        c = evograd.project(whole, 21, 4, 0.05, noise)
+        for rank, got in enumerate(results):
+            a, b = cuts[rank], cuts[rank + 1]
+            assert torch.equal(got[f"candidate_{noise}"], cand[a:b]), (noise, rank)
+            assert torch.equal(got[f"combined_{noise}"], comb[a:b]), (noise, rank)
+        # |z| < 7: each grouping of the sum is within n ulps of sum |g| * 7 sigma
+        bound = 2 * flat.numel() * 2.0**-53 * float(flat.abs().sum()) * 7 * 0.05
+        for got in results:
+            assert torch.allclose(got[f"projections_{noise}"], c, rtol=0, atol=bound), noise
+    with pytest.raises(ValueError, match="offset .* must be >= 0"):
+        evograd.perturb(whole, 21, 3, 0.05, offset=-1)
+
+
 @pytest.mark.parametrize("world", [1, 2])
 def test_run_killed_by_sigkill_resumes_bit_for_bit(world, tmp_path):
     codes, err, whole = _launch(world, tmp_path / "a", "whole", [])

@@ -302,7 +302,7 @@ EvoGrad::Candidates EvoGrad::evaluate_candidates(detail::Restorer& restore, cons
     {
       torch::NoGradGuard no_grad;
       evograd_ops::handles::perturb_into()
-          .call(restore.saved(), params_, seed, k, o.sigma, o.noise, o.antithetic);
+          .call(restore.saved(), params_, seed, k, o.sigma, o.noise, o.antithetic, 0);
     }
     auto loss = train_loss();
     losses[k] = checked_loss(loss, "training", o.nonfinite == "drop");
@@ -342,7 +342,7 @@ EvoGrad::Validation EvoGrad::validation_gradient(detail::Restorer& restore, cons
     torch::NoGradGuard no_grad;  // theta* into the parameters' storage
     evograd_ops::handles::combine_into()
         .call(restore.saved(), losses, params_, o.temperature, seed, o.sigma, o.noise,
-              o.antithetic);
+              o.antithetic, 0);
   }
   restore.set_requires_grad(true);
   auto val = val_loss();
@@ -363,7 +363,7 @@ void EvoGrad::accumulate_hypergradient(const Candidates& candidates,
                                        const Validation& validation, int64_t seed) {
   const auto& o = options_;
   auto c = evograd_ops::handles::project().call(validation.params, seed, o.population, o.sigma,
-                                                o.noise, o.antithetic);
+                                                o.noise, o.antithetic, 0);
   auto cot = evograd_ops::handles::loss_cotangent().call(candidates.losses, c, o.temperature);
   torch::NoGradGuard no_grad;
   auto cot_host = cot.to(torch::kDouble).cpu();

@@ -21,8 +21,8 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 // Non-tensor arguments after the tensors: each needs an (undefined) gradient.
-constexpr size_t kPerturbScalars = 5;  // seed, k, sigma, noise, antithetic
-constexpr size_t kCombineScalars = 5;  // temperature, seed, sigma, noise, antithetic
+constexpr size_t kPerturbScalars = 6;  // seed, k, sigma, noise, antithetic, offset
+constexpr size_t kCombineScalars = 6;  // temperature, seed, sigma, noise, antithetic, offset
 
 // K, the number of candidate losses. Under torch.compile(dynamic=True) the
 // losses' size is symbolic; project needs a concrete K, so this specialises
@@ -39,11 +39,11 @@ class PerturbFunction : public torch::autograd::Function<PerturbFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, at::TensorList params,
                                int64_t seed, int64_t k, double sigma, std::string noise,
-                               bool antithetic) {
+                               bool antithetic, int64_t offset) {
     at::AutoDispatchBelowADInplaceOrView guard;
     ctx->saved_data["n"] = static_cast<int64_t>(params.size());
     return handles::perturb()
-        .call(params, seed, k, sigma, noise, antithetic);
+        .call(params, seed, k, sigma, noise, antithetic, offset);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     grads.resize(grads.size() + kPerturbScalars);
@@ -55,16 +55,18 @@ class CombineFunction : public torch::autograd::Function<CombineFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, at::TensorList params,
                                at::Tensor losses, double temperature, int64_t seed,
-                               double sigma, std::string noise, bool antithetic) {
+                               double sigma, std::string noise, bool antithetic,
+                               int64_t offset) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto out = handles::combine()
-                   .call(params, losses, temperature, seed, sigma, noise, antithetic);
+                   .call(params, losses, temperature, seed, sigma, noise, antithetic, offset);
     ctx->save_for_backward({losses});
     ctx->saved_data["temperature"] = temperature;
     ctx->saved_data["seed"] = seed;
     ctx->saved_data["sigma"] = sigma;
     ctx->saved_data["noise"] = noise;
     ctx->saved_data["antithetic"] = antithetic;
+    ctx->saved_data["offset"] = offset;
     ctx->saved_data["losses_need_grad"] = losses.requires_grad();
     return out;
   }
@@ -77,7 +79,8 @@ class CombineFunction : public torch::autograd::Function<CombineFunction> {
                    .call(grads, ctx->saved_data["seed"].toInt(), population(losses),
                          ctx->saved_data["sigma"].toDouble(),
                          ctx->saved_data["noise"].toStringRef(),
-                         ctx->saved_data["antithetic"].toBool());
+                         ctx->saved_data["antithetic"].toBool(),
+                         ctx->saved_data["offset"].toInt());
       d_losses = handles::loss_cotangent()
                      .call(losses, c, temperature);
     }
@@ -108,15 +111,16 @@ class WeightsFunction : public torch::autograd::Function<WeightsFunction> {
 
 std::vector<at::Tensor> perturb_autograd(at::TensorList params, int64_t seed, int64_t k,
                                          double sigma, c10::string_view noise,
-                                         bool antithetic) {
-  return PerturbFunction::apply(params, seed, k, sigma, std::string(noise), antithetic);
+                                         bool antithetic, int64_t offset) {
+  return PerturbFunction::apply(params, seed, k, sigma, std::string(noise), antithetic, offset);
 }
 
 std::vector<at::Tensor> combine_autograd(at::TensorList params, const at::Tensor& losses,
                                          double temperature, int64_t seed, double sigma,
-                                         c10::string_view noise, bool antithetic) {
+                                         c10::string_view noise, bool antithetic,
+                                         int64_t offset) {
   return CombineFunction::apply(params, losses, temperature, seed, sigma,
-                                std::string(noise), antithetic);
+                                std::string(noise), antithetic, offset);
 }
 
 at::Tensor weights_autograd(const at::Tensor& losses, double temperature) {
@@ -124,10 +128,11 @@ at::Tensor weights_autograd(const at::Tensor& losses, double temperature) {
 }
 
 at::Tensor project_autograd(at::TensorList grads, int64_t seed, int64_t population,
-                            double sigma, c10::string_view noise, bool antithetic) {
+                            double sigma, c10::string_view noise, bool antithetic,
+                            int64_t offset) {
   at::AutoDispatchBelowADInplaceOrView guard;
   return handles::project()
-      .call(grads, seed, population, sigma, noise, antithetic);
+      .call(grads, seed, population, sigma, noise, antithetic, offset);
 }
 
 at::Tensor loss_cotangent_autograd(const at::Tensor& losses, const at::Tensor& projections,
@@ -142,22 +147,24 @@ void bump_versions(at::TensorList out) {
 }
 
 void perturb_into_autograd(at::TensorList params, at::TensorList out, int64_t seed, int64_t k,
-                           double sigma, c10::string_view noise, bool antithetic) {
+                           double sigma, c10::string_view noise, bool antithetic,
+                           int64_t offset) {
   {
     at::AutoDispatchBelowADInplaceOrView guard;
     handles::perturb_into()
-        .call(params, out, seed, k, sigma, noise, antithetic);
+        .call(params, out, seed, k, sigma, noise, antithetic, offset);
   }
   bump_versions(out);  // graphs that saved the old values now fail loudly
 }
 
 void combine_into_autograd(at::TensorList params, const at::Tensor& losses,
                            at::TensorList out, double temperature, int64_t seed,
-                           double sigma, c10::string_view noise, bool antithetic) {
+                           double sigma, c10::string_view noise, bool antithetic,
+                           int64_t offset) {
   {
     at::AutoDispatchBelowADInplaceOrView guard;
     handles::combine_into()
-        .call(params, losses, out, temperature, seed, sigma, noise, antithetic);
+        .call(params, losses, out, temperature, seed, sigma, noise, antithetic, offset);
   }
   bump_versions(out);
 }

@@ -11,16 +11,19 @@
 namespace evograd_ops {
 namespace handles {
 
+// The last int64_t of the list ops is `offset`: the global index of the
+// list's element 0 (0 unless the list is a shard of a longer one).
 using PerturbSig = std::vector<at::Tensor>(at::TensorList, int64_t, int64_t, double,
-                                           c10::string_view, bool);
+                                           c10::string_view, bool, int64_t);
 using PerturbIntoSig = void(at::TensorList, at::TensorList, int64_t, int64_t, double,
-                            c10::string_view, bool);
+                            c10::string_view, bool, int64_t);
 using CombineSig = std::vector<at::Tensor>(at::TensorList, const at::Tensor&, double, int64_t,
-                                           double, c10::string_view, bool);
+                                           double, c10::string_view, bool, int64_t);
 using CombineIntoSig = void(at::TensorList, const at::Tensor&, at::TensorList, double, int64_t,
-                            double, c10::string_view, bool);
+                            double, c10::string_view, bool, int64_t);
 using WeightsSig = at::Tensor(const at::Tensor&, double);
-using ProjectSig = at::Tensor(at::TensorList, int64_t, int64_t, double, c10::string_view, bool);
+using ProjectSig = at::Tensor(at::TensorList, int64_t, int64_t, double, c10::string_view, bool,
+                              int64_t);
 using CotangentSig = at::Tensor(const at::Tensor&, const at::Tensor&, double);
 using CheckPerturbableSig = void(at::TensorList, at::TensorList);
 

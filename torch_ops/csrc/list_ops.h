@@ -32,35 +32,37 @@ struct Launch {
 template <typename Device>
 struct ListOps {
   static void perturb_into(at::TensorList params, at::TensorList out, int64_t seed, int64_t k,
-                           double sigma, c10::string_view noise, bool antithetic) {
-    perturb_impl("perturb_into", params, out, seed, k, sigma, noise, antithetic);
+                           double sigma, c10::string_view noise, bool antithetic, int64_t offset) {
+    perturb_impl("perturb_into", params, out, seed, k, sigma, noise, antithetic, offset);
   }
   static std::vector<at::Tensor> perturb(at::TensorList params, int64_t seed, int64_t k,
-                                         double sigma, c10::string_view noise, bool antithetic) {
+                                         double sigma, c10::string_view noise, bool antithetic,
+                                         int64_t offset) {
     check_list("perturb", "params", params);
     auto out = empty_outputs(params);
-    perturb_impl("perturb", params, out, seed, k, sigma, noise, antithetic);
+    perturb_impl("perturb", params, out, seed, k, sigma, noise, antithetic, offset);
     return out;
   }
   static void combine_into(at::TensorList params, const at::Tensor& losses, at::TensorList out,
                            double temperature, int64_t seed, double sigma,
-                           c10::string_view noise, bool antithetic) {
+                           c10::string_view noise, bool antithetic, int64_t offset) {
     combine_impl("combine_into", params, losses, out, temperature, seed, sigma, noise,
-                 antithetic);
+                 antithetic, offset);
   }
   static std::vector<at::Tensor> combine(at::TensorList params, const at::Tensor& losses,
                                          double temperature, int64_t seed, double sigma,
-                                         c10::string_view noise, bool antithetic) {
+                                         c10::string_view noise, bool antithetic, int64_t offset) {
     check_list("combine", "params", params);
     auto out = empty_outputs(params);
-    combine_impl("combine", params, losses, out, temperature, seed, sigma, noise, antithetic);
+    combine_impl("combine", params, losses, out, temperature, seed, sigma, noise, antithetic,
+                 offset);
     return out;
   }
   static at::Tensor project(at::TensorList grads, int64_t seed, int64_t population, double sigma,
-                            c10::string_view noise_name, bool antithetic) {
+                            c10::string_view noise_name, bool antithetic, int64_t offset) {
     const char* op = "project";
     check_list(op, "grads", grads);
-    const auto noise = make_noise(op, seed, sigma, noise_name, antithetic);
+    const auto noise = make_noise(op, seed, sigma, noise_name, antithetic, offset);
     check_population(op, population, antithetic);
     const auto dtype = projection_dtype(grads[0].scalar_type());
     if constexpr (!Device::kHoldsData) {
@@ -94,14 +96,14 @@ struct ListOps {
   }
   static void perturb_impl(const char* op, at::TensorList params, at::TensorList out,
                            int64_t seed, int64_t k, double sigma, c10::string_view noise_name,
-                           bool antithetic) {
+                           bool antithetic, int64_t offset) {
     check_list(op, "params", params);
     if constexpr (!Device::kHoldsData) {
-      checked_perturb_args(op, params, out, seed, k, sigma, noise_name, antithetic,
+      checked_perturb_args(op, params, out, seed, k, sigma, noise_name, antithetic, offset,
                            check_out_metadata);
     } else {
       const auto noise =
-          checked_perturb_args(op, params, out, seed, k, sigma, noise_name, antithetic);
+          checked_perturb_args(op, params, out, seed, k, sigma, noise_name, antithetic, offset);
       auto w = make_writable(params, out);
       Device::perturb({op, dtype_of(params[0]), w.spans, total_numel(params), params[0], noise},
                       k);
@@ -110,16 +112,16 @@ struct ListOps {
   }
   static void combine_impl(const char* op, at::TensorList params, const at::Tensor& losses,
                            at::TensorList out, double temperature, int64_t seed, double sigma,
-                           c10::string_view noise_name, bool antithetic) {
+                           c10::string_view noise_name, bool antithetic, int64_t offset) {
     check_list(op, "params", params);
     if constexpr (!Device::kHoldsData) {
       check_out_metadata(op, params, out);  // the losses' values are not there to check
-      make_noise(op, seed, sigma, noise_name, antithetic);
+      make_noise(op, seed, sigma, noise_name, antithetic, offset);
       check_temperature(op, temperature);
       check_vector(op, "losses", losses);
     } else {
       const auto args = checked_combine_args(op, params, losses, out, temperature, seed, sigma,
-                                             noise_name, antithetic);
+                                             noise_name, antithetic, offset);
       auto w = make_writable(params, out);
       Device::combine(
           {op, dtype_of(params[0]), w.spans, total_numel(params), params[0], args.noise},

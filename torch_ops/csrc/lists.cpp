@@ -165,9 +165,12 @@ void check_perturbable(at::TensorList params, at::TensorList hyperparams) {
 }
 
 evograd_noise make_noise(const char* op, int64_t seed, double sigma,
-                         c10::string_view noise, bool antithetic) {
+                         c10::string_view noise, bool antithetic, int64_t offset) {
   TORCH_CHECK_VALUE(std::isfinite(sigma) && sigma > 0.0, "evograd.", op,
                     ": sigma must be finite and > 0, got ", sigma);
+  TORCH_CHECK_VALUE(offset >= 0, "evograd.", op,
+                    ": offset (the global index of the list's first element) must be >= 0, got ",
+                    offset);
   evograd_noise n{};
   if (noise == "sign") {
     n.kind = EVOGRAD_NOISE_SIGN;
@@ -180,6 +183,7 @@ evograd_noise make_noise(const char* op, int64_t seed, double sigma,
   n.seed = static_cast<uint64_t>(seed);
   n.sigma = sigma;
   n.antithetic = antithetic ? 1 : 0;
+  n.first = offset;
   return n;
 }
 
@@ -243,9 +247,10 @@ at::ScalarType projection_dtype(at::ScalarType grads) {
 
 evograd_noise checked_perturb_args(const char* op, at::TensorList params, at::TensorList out,
                                    int64_t seed, int64_t k, double sigma,
-                                   c10::string_view noise, bool antithetic, OutCheck check_out) {
+                                   c10::string_view noise, bool antithetic, int64_t offset,
+                                   OutCheck check_out) {
   check_out(op, params, out);
-  const auto n = make_noise(op, seed, sigma, noise, antithetic);
+  const auto n = make_noise(op, seed, sigma, noise, antithetic, offset);
   TORCH_CHECK_VALUE(k >= 0 && k <= static_cast<int64_t>(UINT32_MAX), "evograd.", op,
                     ": candidate index k must be >= 0, got ", k);
   return n;
@@ -253,9 +258,10 @@ evograd_noise checked_perturb_args(const char* op, at::TensorList params, at::Te
 
 CombineArgs checked_combine_args(const char* op, at::TensorList params, const at::Tensor& losses,
                                  at::TensorList out, double temperature, int64_t seed,
-                                 double sigma, c10::string_view noise, bool antithetic) {
+                                 double sigma, c10::string_view noise, bool antithetic,
+                                 int64_t offset) {
   check_out_list(op, params, out);
-  CombineArgs a{make_noise(op, seed, sigma, noise, antithetic),
+  CombineArgs a{make_noise(op, seed, sigma, noise, antithetic, offset),
                 softmax_weights(op, losses, temperature)};
   check_population(op, static_cast<int64_t>(a.weights.size()), antithetic);
   return a;

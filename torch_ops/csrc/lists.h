@@ -28,8 +28,9 @@ void check_out_list(const char* op, at::TensorList in, at::TensorList out);
 void check_perturbable(at::TensorList params, at::TensorList hyperparams);
 bool same_sizes(const at::Tensor& a, const at::Tensor& b);
 std::string shape_of(const at::Tensor& t);
+// offset: the global index of the list's element 0 (>= 0).
 evograd_noise make_noise(const char* op, int64_t seed, double sigma,
-                         c10::string_view noise, bool antithetic);
+                         c10::string_view noise, bool antithetic, int64_t offset);
 void check_population(const char* op, int64_t population, bool antithetic);
 void check_temperature(const char* op, double temperature);
 // A non-empty 1-D floating tensor (its values not looked at).
@@ -52,7 +53,7 @@ void check_status(const char* op, evograd_status st);
 using OutCheck = void (*)(const char* op, at::TensorList in, at::TensorList out);
 evograd_noise checked_perturb_args(const char* op, at::TensorList params, at::TensorList out,
                                    int64_t seed, int64_t k, double sigma,
-                                   c10::string_view noise, bool antithetic,
+                                   c10::string_view noise, bool antithetic, int64_t offset,
                                    OutCheck check_out = check_out_list);
 struct CombineArgs {
   evograd_noise noise;
@@ -60,7 +61,8 @@ struct CombineArgs {
 };
 CombineArgs checked_combine_args(const char* op, at::TensorList params, const at::Tensor& losses,
                                  at::TensorList out, double temperature, int64_t seed,
-                                 double sigma, c10::string_view noise, bool antithetic);
+                                 double sigma, c10::string_view noise, bool antithetic,
+                                 int64_t offset);
 
 // Contiguous views of the inputs, and outputs to write into: the caller's own
 // tensors where they are contiguous, temporaries copied back by finish().

@@ -29,17 +29,17 @@ const std::vector<at::Tag> kTags = {at::Tag::pt2_compliant_tag};
 
 TORCH_LIBRARY(evograd, m) {
   EVOGRAD_DEF(m, "perturb(Tensor[] params, int seed, int k, float sigma, str noise=\"sign\", "
-                 "bool antithetic=False) -> Tensor[]");
+                 "bool antithetic=False, int offset=0) -> Tensor[]");
   EVOGRAD_DEF(m, "perturb_into(Tensor[] params, Tensor(a! -> *)[] out, int seed, int k, float sigma, "
-                 "str noise=\"sign\", bool antithetic=False) -> ()");
+                 "str noise=\"sign\", bool antithetic=False, int offset=0) -> ()");
   EVOGRAD_DEF(m, "combine(Tensor[] params, Tensor losses, float temperature, int seed, "
-                 "float sigma, str noise=\"sign\", bool antithetic=False) -> Tensor[]");
+                 "float sigma, str noise=\"sign\", bool antithetic=False, int offset=0) -> Tensor[]");
   EVOGRAD_DEF(m, "combine_into(Tensor[] params, Tensor losses, Tensor(a! -> *)[] out, "
                  "float temperature, int seed, float sigma, str noise=\"sign\", "
-                 "bool antithetic=False) -> ()");
+                 "bool antithetic=False, int offset=0) -> ()");
   EVOGRAD_DEF(m, "weights(Tensor losses, float temperature) -> Tensor");
   EVOGRAD_DEF(m, "project(Tensor[] grads, int seed, int population, float sigma, "
-                 "str noise=\"sign\", bool antithetic=False) -> Tensor");
+                 "str noise=\"sign\", bool antithetic=False, int offset=0) -> Tensor");
   EVOGRAD_DEF(m, "loss_cotangent(Tensor losses, Tensor projections, float temperature) -> Tensor");
   // What a meta-step checks once, before its first write: compares storage
   // addresses, so it runs eagerly on real tensors and is not pt2-traceable.

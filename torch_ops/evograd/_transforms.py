@@ -41,11 +41,11 @@ def _vmap_loop(call, in_dims, args, n_out):
 
 
 class Perturb(torch.autograd.Function):
-    """``params + eps_k``; ``args[:5]`` = (seed, k, sigma, noise, antithetic)."""
+    """``params + eps_k``; ``args[:6]`` = (seed, k, sigma, noise, antithetic, offset)."""
 
     @staticmethod
-    def forward(seed, k, sigma, noise, antithetic, *params):
-        return tuple(_ops.perturb(list(params), seed, k, sigma, noise, antithetic))
+    def forward(seed, k, sigma, noise, antithetic, offset, *params):
+        return tuple(_ops.perturb(list(params), seed, k, sigma, noise, antithetic, offset))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -53,44 +53,44 @@ class Perturb(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):
-        return (None,) * 5 + grads
+        return (None,) * 6 + grads
 
     @staticmethod
-    def vmap(info, in_dims, seed, k, sigma, noise, antithetic, *params):
+    def vmap(info, in_dims, seed, k, sigma, noise, antithetic, offset, *params):
         def one(*ps):
-            return Perturb.apply(seed, k, sigma, noise, antithetic, *ps)
-        return _vmap_loop(one, in_dims[5:], params, len(params))
+            return Perturb.apply(seed, k, sigma, noise, antithetic, offset, *ps)
+        return _vmap_loop(one, in_dims[6:], params, len(params))
 
 
 class Combine(torch.autograd.Function):
-    """theta*; ``losses`` first, then (temperature, seed, sigma, noise, antithetic)."""
+    """theta*; ``losses`` first, then (temperature, seed, sigma, noise, antithetic, offset)."""
 
     @staticmethod
-    def forward(losses, temperature, seed, sigma, noise, antithetic, *params):
+    def forward(losses, temperature, seed, sigma, noise, antithetic, offset, *params):
         return tuple(_ops.combine(list(params), losses, temperature, seed, sigma, noise,
-                                  antithetic))
+                                  antithetic, offset))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        losses, temperature, seed, sigma, noise, antithetic = inputs[:6]
+        losses, temperature, seed, sigma, noise, antithetic, offset = inputs[:7]
         ctx.save_for_backward(losses)
-        ctx.args = (temperature, seed, sigma, noise, antithetic)
+        ctx.args = (temperature, seed, sigma, noise, antithetic, offset)
 
     @staticmethod
     def backward(ctx, *grads):
         (losses,) = ctx.saved_tensors
-        temperature, seed, sigma, noise, antithetic = ctx.args
+        temperature, seed, sigma, noise, antithetic, offset = ctx.args
         d_losses = None
         if ctx.needs_input_grad[0]:
-            c = _ops.project(list(grads), seed, losses.shape[0], sigma, noise, antithetic)
+            c = _ops.project(list(grads), seed, losses.shape[0], sigma, noise, antithetic, offset)
             d_losses = _ops.loss_cotangent(losses, c, temperature)
-        return (d_losses,) + (None,) * 5 + grads
+        return (d_losses,) + (None,) * 6 + grads
 
     @staticmethod
-    def vmap(info, in_dims, losses, temperature, seed, sigma, noise, antithetic, *params):
+    def vmap(info, in_dims, losses, temperature, seed, sigma, noise, antithetic, offset, *params):
         def one(l, *ps):
-            return Combine.apply(l, temperature, seed, sigma, noise, antithetic, *ps)
-        dims = (in_dims[0],) + tuple(in_dims[6:])
+            return Combine.apply(l, temperature, seed, sigma, noise, antithetic, offset, *ps)
+        dims = (in_dims[0],) + tuple(in_dims[7:])
         return _vmap_loop(one, dims, (losses,) + params, len(params))
 
 

@@ -66,10 +66,16 @@ def _noise(noise) -> str:
 
 
 def perturb(params: Sequence[torch.Tensor], seed: int, k: int, sigma: float,
-            noise: str = "sign", antithetic: bool = False) -> List[torch.Tensor]:
-    """Candidate ``k``: new tensors ``params + eps_k`` (gradient to params: identity)."""
+            noise: str = "sign", antithetic: bool = False, offset: int = 0) -> List[torch.Tensor]:
+    """Candidate ``k``: new tensors ``params + eps_k`` (gradient to params: identity).
+
+    ``offset`` (every list op has it): the global index of the list's first
+    element. 0 for a whole parameter list; a process holding only a shard of
+    a longer list passes where its shard starts and gets exactly that part of
+    the whole list's noise.
+    """
     args = (_int("seed", seed), _int("k", k), _float("sigma", sigma), _noise(noise),
-            bool(antithetic))
+            bool(antithetic), _int("offset", offset))
     params = _tensor_list("params", params)
     _warn_if_tracing("perturb")
     if _transforms.transforms_active():
@@ -78,17 +84,18 @@ def perturb(params: Sequence[torch.Tensor], seed: int, k: int, sigma: float,
 
 
 def perturb_into(params: Sequence[torch.Tensor], out: Sequence[torch.Tensor], seed: int,
-                 k: int, sigma: float, noise: str = "sign", antithetic: bool = False) -> None:
+                 k: int, sigma: float, noise: str = "sign", antithetic: bool = False,
+                 offset: int = 0) -> None:
     """Writes ``params + eps_k`` into ``out`` (may be ``params`` itself). Use under no_grad."""
     _warn_if_tracing("perturb_into")
     _ops.perturb_into(_tensor_list("params", params), _tensor_list("out", out),
                       _int("seed", seed), _int("k", k), _float("sigma", sigma), _noise(noise),
-                      bool(antithetic))
+                      bool(antithetic), _int("offset", offset))
 
 
 def combine(params: Sequence[torch.Tensor], losses: torch.Tensor, temperature: float,
             seed: int, sigma: float, noise: str = "sign",
-            antithetic: bool = False) -> List[torch.Tensor]:
+            antithetic: bool = False, offset: int = 0) -> List[torch.Tensor]:
     """``theta* = params + sum_k w_k eps_k`` with ``w = softmax(-losses / temperature)``.
 
     Differentiable with respect to ``losses`` (through regenerated noise) and
@@ -97,7 +104,7 @@ def combine(params: Sequence[torch.Tensor], losses: torch.Tensor, temperature: f
     if not isinstance(losses, torch.Tensor):
         raise TypeError("losses must be a 1-D tensor")
     args = (_float("temperature", temperature), _int("seed", seed), _float("sigma", sigma),
-            _noise(noise), bool(antithetic))
+            _noise(noise), bool(antithetic), _int("offset", offset))
     params = _tensor_list("params", params)
     _warn_if_tracing("combine")
     if _transforms.transforms_active():
@@ -107,14 +114,15 @@ def combine(params: Sequence[torch.Tensor], losses: torch.Tensor, temperature: f
 
 def combine_into(params: Sequence[torch.Tensor], losses: torch.Tensor,
                  out: Sequence[torch.Tensor], temperature: float, seed: int, sigma: float,
-                 noise: str = "sign", antithetic: bool = False) -> None:
+                 noise: str = "sign", antithetic: bool = False, offset: int = 0) -> None:
     """Writes ``theta*`` into ``out`` (may be ``params``). Not differentiable; use under no_grad."""
     if not isinstance(losses, torch.Tensor):
         raise TypeError("losses must be a 1-D tensor")
     _warn_if_tracing("combine_into")
     _ops.combine_into(_tensor_list("params", params), losses, _tensor_list("out", out),
                       _float("temperature", temperature), _int("seed", seed),
-                      _float("sigma", sigma), _noise(noise), bool(antithetic))
+                      _float("sigma", sigma), _noise(noise), bool(antithetic),
+                      _int("offset", offset))
 
 
 def weights(losses: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -128,7 +136,7 @@ def weights(losses: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 def project(grads: Sequence[torch.Tensor], seed: int, population: int, sigma: float,
-            noise: str = "sign", antithetic: bool = False) -> torch.Tensor:
+            noise: str = "sign", antithetic: bool = False, offset: int = 0) -> torch.Tensor:
     """``c_k = <grads, eps_k>`` for k < population, in one pass, summed in float64.
 
     The reduction order is fixed, so results are bit-identical for any thread
@@ -137,7 +145,7 @@ def project(grads: Sequence[torch.Tensor], seed: int, population: int, sigma: fl
     _warn_if_tracing("project")
     return _ops.project(_tensor_list("grads", grads), _int("seed", seed),
                         _int("population", population), _float("sigma", sigma),
-                        _noise(noise), bool(antithetic))
+                        _noise(noise), bool(antithetic), _int("offset", offset))
 
 
 def loss_cotangent(losses: torch.Tensor, projections: torch.Tensor,
