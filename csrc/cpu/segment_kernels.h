@@ -318,12 +318,11 @@ EVOGRAD_FOR_EACH_STORAGE(EVOGRAD_DEFINE_COMBINE_ROWS)
       const int head = head0 < p.n ? head0 : p.n;                                              \
       const int rows = (p.n - head) / EVOGRAD_PROJECT_LANES;                                   \
       int i;                                                                                   \
-      for (i = 0; i < p.n; ++i) v[i] = EVOGRAD_TO_D_##T(src[done + i]);                        \
-      evograd_prefetch_ahead(src, done + p.n, n, (int64_t)sizeof *src, 0, done == 0);                    \
+      evograd_prefetch_ahead(src, done + p.n, n, (int64_t)sizeof *src, 0, done == 0);         \
       if (!gauss) {                                                                            \
         /* v * eps = +-(v * |rounded sigma|): one product per element for all k */             \
         const double mag = (double)(evograd_eps_##T)noise->sigma;                              \
-        for (i = 0; i < p.n; ++i) v[i] *= mag;                                                 \
+        for (i = 0; i < p.n; ++i) v[i] = EVOGRAD_TO_D_##T(src[done + i]) * mag;                \
         for (k = 0; k < kn; k += EVOGRAD_SIGN_CHUNK) {                                         \
           const int kc = (int)(kn - k < EVOGRAD_SIGN_CHUNK ? kn - k : EVOGRAD_SIGN_CHUNK);     \
           uint32_t bits[EVOGRAD_SIGN_CHUNK][EVOGRAD_ROWS];                                     \
@@ -335,7 +334,8 @@ EVOGRAD_FOR_EACH_STORAGE(EVOGRAD_DEFINE_COMBINE_ROWS)
                                      bits[kk], (uint64_t)odd << 63);                           \
           }                                                                                    \
         }                                                                                      \
-      } else                                                                                   \
+      } else {                                                                                 \
+      for (i = 0; i < p.n; ++i) v[i] = EVOGRAD_TO_D_##T(src[done + i]);                        \
       for (k = 0; k < kn; ++k) {                                                               \
         const evograd_noise_stream s =                                                         \
             evograd_make_stream(noise->seed, noise->sigma, gauss, noise->antithetic, k0 + k);  \
@@ -354,6 +354,7 @@ EVOGRAD_FOR_EACH_STORAGE(EVOGRAD_DEFINE_COMBINE_ROWS)
         memcpy(lane, acc, sizeof acc);                                                         \
         for (i = head + rows * EVOGRAD_PROJECT_LANES; i < p.n; ++i)                            \
           lane[(p.at + i) % EVOGRAD_PROJECT_LANES] += v[i] * (double)e[i];                     \
+      }                                                                                        \
       }                                                                                        \
       done += p.n;                                                                             \
     }                                                                                          \
