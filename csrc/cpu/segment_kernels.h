@@ -97,6 +97,12 @@ static inline void evograd_prefetch_ahead(const void *base, int64_t from, int64_
   if (first < stop) evograd_prefetch((const char *)base + first * esize, (stop - first) * esize, for_write);
 }
 
+/* The double with bits c, its sign flipped where index g's bit is set in
+ * the tile's sign rows. */
+static inline double evograd_signed_at(uint64_t c, const uint32_t *rows, int g) {
+  return evograd_double_of(c ^ ((uint64_t)((rows[g / 32] >> (g % 32)) & 1u) << 63));
+}
+
 /* Sign noise, several candidates at once: candidate k's term at an index
  * is +-c_k (c_k a double); the sign bits of the tile's 64 rows of 32
  * indices for candidates k0 .. k0+kc-1 land in bits[k][row]. */
@@ -122,7 +128,7 @@ static inline void evograd_add_signed(double *acc, int at, int n, int kc, const 
   int i = 0, k;
   for (; i < n && (at + i) % 32; ++i)
     for (k = 0; k < kc; ++k)
-      acc[i] += evograd_double_of(c[k] ^ ((uint64_t)((bits[k][(at + i) / 32] >> ((at + i) % 32)) & 1u) << 63));
+      acc[i] += evograd_signed_at(c[k], bits[k], at + i);
   for (; i + 32 <= n; i += 32) {
     const int row = (at + i) / 32;
     evograd_f64x8 a0 = evograd_load8(acc + i), a1 = evograd_load8(acc + i + 8);
@@ -142,7 +148,7 @@ static inline void evograd_add_signed(double *acc, int at, int n, int kc, const 
   }
   for (; i < n; ++i)
     for (k = 0; k < kc; ++k)
-      acc[i] += evograd_double_of(c[k] ^ ((uint64_t)((bits[k][(at + i) / 32] >> ((at + i) % 32)) & 1u) << 63));
+      acc[i] += evograd_signed_at(c[k], bits[k], at + i);
 }
 
 /* Project's lanes for one candidate with sign noise: lane (at + i) % 32 of
@@ -152,11 +158,8 @@ static inline void evograd_lanes_add_signed(double *lane, int at, int n, const d
                                             const uint32_t *rowbits, uint64_t neg) {
   int i = 0;
   _Static_assert(EVOGRAD_PROJECT_LANES == 32, "four vectors of eight lanes");
-#define EVOGRAD_SIGNED(i)                                                                 \
-  evograd_double_of(evograd_bits_of(pv[i]) ^ neg ^                                       \
-                    ((uint64_t)((rowbits[(at + (i)) / 32] >> ((at + (i)) % 32)) & 1u) << 63))
   for (; i < n && (at + i) % EVOGRAD_PROJECT_LANES; ++i)
-    lane[(at + i) % EVOGRAD_PROJECT_LANES] += EVOGRAD_SIGNED(i);
+    lane[(at + i) % EVOGRAD_PROJECT_LANES] += evograd_signed_at(evograd_bits_of(pv[i]) ^ neg, rowbits, at + i);
   {
     evograd_f64x8 a0 = evograd_load8(lane), a1 = evograd_load8(lane + 8);
     evograd_f64x8 a2 = evograd_load8(lane + 16), a3 = evograd_load8(lane + 24);
@@ -173,8 +176,8 @@ static inline void evograd_lanes_add_signed(double *lane, int at, int n, const d
     evograd_store8(lane + 16, a2);
     evograd_store8(lane + 24, a3);
   }
-  for (; i < n; ++i) lane[(at + i) % EVOGRAD_PROJECT_LANES] += EVOGRAD_SIGNED(i);
-#undef EVOGRAD_SIGNED
+  for (; i < n; ++i)
+    lane[(at + i) % EVOGRAD_PROJECT_LANES] += evograd_signed_at(evograd_bits_of(pv[i]) ^ neg, rowbits, at + i);
 }
 
 /* dst[i] = src[i] + sum_k +-c[k] for the indices at .. at+n-1 of a tile,
@@ -189,7 +192,7 @@ static inline void evograd_lanes_add_signed(double *lane, int at, int n, const d
       double a = 0.0;                                                                            \
       if ((at + i) % 32 == 0 && i + 32 <= n) break;                                              \
       for (k = 0; k < kc; ++k)                                                                   \
-        a += evograd_double_of(c[k] ^ ((uint64_t)((bits[k][(at + i) / 32] >> ((at + i) % 32)) & 1u) << 63)); \
+        a += evograd_signed_at(c[k], bits[k], at + i);                                           \
       dst[i] = EVOGRAD_FROM_D_##T(EVOGRAD_TO_D_##T(src[i]) + a);                                 \
     }                                                                                            \
     for (; i + 32 <= n; i += 32) {                                                               \
@@ -214,7 +217,7 @@ static inline void evograd_lanes_add_signed(double *lane, int at, int n, const d
     for (; i < n; ++i) {                                                                         \
       double a = 0.0;                                                                            \
       for (k = 0; k < kc; ++k)                                                                   \
-        a += evograd_double_of(c[k] ^ ((uint64_t)((bits[k][(at + i) / 32] >> ((at + i) % 32)) & 1u) << 63)); \
+        a += evograd_signed_at(c[k], bits[k], at + i);                                           \
       dst[i] = EVOGRAD_FROM_D_##T(EVOGRAD_TO_D_##T(src[i]) + a);                                 \
     }                                                                                            \
   }
@@ -251,8 +254,8 @@ EVOGRAD_FOR_EACH_STORAGE(EVOGRAD_DEFINE_COMBINE_ROWS)
       double acc[EVOGRAD_TILE];                                                                \
       const evograd_eps_##T *e = eps + p.at;                                                   \
       int i;                                                                                   \
-      evograd_prefetch_ahead(src, done + p.n, n, (int64_t)sizeof *src, 0, done == 0);                    \
-      evograd_prefetch_ahead(dst, done + p.n, n, (int64_t)sizeof *dst, 1, done == 0);                    \
+      evograd_prefetch_ahead(src, done + p.n, n, (int64_t)sizeof *src, 0, done == 0);         \
+      evograd_prefetch_ahead(dst, done + p.n, n, (int64_t)sizeof *dst, 1, done == 0);         \
       if (gauss) {                                                                             \
         for (i = 0; i < p.n; ++i) acc[i] = 0.0;                                                \
         for (k = 0; k < population; ++k) {                                                     \
