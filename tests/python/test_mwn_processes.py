@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = ROOT / "examples" / "mwn" / "train.py"
@@ -26,11 +27,25 @@ def free_port():
         return s.getsockname()[1]
 
 
+# torchrun itself where it works; Debian's torch 1.13 launcher fails on
+# Python 3.11 before starting any worker, so there the ranks are started
+# with the environment torchrun would give them (RANK, WORLD_SIZE, ...).
+TORCHRUN = int(torch.__version__.split(".")[0]) >= 2
+
+
 def command(world, args):
     if world == 1:
         return [sys.executable, str(TRAIN), *args]
-    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={world}",
-            f"--master_port={free_port()}", str(TRAIN), "--distributed", *args]
+    if TORCHRUN:
+        return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={world}",
+                f"--master_port={free_port()}", str(TRAIN), "--distributed", *args]
+    launcher = ("import os, subprocess, sys\n"
+                "world, port, argv = int(sys.argv[1]), sys.argv[2], sys.argv[3:]\n"
+                "procs = [subprocess.Popen([sys.executable] + argv, env=dict(os.environ, RANK=str(r), "
+                "LOCAL_RANK=str(r), WORLD_SIZE=str(world), MASTER_ADDR='127.0.0.1', MASTER_PORT=port)) "
+                "for r in range(world)]\n"
+                "sys.exit(max(abs(p.wait()) for p in procs))\n")
+    return [sys.executable, "-c", launcher, str(world), str(free_port()), str(TRAIN), "--distributed", *args]
 
 
 def env():
