@@ -43,7 +43,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const int64_t b = range.begin, e = (range.begin == 0 && range.end == -1) ? total : range.end;
     const combine_ctx ctx = {d, &noise, w, K};
     fz_check_written(d, &l, &snap, b, e, combine_term, &ctx);
-    FZ_SAME_ON_EVERY_BUILD(&l, &snap, st, evograd_combine(d, l.spans, l.n, &noise, w, K, range));
+    FZ_SAME_ON_EVERY_BUILD(d, &l, &snap, st, evograd_combine(d, l.spans, l.n, &noise, w, K, range));
   }
   fz_snap_free(&l, &snap);
   fz_list_free(&l);

@@ -34,7 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const int64_t b = range.begin, e = (range.begin == 0 && range.end == -1) ? total : range.end;
     const perturb_ctx ctx = {d, &noise, k};
     fz_check_written(d, &l, &snap, b, e, perturb_term, &ctx);
-    FZ_SAME_ON_EVERY_BUILD(&l, &snap, st, evograd_perturb(d, l.spans, l.n, &noise, k, range));
+    FZ_SAME_ON_EVERY_BUILD(d, &l, &snap, st, evograd_perturb(d, l.spans, l.n, &noise, k, range));
   }
   fz_snap_free(&l, &snap);
   fz_list_free(&l);
