@@ -108,12 +108,21 @@ evograd_status eg_check_finite(const double *values, int64_t n,
   return EVOGRAD_OK;
 }
 
+/* What every list kernel checks first: the spans, the noise, and that the
+ * list's global indices (from noise->first) fit in int64. */
+static evograd_status check_list_and_noise(evograd_dtype dtype, const evograd_span *spans,
+                                           size_t n_spans, int need_dst,
+                                           const evograd_noise *noise, int64_t *total) {
+  evograd_status st;
+  if ((st = eg_check_spans(dtype, spans, n_spans, need_dst, total)) != EVOGRAD_OK) return st;
+  if ((st = eg_check_noise(noise)) != EVOGRAD_OK) return st;
+  return check_placement(noise, *total);
+}
+
 evograd_status eg_check_perturb(evograd_dtype dtype, const evograd_span *spans, size_t n_spans,
                                 const evograd_noise *noise, int64_t k, int64_t *total) {
   evograd_status st;
-  if ((st = eg_check_spans(dtype, spans, n_spans, 1, total)) != EVOGRAD_OK) return st;
-  if ((st = eg_check_noise(noise)) != EVOGRAD_OK) return st;
-  if ((st = check_placement(noise, *total)) != EVOGRAD_OK) return st;
+  if ((st = check_list_and_noise(dtype, spans, n_spans, 1, noise, total)) != EVOGRAD_OK) return st;
   if (k < 0 || k > (int64_t)UINT32_MAX) return EVOGRAD_ERR_INVALID_CANDIDATE;
   return EVOGRAD_OK;
 }
@@ -122,9 +131,7 @@ evograd_status eg_check_combine(evograd_dtype dtype, const evograd_span *spans, 
                                 const evograd_noise *noise, const double *weights,
                                 int64_t population, int64_t *total) {
   evograd_status st;
-  if ((st = eg_check_spans(dtype, spans, n_spans, 1, total)) != EVOGRAD_OK) return st;
-  if ((st = eg_check_noise(noise)) != EVOGRAD_OK) return st;
-  if ((st = check_placement(noise, *total)) != EVOGRAD_OK) return st;
+  if ((st = check_list_and_noise(dtype, spans, n_spans, 1, noise, total)) != EVOGRAD_OK) return st;
   if ((st = eg_check_population(population, noise->antithetic)) != EVOGRAD_OK) return st;
   return eg_check_finite(weights, population, EVOGRAD_ERR_NONFINITE_VALUE);
 }
@@ -132,8 +139,6 @@ evograd_status eg_check_combine(evograd_dtype dtype, const evograd_span *spans, 
 evograd_status eg_check_project(evograd_dtype dtype, const evograd_span *spans, size_t n_spans,
                                 const evograd_noise *noise, int64_t population, int64_t *total) {
   evograd_status st;
-  if ((st = eg_check_spans(dtype, spans, n_spans, 0, total)) != EVOGRAD_OK) return st;
-  if ((st = eg_check_noise(noise)) != EVOGRAD_OK) return st;
-  if ((st = check_placement(noise, *total)) != EVOGRAD_OK) return st;
+  if ((st = check_list_and_noise(dtype, spans, n_spans, 0, noise, total)) != EVOGRAD_OK) return st;
   return eg_check_population(population, noise->antithetic);
 }

@@ -1,7 +1,8 @@
-/* Reading and writing the supported storage types as double, and rounding
- * noise to the precision the contract gives it: float32 and float64 lists use
- * noise rounded to their own type; float16 and bfloat16 lists use float32
- * noise and float32-or-better arithmetic, rounded once when stored. */
+/* The storage types: each read and written as double, one element at a time
+ * (through float_codec.h for the 16-bit ones), as the tests' references do;
+ * and the macros that define one kernel per type and switch on a dtype. The
+ * kernels' own vectorisable element types and codec: segment_kernels.h,
+ * half_bits.h. */
 #ifndef EVOGRAD_CPU_STORAGE_H
 #define EVOGRAD_CPU_STORAGE_H
 
@@ -34,14 +35,6 @@ static inline double evograd_load_f64(const void *p, int64_t i) {
 static inline void evograd_store_f64(void *p, int64_t i, double v) {
   ((double *)p)[i] = v;
 }
-/* The noise value a list of each type uses: sigma * z rounded to float32 for
- * float32, float16 and bfloat16 storage, kept in float64 for float64. */
-static inline double evograd_noise_f32(double v) { return (double)(float)v; }
-static inline double evograd_noise_f64(double v) { return v; }
-static inline double evograd_noise_f16(double v) { return (double)(float)v; }
-static inline double evograd_noise_bf16(double v) { return (double)(float)v; }
-
-/* Calls CALL(suffix) for the storage type's helper suffix. */
 /* M(T) for each storage tag: one kernel definition per storage type. */
 #define EVOGRAD_FOR_EACH_STORAGE(M) M(f32) M(f64) M(f16) M(bf16)
 

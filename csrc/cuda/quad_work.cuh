@@ -3,7 +3,7 @@
 // GPU can replay a launch thread by thread (tests/c/cuda_replay.cpp), under
 // the sanitizers too, and a GPU can be checked bit for bit against the replay.
 //
-// Arithmetic matches the CPU kernels (csrc/cpu/storage.h) exactly: noise
+// Arithmetic matches the CPU kernels (csrc/cpu/segment_kernels.h) exactly: noise
 // rounded to float32 (float64 for float64 lists); float32 and float64 sums in
 // their own type (the correctly rounded sum, as the CPU's double-then-round
 // gives); float16 and bfloat16 through double and rounded once when stored,
