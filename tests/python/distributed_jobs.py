@@ -251,7 +251,9 @@ def _spawned(rank, world, port, job, result_dir):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world, timeout=timedelta(seconds=60))
     try:
-        result = {"ok": globals()[job](rank, world)}
+        where, _, name = job.rpartition(".")
+        module = __import__(where) if where else sys.modules[__name__]
+        result = {"ok": getattr(module, name)(rank, world)}
     except BaseException:  # noqa: BLE001  (reported to the parent)
         result = {"error": traceback.format_exc()}
     torch.save(result, Path(result_dir) / f"rank{rank}.pt")

@@ -12,6 +12,9 @@ the model. Three strategies share one interface:
 * ``CandidateParallel`` (``parallel="candidates"``): every rank sees the
   same batches and evaluates candidates k = rank, rank + world, ...; losses
   and the lambda-gradient parts are summed.
+* ``ShardedData`` (``parallel="data"`` over an FSDP-sharded model): as
+  ``DataParallel``, but each rank projects only its rows of a gradient FSDP
+  has already averaged, so the partial projections are summed.
 
 Every exchange carries one more value, the number of ranks that failed
 before it, so that an error on one rank (a closure raising, a non-finite
@@ -114,6 +117,14 @@ class Local:
     def adds_direct_term(self) -> bool:
         return True
 
+    def resolution(self, counts: Tuple[int, int], own: Optional[BaseException]
+                   ) -> Tuple[int, int]:
+        """(unchanged, total) elements for sigma's resolution check, over the
+        whole parameter list: the local counts, unless the ranks hold shards."""
+        if own is not None:
+            raise own
+        return counts
+
 
 class _Exchanging(Local):
     def __init__(self, collectives: Collectives):
@@ -155,6 +166,22 @@ class DataParallel(_Exchanging):
                  if own is None else torch.zeros(c.numel() + 1, dtype=torch.float64))
         total = self._reduce(local, own, "the validation gradient") / self.world
         return total[:-1].to(c.dtype), total[-1].item()
+
+
+class ShardedData(DataParallel):
+    """Data-parallel over FSDP shards: the ranks' projections are parts of one
+    sum (each over its own rows of the rank-averaged gradient)."""
+
+    def projections(self, c, val, own):
+        local = (torch.cat([c.detach().to(torch.float64).cpu(), torch.tensor([val], dtype=torch.float64)])
+                 if own is None else torch.zeros(c.numel() + 1, dtype=torch.float64))
+        total = self._reduce(local, own, "the validation gradient")
+        return total[:-1].to(c.dtype), total[-1].item() / self.world
+
+    def resolution(self, counts, own):
+        local = torch.tensor(counts if own is None else (0, 0), dtype=torch.float64)
+        total = self._reduce(local, own, "the check of sigma against the parameters' resolution")
+        return int(total[0].item()), int(total[1].item())
 
 
 class CandidateParallel(_Exchanging):

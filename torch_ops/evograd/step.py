@@ -21,6 +21,7 @@ from torch import nn
 
 from . import ops
 from . import parallel as parallel_
+from . import shards
 from .seeds import SCHEDULES, default_base_seed, step_seed
 
 TensorsLike = Union[nn.Module, torch.Tensor, Iterable[torch.Tensor]]
@@ -113,41 +114,54 @@ def _check_loss(loss, which: str, allow_nonfinite: bool = False) -> float:
         raise TypeError(f"the {which} loss must be floating point, got {loss.dtype}")
     value = float(loss.detach())
     if not math.isfinite(value) and not allow_nonfinite:
-        raise ValueError(f"the {which} loss is not finite ({value}); "
-                         "EvoGrad(..., nonfinite='drop') skips such candidates")
+        raise _not_finite(which, value)
     return value
 
 
-def _check_sigma_resolution(params, sigma):
-    """Raises when sigma is below the storage resolution of every perturbed
-    element (the step would see identical candidates and return a zero
-    hypergradient); warns when that is so for most of them."""
+def _not_finite(which: str, value: float) -> ValueError:
+    return ValueError(f"the {which} loss is not finite ({value}); "
+                      "EvoGrad(..., nonfinite='drop') skips such candidates")
+
+
+def _resolution_counts(params, sigma) -> Tuple[int, int]:
+    """How many elements sigma leaves unchanged when added, of how many."""
     unchanged = total = 0
     with torch.no_grad():
         for p in params:
             if p.numel():
                 unchanged += int(((p + sigma).to(p.dtype) == p).sum())
                 total += p.numel()
+    return unchanged, total
+
+
+def _check_sigma_resolution(counts: Tuple[int, int], dtype, sigma):
+    """Raises when sigma is below the storage resolution of every perturbed
+    element (the step would see identical candidates and return a zero
+    hypergradient); warns when that is so for most of them."""
+    unchanged, total = counts
     if total and unchanged == total:
-        raise ValueError(f"sigma={sigma:g} is below the {params[0].dtype} resolution of every "
+        raise ValueError(f"sigma={sigma:g} is below the {dtype} resolution of every "
                          "perturbed parameter: all candidates would equal theta; increase sigma")
     if total and unchanged > total // 2:
         warnings.warn(f"sigma={sigma:g} vanishes in {unchanged} of {total} perturbed parameters "
-                      f"({params[0].dtype} resolution); the hypergradient sees only the rest",
-                      RuntimeWarning, stacklevel=3)
+                      f"({dtype} resolution); the hypergradient sees only the rest",
+                      RuntimeWarning, stacklevel=4)
 
 
 class _Snapshot:
-    """What a step changes about the model, to put back afterwards."""
+    """What a step changes about the model, to put back afterwards: the
+    parameters' values (their local shards for FSDP), ``.grad`` and
+    ``requires_grad``, and the buffers."""
 
-    def __init__(self, params, buffers):
-        self.params, self.buffers = params, buffers
+    def __init__(self, layout: "shards.Layout", buffers):
+        self.layout, self.buffers = layout, buffers
+        self.params, self.views = layout.owners, layout.views
         with torch.no_grad():
-            self.saved = [p.detach().clone() for p in params]
+            self.saved = [v.detach().clone() for v in self.views]
             self.saved_buffers = [b.detach().clone() for b in buffers]
-        self.grads = [p.grad for p in params]
-        self.flags = [p.requires_grad for p in params]
-        for p in params:  # closures calling backward() must not touch these
+        self.grads = [p.grad for p in self.params]
+        self.flags = [p.requires_grad for p in self.params]
+        for p in self.params:  # closures calling backward() must not touch these
             p.grad = None
 
     def restore_buffers(self):
@@ -160,10 +174,11 @@ class _Snapshot:
             p.requires_grad_(flag)
 
     def restore(self):
+        self.layout.after_forward()
         with torch.no_grad():
-            for p, s, g, f in zip(self.params, self.saved, self.grads, self.flags):
+            for p, v, s, g, f in zip(self.params, self.views, self.saved, self.grads, self.flags):
                 p.requires_grad_(f)
-                p.copy_(s)
+                v.copy_(s)
                 p.grad = g
         self.restore_buffers()
 
@@ -234,6 +249,13 @@ class EvoGrad:
             alike (checked) and call ``step`` together. A step sends K + K + N
             values (K candidates, N hyperparameter elements) plus three
             failure flags, however large the model; see ``evograd.parallel``.
+            A model sharded by FSDP2's ``fully_shard`` takes ``"data"``: each
+            rank perturbs and projects its own rows with the whole model's
+            noise, and the validation gradient comes from FSDP's backward
+            (its default mean over ranks; other reductions are refused). Such
+            a step also sends 2 counts for sigma's resolution check, and FSDP
+            moves what it always moves: an all-gather per forward and one
+            reduce-scatter.
         process_group: the group to use with ``parallel`` (default: the world).
         check_replicas: with ``parallel``, each step first compares a
             fingerprint of the parameters and hyperparameters across ranks
@@ -267,6 +289,10 @@ class EvoGrad:
             # Every rank draws the same noise: rank 0's base seed.
             self.seed = int(self._par.collectives.broadcast(
                 torch.tensor([self.seed], dtype=torch.int64))[0])
+            if self._layout.sharded:
+                self._par = parallel_.ShardedData(self._par.collectives)
+                extents = torch.tensor(self._layout.extents(), dtype=torch.int64).reshape(-1)
+                shards.check_tiling(self._par.collectives.all_gather(extents), self.params)
         # DDP reduces gradients in backward hooks and, outside no_sync(),
         # readies its reducer in every forward: the step's own forwards run
         # under no_sync() so that the P-sized all-reduce never happens here.
@@ -306,8 +332,15 @@ class EvoGrad:
                               "train-mode forwards would leave BatchNorm statistics changed. Pass "
                               "module=<the model> to restore its buffers, or buffers=[] if it has "
                               "none", UserWarning, stacklevel=3)
+        if self.parallel == "candidates" and any(shards.is_sharded(p) for p in self.params):
+            raise ValueError("evograd: an FSDP-sharded model runs every forward on all ranks "
+                             "together, so ranks cannot evaluate different candidates; use "
+                             "parallel='data'")
+        self._layout = shards.Layout(self.params,
+                                     self._par.world if self.parallel == "data" else None,
+                                     params if isinstance(params, nn.Module) else module)
         chosen = default_buffers if buffers is None else _as_tensors("buffers", buffers)
-        self.buffers = _restored_buffers(chosen, self.params, self.hyperparams)
+        self.buffers = _restored_buffers(chosen, self._layout.views, self.hyperparams)
         self.population = ops._int("population", population)
         self.sigma = ops._float("sigma", sigma)
         self.temperature = ops._float("temperature", temperature)
@@ -366,7 +399,7 @@ class EvoGrad:
                 raise ValueError(f"hyperparameter {j} must be a leaf tensor that requires grad")
         # dtypes, one device, and no memory shared among the parameters or
         # with the hyperparameters: the operator layer's one check.
-        ops.check_perturbable(self.params, self.hyperparams)
+        ops.check_perturbable(self._layout.views, self.hyperparams)
 
     def step(self, train_loss_fn: Callable[[], torch.Tensor],
              val_loss_fn: Callable[[], torch.Tensor]) -> StepResult:
@@ -386,8 +419,8 @@ class EvoGrad:
         seed = step_seed(self.seed, self.steps_taken, self.seed_schedule)
         if self.check_replicas and self._par.collectives is not None:
             self._check_replicas()
-        _check_sigma_resolution(self.params, self.sigma)
-        snap = _Snapshot(self.params, self.buffers)
+        self._check_before_step()
+        snap = _Snapshot(self._layout, self.buffers)
         try:
             with torch.enable_grad(), self._no_ddp_sync():
                 cand = self._evaluate_candidates(snap, train_loss_fn, seed)
@@ -402,6 +435,20 @@ class EvoGrad:
     def _noise_args(self):
         return self.sigma, self.noise, self.antithetic
 
+    def _check_before_step(self):
+        """sigma against the storage resolution (over all shards) and, for
+        FSDP, that its backward will average the rows' gradient over ranks.
+        With shards, an error on one rank reaches all."""
+        own, counts = None, (0, 0)
+        try:
+            if self._layout.sharded:
+                self._layout.check_reduction()
+            counts = _resolution_counts(self._layout.views, self.sigma)
+        except (ValueError, TypeError) as e:
+            own = e
+        counts = self._par.resolution(counts, own)
+        _check_sigma_resolution(counts, self.params[0].dtype, self.sigma)
+
     def _no_ddp_sync(self):
         return self._ddp.no_sync() if self._ddp is not None else contextlib.nullcontext()
 
@@ -410,6 +457,10 @@ class EvoGrad:
         differentiated (the parameters do not require grad meanwhile). With
         parallel=, the losses are then exchanged."""
         losses, dloss, own = [0.0] * self.population, [None] * self.population, None
+        # With FSDP, a lambda-gradient that flows through the model runs
+        # collectives: every rank takes every backward, even for a loss that
+        # is not finite here, and a local error waits for the exchange.
+        lockstep, late = self._layout.sharded, None
         try:
             rng = _RngSnapshot(self.params) if self.common_random_numbers else None
             snap.set_requires_grad(False)
@@ -421,21 +472,19 @@ class EvoGrad:
                 if rng is not None:
                     rng.replay()
                 with torch.no_grad():
-                    ops.perturb_into(snap.saved, self.params, seed, k, *self._noise_args())
+                    self._layout.perturb_into(snap.saved, seed, k, *self._noise_args())
                 loss = train_loss_fn()
-                losses[k] = _check_loss(loss, "training", self.nonfinite == "drop")
-                if not math.isfinite(losses[k]):
-                    continue
-                if not loss.requires_grad:
-                    raise ValueError("the training loss does not depend on the hyperparameters")
-                grads = torch.autograd.grad(loss.reshape(()), self.hyperparams,
-                                            allow_unused=True)
-                for j, g in enumerate(grads):
-                    if g is None:
-                        raise ValueError("the training loss does not depend on "
-                                         f"hyperparameter {j}")
-                dloss[k] = grads
-                del loss, grads
+                losses[k] = _check_loss(loss, "training", self.nonfinite == "drop" or lockstep)
+                if math.isfinite(losses[k]):
+                    dloss[k] = self._loss_gradient(loss)
+                elif lockstep:
+                    self._loss_gradient(loss)  # discarded; keeps FSDP's collectives in step
+                    if self.nonfinite == "raise" and late is None:
+                        late = _not_finite("training", losses[k])
+                del loss
+                self._layout.after_forward()
+            if late is not None:
+                raise late
         except Exception as e:  # noqa: BLE001  (re-raised on this rank by the exchange)
             own = e
         losses = self._par.losses(losses, own)
@@ -456,6 +505,16 @@ class EvoGrad:
                                 dtype=torch.float64),
             dloss_dhyper=dloss, dropped=len(losses) - len(kept))
 
+    def _loss_gradient(self, loss: torch.Tensor):
+        """d loss / d lambda (the parameters do not require grad meanwhile)."""
+        if not loss.requires_grad:
+            raise ValueError("the training loss does not depend on the hyperparameters")
+        grads = torch.autograd.grad(loss.reshape(()), self.hyperparams, allow_unused=True)
+        for j, g in enumerate(grads):
+            if g is None:
+                raise ValueError(f"the training loss does not depend on hyperparameter {j}")
+        return grads
+
     def _validation_gradient(self, snap: "_Snapshot", val_loss_fn, losses: torch.Tensor,
                              seed: int) -> "_Validation":
         """theta* written into the parameters, one first-order backward, and
@@ -465,27 +524,50 @@ class EvoGrad:
         try:
             snap.restore_buffers()
             with torch.no_grad():
-                ops.combine_into(snap.saved, losses, self.params, self.temperature, seed,
-                                 *self._noise_args())
+                self._layout.combine_into(snap.saved, losses, self.temperature, seed,
+                                          *self._noise_args())
             snap.set_requires_grad(True)
             val, aux = _split_aux(val_loss_fn())
-            value = _check_loss(val, "validation")
+            value = _check_loss(val, "validation", allow_nonfinite=self._layout.sharded)
             if not val.requires_grad:
                 raise ValueError("the validation loss does not depend on the parameters")
-            grads = torch.autograd.grad(val.reshape(()), self.params + self.hyperparams,
-                                        allow_unused=True)
+            if self._layout.sharded:
+                # FSDP's backward is collective: take it, then raise
+                params, hyper = self._sharded_validation_gradient(val)
+                if not math.isfinite(value):
+                    raise _not_finite("validation", value)
+            else:
+                grads = torch.autograd.grad(val.reshape(()), self.params + self.hyperparams,
+                                            allow_unused=True)
+                n = len(self.params)
+                params = [g if g is not None else torch.zeros_like(p)
+                          for g, p in zip(grads[:n], self.params)]
+                hyper = list(grads[n:])
             del val
-            n = len(self.params)
-            params = [g if g is not None else torch.zeros_like(p)
-                      for g, p in zip(grads[:n], self.params)]
-            hyper = list(grads[n:])
-            c = ops.project(params, seed, self.population, *self._noise_args())
+            c = self._layout.project(params, seed, self.population, *self._noise_args())
         except Exception as e:  # noqa: BLE001  (re-raised on this rank by the exchange)
             own = e
         if c is None:
             c = torch.zeros(self.population, dtype=torch.float64)
         c, value = self._par.projections(c, value, own)
         return _Validation(value, c, hyper, aux)
+
+    def _sharded_validation_gradient(self, val: torch.Tensor):
+        """FSDP's own backward: its reduce-scatter leaves each rank its rows
+        of the gradient averaged over ranks (the snapshot puts the
+        parameters' ``.grad`` back); the hyperparameters' ``.grad`` is
+        read and put back here."""
+        before = [h.grad for h in self.hyperparams]
+        for h in self.hyperparams:
+            h.grad = None
+        try:
+            val.reshape(()).backward()
+            hyper = [h.grad for h in self.hyperparams]
+        finally:
+            for h, g in zip(self.hyperparams, before):
+                h.grad = g
+            self._layout.after_forward()
+        return self._layout.local_gradients(), hyper
 
     def _accumulate_hypergradient(self, cand: "_Candidates", val: "_Validation", seed: int):
         """lambda.grad += sum_k cot_k d loss_k / d lambda + the direct term
@@ -515,7 +597,9 @@ class EvoGrad:
                     h.grad.add_(total)
 
     def _check_replicas(self):
-        local = torch.cat([parallel_.fingerprint(self.params),
+        # Shards differ by design: only the hyperparameters are replicas then.
+        params = [] if self._layout.sharded else self.params
+        local = torch.cat([parallel_.fingerprint(params),
                            parallel_.fingerprint(self.hyperparams)])
         table = self._par.collectives.all_gather(local)
         if not torch.equal(table, local.unsqueeze(0).expand_as(table)):

@@ -1,0 +1,236 @@
+"""Where a meta-step's parameters live: whole tensors, or FSDP2 shards.
+
+The noise of element i is a pure function of (seed, k, i), where i counts
+across the *unsharded* parameter list. A model sharded by FSDP2
+(``torch.distributed.fsdp.fully_shard``) holds each parameter as a DTensor
+whose local tensor is a block of rows [r0, r1) (placement ``Shard(0)``); its
+element j is element ``start + r0 * row + j`` of the list. Each rank writes
+candidates into its own rows with exactly those indices, so the model FSDP
+all-gathers in the next forward is the whole list's candidate, bit for bit.
+
+A ``Layout`` runs the list operators over runs of local tensors whose global
+ranges abut (one call for a list of whole tensors), and, for FSDP, puts the
+model back into its sharded state after each forward: FSDP keeps the root's
+gathered parameters after a forward that no backward followed, and a write
+into the shards would not reach them.
+
+The validation gradient of a sharded model comes from FSDP's own backward:
+the reduce-scatter leaves each rank its rows of the gradient *averaged* over
+ranks, so the ranks' partial projections are summed, not averaged. Settings
+that change that meaning (a gradient divide factor, an all-reduce hook,
+gradient sync switched off, a gradient being accumulated) are refused.
+"""
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+
+from . import ops
+
+
+def _dtensor_type():
+    for where in ("torch.distributed.tensor", "torch.distributed._tensor"):
+        try:
+            module = __import__(where, fromlist=["DTensor"])
+            return module.DTensor
+        except (ImportError, AttributeError):
+            continue
+    return None
+
+
+def _fsdp_module_type():
+    try:
+        from torch.distributed.fsdp import FSDPModule
+        return FSDPModule
+    except ImportError:
+        try:
+            from torch.distributed._composable.fsdp import FSDPModule
+            return FSDPModule
+        except ImportError:
+            return None
+
+
+def is_sharded(t: torch.Tensor) -> bool:
+    DTensor = _dtensor_type()
+    return DTensor is not None and isinstance(t, DTensor)
+
+
+def _first_row(p) -> int:
+    """The global index of the first row this rank holds of DTensor ``p``."""
+    try:
+        from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+    except ImportError:
+        from torch.distributed._tensor._utils import compute_local_shape_and_global_offset
+    shape, offset = compute_local_shape_and_global_offset(p.shape, p.device_mesh, p.placements)
+    if tuple(shape) != tuple(p.to_local().shape):
+        raise ValueError("evograd: a sharded parameter's local tensor does not have the shape "
+                         "its placement describes; cannot place its noise")
+    return int(offset[0]) if len(offset) else 0
+
+
+def _check_placement(i: int, p, world: int):
+    placements = tuple(p.placements)
+    name = type(placements[0]).__name__ if placements else "none"
+    if len(placements) != 1 or name != "Shard" or placements[0].dim != 0:
+        raise ValueError(f"evograd: parameter {i} is a DTensor placed {placements}; EvoGrad "
+                         "handles FSDP's row sharding only (Shard(0) on a 1-D mesh, not HSDP "
+                         "or tensor parallelism)")
+    if p.device_mesh.size() != world:
+        raise ValueError(f"evograd: parameter {i} is sharded over {p.device_mesh.size()} ranks "
+                         f"but the process group has {world}; pass the FSDP mesh's group as "
+                         "process_group")
+
+
+class Layout:
+    """The perturbed tensors and where their elements sit in the noise's index space.
+
+    ``owners``: what the caller passed (the tensors that require grad and
+    hold ``.grad``). ``views``: what the kernels write and read (the local
+    tensors of sharded owners; the owners themselves otherwise).
+    ``starts[i]``: the global index of ``views[i]``'s first element."""
+
+    def __init__(self, owners: Sequence[torch.Tensor], world: Optional[int] = None,
+                 module=None):
+        self.owners = list(owners)
+        kinds = [is_sharded(p) for p in self.owners]
+        self.sharded = any(kinds)
+        if self.sharded and not all(kinds):
+            plain = kinds.index(False)
+            raise ValueError(f"evograd: parameter {plain} is a plain tensor among FSDP-sharded "
+                             "ones; shard the whole model with fully_shard, or pass only the "
+                             "sharded parameters")
+        if self.sharded and world is None:
+            raise ValueError("evograd: the parameters are sharded over ranks (FSDP); build "
+                             "EvoGrad with parallel='data' so that the ranks' partial "
+                             "projections are summed")
+        starts, base = [], 0
+        if self.sharded:
+            views = []
+            with torch.no_grad():
+                for i, p in enumerate(self.owners):
+                    _check_placement(i, p, world)
+                    local = p.to_local()
+                    row = p.numel() // p.shape[0] if p.dim() and p.shape[0] else 0
+                    starts.append(base + _first_row(p) * row)
+                    views.append(local)
+                    base += p.numel()
+            self.views = views
+        else:
+            self.views = self.owners
+            for p in self.owners:
+                starts.append(base)
+                base += p.numel()
+        self.starts = starts
+        self.runs = self._runs()
+        fsdp = _fsdp_module_type()
+        self.modules = ([m for m in module.modules() if isinstance(m, fsdp)]
+                        if self.sharded and module is not None and fsdp is not None else [])
+        if self.sharded and not self.modules:
+            raise ValueError("evograd: FSDP-sharded parameters need the FSDP model: pass the "
+                             "module built with fully_shard as params (or module=)")
+
+    def _runs(self) -> List[Tuple[int, int, int]]:
+        """(first, end, offset): consecutive non-empty views whose global
+        ranges abut, each run one call of a list operator."""
+        runs = []
+        for i, v in enumerate(self.views):
+            if v.numel() == 0:
+                continue
+            if runs and runs[-1][1] == i and \
+                    self.starts[i - 1] + self.views[i - 1].numel() == self.starts[i]:
+                runs[-1] = (runs[-1][0], i + 1, runs[-1][2])
+            else:
+                runs.append((i, i + 1, self.starts[i]))
+        return runs
+
+    def extents(self) -> List[Tuple[int, int]]:
+        """(start, count) of each view: what the ranks compare at construction."""
+        return [(s, v.numel()) for s, v in zip(self.starts, self.views)]
+
+    # ---- the list operators over the runs ----------------------------------
+
+    def perturb_into(self, saved, seed, k, sigma, noise, antithetic):
+        for a, b, offset in self.runs:
+            ops.perturb_into(saved[a:b], self.views[a:b], seed, k, sigma, noise, antithetic,
+                             offset)
+
+    def combine_into(self, saved, losses, temperature, seed, sigma, noise, antithetic):
+        for a, b, offset in self.runs:
+            ops.combine_into(saved[a:b], losses, self.views[a:b], temperature, seed, sigma,
+                             noise, antithetic, offset)
+
+    def project(self, grads, seed, population, sigma, noise, antithetic) -> torch.Tensor:
+        """c_k over this process's elements (a part of the whole when sharded)."""
+        if not self.sharded:
+            return ops.project(grads, seed, population, sigma, noise, antithetic)
+        total = torch.zeros(population, dtype=torch.float64)
+        for a, b, offset in self.runs:
+            total += ops.project(grads[a:b], seed, population, sigma, noise, antithetic,
+                                 offset).to(torch.float64).cpu()
+        return total
+
+    # ---- FSDP's state around the step's forwards ---------------------------
+
+    def after_forward(self):
+        """Back to the sharded state, so that the next write reaches the next forward."""
+        for m in self.modules:
+            m.reshard()
+
+    def check_reduction(self):
+        """Raises where FSDP would not leave the rows' gradient averaged over ranks."""
+        for m in self.modules:
+            state = m._get_fsdp_state() if hasattr(m, "_get_fsdp_state") else None
+            groups = getattr(state, "_fsdp_param_groups", None)
+            if groups is None:
+                raise ValueError("evograd: cannot read how this torch's FSDP reduces gradients; "
+                                 "sharded meta-steps are tested with torch 2.13's fully_shard")
+            for g in groups if isinstance(groups, (list, tuple)) else [groups]:
+                if g is None:
+                    continue
+                factor = getattr(g, "gradient_divide_factor",
+                                 getattr(g, "reduce_scatter_divide_factor", None))
+                if factor is not None:
+                    raise ValueError("evograd: FSDP has a custom gradient divide factor "
+                                     f"({factor}); the meta-step needs FSDP's default mean over "
+                                     "ranks")
+                if getattr(g, "_all_reduce_hook", None) is not None:
+                    raise ValueError("evograd: FSDP has an all-reduce hook on gradients; the "
+                                     "meta-step needs FSDP's plain reduce-scatter")
+                if not getattr(g, "reduce_grads", True):
+                    raise ValueError("evograd: FSDP's gradient sync is off "
+                                     "(set_requires_gradient_sync(False)); take the meta-step "
+                                     "with it on")
+                for fp in getattr(g, "fsdp_params", []):
+                    if getattr(fp, "unsharded_accumulated_grad", None) is not None:
+                        raise ValueError("evograd: FSDP is accumulating a gradient (gradient "
+                                         "sync off in an earlier backward); finish that update "
+                                         "before the meta-step")
+
+    def local_gradients(self) -> List[torch.Tensor]:
+        """After FSDP's backward: each view's gradient (zeros where unused)."""
+        out = []
+        for p, v in zip(self.owners, self.views):
+            g = p.grad
+            out.append(torch.zeros_like(v) if g is None else
+                       (g.to_local() if is_sharded(g) else g))
+        return out
+
+
+def check_tiling(table: torch.Tensor, owners: Sequence[torch.Tensor]):
+    """``table[r]``: rank r's (start, count) pairs, flattened. Every tensor's
+    rows must be split over the ranks without gap or overlap."""
+    world = table.shape[0]
+    base = 0
+    for i, p in enumerate(owners):
+        spans = sorted((int(table[r, 2 * i]), int(table[r, 2 * i + 1])) for r in range(world))
+        spans = [s for s in spans if s[1]]
+        at = base
+        for start, count in spans:
+            if start != at:
+                raise ValueError(f"evograd: the ranks' shards of parameter {i} do not tile it "
+                                 f"(a piece starts at {start}, expected {at}); every rank must "
+                                 "pass the same model sharded the same way")
+            at += count
+        if at != base + p.numel():
+            raise ValueError(f"evograd: the ranks' shards of parameter {i} cover {at - base} of "
+                             f"its {p.numel()} elements")
+        base += p.numel()
