@@ -19,6 +19,10 @@ meta-step; gloo on CPU, NCCL on CUDA), each taking its share of every batch:
 
     torchrun --nproc_per_node=2 examples/mwn/train.py --distributed --method evograd
 
+--fsdp shards the classifier over the processes with FSDP2 (fully_shard on
+each block and on the whole) instead of replicating it with DDP; the
+meta-step then perturbs and projects each process's rows (torch >= 2.6).
+
 Long runs: --checkpoint PATH saves everything the next iteration reads
 every --checkpoint-every iterations; after a crash or a kill, the same
 command with --resume continues bit for bit as the uninterrupted run would
@@ -83,12 +87,20 @@ def parse_args(argv=None):
     p.add_argument("--json", type=Path, default=None, help="write the result here")
     p.add_argument("--distributed", action="store_true",
                    help="under torchrun: DDP and EvoGrad's data-parallel meta-step, a share of every batch per rank")
+    p.add_argument("--fsdp", action="store_true",
+                   help="with --distributed: shard the classifier with FSDP2 (fully_shard) instead of DDP")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="save the training state here (PATH.rankN per rank under torchrun)")
     p.add_argument("--checkpoint-every", type=int, default=100, help="iterations between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint when it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.fsdp and not args.distributed:
+        p.error("--fsdp shards the model over the processes of --distributed")
+    if args.fsdp and args.checkpoint:
+        p.error("--checkpoint saves whole tensors per rank; an FSDP model's sharded state needs "
+                "torch.distributed.checkpoint, which this example does not use")
+    return args
 
 
 def prepare(args):
@@ -176,12 +188,28 @@ def start_processes(args):
 
 
 def parameters_sha256(*modules):
-    """A fingerprint of parameters and buffers, to compare runs bit for bit."""
+    """A fingerprint of parameters and buffers, to compare runs bit for bit
+    (FSDP shards are gathered whole: every rank must call this)."""
     h = hashlib.sha256()
     for m in modules:
         for t in m.state_dict().values():
+            t = t.full_tensor() if hasattr(t, "full_tensor") else t
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def shard_with_fsdp(model):
+    """FSDP2: each child with parameters, then the whole model."""
+    try:
+        from torch.distributed.fsdp import fully_shard
+    except ImportError:
+        raise SystemExit(f"--fsdp needs FSDP2 (torch.distributed.fsdp.fully_shard); torch "
+                         f"{torch.__version__} has none") from None
+    for child in model.children():
+        if any(True for _ in child.parameters()):
+            fully_shard(child)
+    fully_shard(model)
+    return model
 
 
 def weighting_function(vnet, device):
@@ -198,7 +226,9 @@ def run(args):
     model = classifier(args.model, args.width).to(device)
     vnet = WeightingNet(args.vnet_hidden).to(device)
     net = model
-    if world > 1 or args.distributed:
+    if args.fsdp:
+        net = model = shard_with_fsdp(model)
+    elif world > 1 or args.distributed:
         # every rank starts from the same weights (same seed), as DDP requires
         net = torch.nn.parallel.DistributedDataParallel(model)
     trainer = MWNTrainer(net, vnet, args.method, lr=args.lr, weight_decay=args.weight_decay,
@@ -266,16 +296,23 @@ def run(args):
             losses.append(loss)
             stats.add({k: (None if t is None else t.cpu()) for k, t in trainer.last.items()},
                       y.cpu(), ds["mask"][shard(batches.last)])
-            if args.eval_every and (it + 1) % args.eval_every == 0 and it + 1 < args.iterations and rank == 0:
+            # an FSDP forward is collective: every rank evaluates, rank 0 reports
+            if args.eval_every and (it + 1) % args.eval_every == 0 and it + 1 < args.iterations \
+                    and (rank == 0 or args.fsdp):
                 record(it + 1)
             if ckpt is not None and (it + 1) % args.checkpoint_every == 0:
                 checkpoint.save(ckpt, it + 1, saved, logs())
             if it % 10 == 0:
                 bar.set_postfix(loss=f"{loss:.3f}", meta=f"{meta_loss:.3f}" if meta_loss else "-",
                                 s_per_it=f"{median(times[-50:]):.2f}")
+    if args.fsdp:
+        record(args.iterations)
+        sha256 = parameters_sha256(model, vnet)
     if rank > 0:
-        return None  # rank 0 evaluates and reports
-    record(args.iterations)
+        return None  # rank 0 reports
+    if not args.fsdp:
+        record(args.iterations)
+        sha256 = parameters_sha256(model, vnet)
     acc = curve[-1]["test_accuracy"]
     best = max(curve, key=lambda e: e["test_accuracy"])
     result = {
@@ -299,7 +336,7 @@ def run(args):
         "vnet_weight_decay": args.vnet_weight_decay,
         "median_grad_to_decay": median(trainer.grad_to_decay) if trainer.grad_to_decay else None,
         "processes": world, "resumed_at": start if args.resume else None,
-        "parameters_sha256": parameters_sha256(model, vnet),
+        "parameters_sha256": sha256, "sharded": args.fsdp,
     }
     return result
 

@@ -52,9 +52,12 @@ def sharded_model(world):
 
 
 def meta_step(model, hyper, meta, x, y, xv, yv, record=lambda phase: None):
-    """One meta-step: lambda.grad (flat) and the step's result."""
+    """One meta-step: lambda.grad (flat) and the step's result. A forward
+    with no backward first, as a caller may do (FSDP then keeps the root's
+    parameters gathered, and the step must still see its own candidates)."""
     for h in hyper.parameters():
         h.grad = None
+    model(x)
     r = meta.step(lambda: record("train") or train_loss(model, hyper, x, y),
                   lambda: record("val") or val_loss(model, hyper, xv, yv))
     return torch.cat([h.grad.reshape(-1) for h in hyper.parameters()]).clone(), r

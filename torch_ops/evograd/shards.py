@@ -170,8 +170,9 @@ class Layout:
 
     # ---- FSDP's state around the step's forwards ---------------------------
 
-    def after_forward(self):
-        """Back to the sharded state, so that the next write reaches the next forward."""
+    def reshard(self):
+        """Back to the sharded state, so that the next write reaches the next
+        forward (after any forward, the step's or the caller's)."""
         for m in self.modules:
             m.reshard()
 

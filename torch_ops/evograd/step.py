@@ -155,6 +155,7 @@ class _Snapshot:
 
     def __init__(self, layout: "shards.Layout", buffers):
         self.layout, self.buffers = layout, buffers
+        layout.reshard()  # a forward of the caller's may have left FSDP's root gathered
         self.params, self.views = layout.owners, layout.views
         with torch.no_grad():
             self.saved = [v.detach().clone() for v in self.views]
@@ -174,7 +175,7 @@ class _Snapshot:
             p.requires_grad_(flag)
 
     def restore(self):
-        self.layout.after_forward()
+        self.layout.reshard()
         with torch.no_grad():
             for p, v, s, g, f in zip(self.params, self.views, self.saved, self.grads, self.flags):
                 p.requires_grad_(f)
@@ -482,7 +483,7 @@ class EvoGrad:
                     if self.nonfinite == "raise" and late is None:
                         late = _not_finite("training", losses[k])
                 del loss
-                self._layout.after_forward()
+                self._layout.reshard()
             if late is not None:
                 raise late
         except Exception as e:  # noqa: BLE001  (re-raised on this rank by the exchange)
@@ -566,7 +567,7 @@ class EvoGrad:
         finally:
             for h, g in zip(self.hyperparams, before):
                 h.grad = g
-            self._layout.after_forward()
+            self._layout.reshard()
         return self._layout.local_gradients(), hyper
 
     def _accumulate_hypergradient(self, cand: "_Candidates", val: "_Validation", seed: int):
