@@ -17,7 +17,7 @@ CMAKE_FLAGS ?=
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := cmake g++ make libtorch-dev python3-torch libgtest-dev python3-pytest \
                 python3-venv dataset-fashion-mnist python3-sklearn python3-matplotlib python3-tqdm \
-                clang libclang-rt-14-dev
+                clang libclang-rt-14-dev libgloo-dev
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 15
 CTEST    := ctest --output-on-failure --timeout 1800

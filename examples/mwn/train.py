@@ -202,7 +202,7 @@ def shard_with_fsdp(model):
     """FSDP2: each child with parameters, then the whole model."""
     try:
         from torch.distributed.fsdp import fully_shard
-    except ImportError:
+    except Exception:  # noqa: BLE001  (torch 1.13 on Python 3.11 raises ValueError here)
         raise SystemExit(f"--fsdp needs FSDP2 (torch.distributed.fsdp.fully_shard); torch "
                          f"{torch.__version__} has none") from None
     for child in model.children():

@@ -18,8 +18,21 @@
 #include <torch/torch.h>
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
+
+// c10d, the C++ core of torch.distributed, for Options::process_group (a
+// LibTorch built without distributed support has no such header).
+#if defined(__has_include)
+#if __has_include(<torch/csrc/distributed/c10d/ProcessGroup.hpp>)
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#define EVOGRAD_HAS_C10D 1
+#endif
+#endif
+#ifndef EVOGRAD_HAS_C10D
+#define EVOGRAD_HAS_C10D 0
+#endif
 
 #include "evograd/evograd.h"
 #include "evograd/version.h"
@@ -53,6 +66,19 @@ struct Options {
   // restored) or "drop" (weight exactly 0, its lambda-gradient ignored; an
   // error only if every candidate is non-finite).
   std::string nonfinite = "raise";
+  // Several processes, as Python's parallel=: "" (one process), "data"
+  // (each rank's closures see its shard of the batch; losses, projections
+  // and the lambda-gradient are averaged over ranks) or "candidates" (the
+  // same batches everywhere; rank r evaluates candidates k = r, r + world,
+  // ...). Every rank must build its EvoGrad alike (checked at construction:
+  // a mismatch is a c10::ValueError on every rank) and call step together;
+  // rank 0's base seed is used. A step sends K + K + N float64 values (N:
+  // hyperparameter elements) plus three failure counts; an error on one
+  // rank is an error on every rank, not a hang.
+  std::string parallel;
+#if EVOGRAD_HAS_C10D
+  c10::intrusive_ptr<c10d::ProcessGroup> process_group;  // needed with parallel
+#endif
 };
 
 struct StepResult {
@@ -65,6 +91,7 @@ struct StepResult {
 
 namespace detail {
 class Restorer;
+class Exchange;
 }
 
 using LossFn = std::function<torch::Tensor()>;
@@ -98,6 +125,8 @@ class EvoGrad {
   void load(torch::serialize::InputArchive& archive);
 
   int64_t steps_taken() const { return step_; }
+  // Payload bytes this process has handed to collectives (0 in one process).
+  int64_t bytes_sent() const;
   int64_t seed() const { return seed_; }
   // 1, or the "t1t2" factor tau * inner_lr / (sigma^2 * c).
   double hypergradient_scale() const { return scale_; }
@@ -116,13 +145,14 @@ class EvoGrad {
   };
   struct Validation {
     double loss;
-    std::vector<torch::Tensor> params;  // d val / d theta at theta*
+    torch::Tensor projections;          // [K] c_k = <d val / d theta at theta*, eps_k>
     std::vector<torch::Tensor> hyper;   // the direct term d val / d lambda (may be undefined)
   };
   Candidates evaluate_candidates(detail::Restorer& restore, const LossFn& train_loss,
                                  int64_t seed) const;
   Validation validation_gradient(detail::Restorer& restore, const LossFn& val_loss,
                                  const torch::Tensor& losses, int64_t seed) const;
+  void build(std::vector<torch::Tensor> buffers);
   void accumulate_hypergradient(const Candidates& candidates, const Validation& validation,
                                 int64_t seed);
   void validate() const;
@@ -134,6 +164,7 @@ class EvoGrad {
   int64_t seed_ = 0;
   int64_t step_ = 0;
   double scale_ = 1.0;
+  std::shared_ptr<detail::Exchange> exchange_;
 };
 
 // The version these headers belong to ("MAJOR.MINOR.PATCH").

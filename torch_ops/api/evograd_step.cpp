@@ -5,9 +5,11 @@
 #include <atomic>
 #include <cmath>
 #include <limits>
+#include <tuple>
 #include <sstream>
 #include <utility>
 
+#include "exchange.h"
 #include "handles.h"
 #include "library.h"
 
@@ -216,9 +218,49 @@ int64_t step_seed(int64_t base, int64_t step, const std::string& schedule) {
   return static_cast<int64_t>(mix64(b + t * kGolden));
 }
 
+namespace {
+
+// What every rank's EvoGrad must agree on (parallel), by name.
+std::vector<std::pair<std::string, double>> agreed_fields(const EvoGrad& e) {
+  const auto& o = e.options();
+  int64_t params = 0, hyper = 0;
+  for (const auto& p : e.params()) params += p.numel();
+  for (const auto& h : e.hyperparams()) hyper += h.numel();
+  return {{"population", static_cast<double>(o.population)},
+          {"sigma", o.sigma},
+          {"temperature", o.temperature},
+          {"noise", o.noise == "gauss" ? 1.0 : 0.0},
+          {"antithetic", o.antithetic ? 1.0 : 0.0},
+          {"nonfinite", o.nonfinite == "drop" ? 1.0 : 0.0},
+          {"seed_schedule", o.seed_schedule == "consecutive" ? 1.0 : 0.0},
+          {"hypergradient scale", e.hypergradient_scale()},
+          {"common_random_numbers", o.common_random_numbers ? 1.0 : 0.0},
+          {"parallel", static_cast<double>(detail::parallel_index(o.parallel))},
+          {"number of parameter tensors", static_cast<double>(e.params().size())},
+          {"number of parameter elements", static_cast<double>(params)},
+          {"number of hyperparameter tensors", static_cast<double>(e.hyperparams().size())},
+          {"number of hyperparameter elements", static_cast<double>(hyper)}};
+}
+
+}  // namespace
+
 EvoGrad::EvoGrad(std::vector<torch::Tensor> params, std::vector<torch::Tensor> hyperparams,
                  Options options, std::vector<torch::Tensor> buffers)
     : params_(std::move(params)), hyper_(std::move(hyperparams)), options_(std::move(options)) {
+  exchange_ = detail::make_exchange(options_);
+  // With parallel, an error here still takes part in the construction-time
+  // exchange, so that the other ranks raise too instead of waiting.
+  std::exception_ptr own;
+  try {
+    build(std::move(buffers));
+  } catch (...) {
+    own = std::current_exception();
+  }
+  exchange_->agree(agreed_fields(*this), own);  // values ignored where own is set
+  seed_ = exchange_->broadcast_seed(seed_);  // every rank draws rank 0's noise
+}
+
+void EvoGrad::build(std::vector<torch::Tensor> buffers) {
   buffers_ = restored_buffers(buffers, params_, hyper_);
   validate();
   if (options_.scale == "t1t2") {
@@ -227,6 +269,8 @@ EvoGrad::EvoGrad(std::vector<torch::Tensor> params, std::vector<torch::Tensor> h
   }
   seed_ = options_.seed.has_value() ? *options_.seed : default_base_seed();
 }
+
+int64_t EvoGrad::bytes_sent() const { return exchange_->bytes_sent(); }
 
 EvoGrad::EvoGrad(std::vector<torch::Tensor> params, std::vector<torch::Tensor> hyperparams,
                  Options options, const torch::nn::Module& module)
@@ -291,42 +335,56 @@ void EvoGrad::validate() const {
 EvoGrad::Candidates EvoGrad::evaluate_candidates(detail::Restorer& restore, const LossFn& train_loss,
                                                  int64_t seed) const {
   const auto& o = options_;
-  c10::optional<RngSnapshot> rng;
-  if (o.common_random_numbers) rng.emplace(params_);
-  restore.set_requires_grad(false);  // only lambda is differentiated
   Candidates c;
-  std::vector<double> losses(o.population);
-  for (int64_t k = 0; k < o.population; ++k) {
-    if (k > 0) restore.restore_buffers();
-    if (rng) rng->replay();
-    {
-      torch::NoGradGuard no_grad;
-      evograd_ops::handles::perturb_into()
-          .call(restore.saved(), params_, seed, k, o.sigma, o.noise, o.antithetic, 0);
+  std::vector<double> losses(o.population, 0.0);
+  c.dloss_dhyper.resize(o.population);
+  std::exception_ptr own;  // rethrown here by the exchange, after the other ranks heard of it
+  try {
+    c10::optional<RngSnapshot> rng;
+    if (o.common_random_numbers) rng.emplace(params_);
+    restore.set_requires_grad(false);  // only lambda is differentiated
+    for (int64_t k = 0; k < o.population; ++k) {
+      if (!exchange_->owns(k)) continue;
+      if (k > 0) restore.restore_buffers();
+      if (rng) rng->replay();
+      {
+        torch::NoGradGuard no_grad;
+        evograd_ops::handles::perturb_into()
+            .call(restore.saved(), params_, seed, k, o.sigma, o.noise, o.antithetic, 0);
+      }
+      auto loss = train_loss();
+      losses[k] = checked_loss(loss, "training", o.nonfinite == "drop");
+      if (!std::isfinite(losses[k])) continue;
+      TORCH_CHECK_VALUE(loss.requires_grad(),
+                        "evograd: the training loss does not depend on the hyperparameters");
+      auto g = torch::autograd::grad({loss.reshape({})}, hyper_, {}, false, false, true);
+      for (size_t j = 0; j < g.size(); ++j)
+        TORCH_CHECK_VALUE(g[j].defined(), "evograd: the training loss does not depend on "
+                          "hyperparameter ", j);
+      c.dloss_dhyper[k] = std::move(g);
     }
-    auto loss = train_loss();
-    losses[k] = checked_loss(loss, "training", o.nonfinite == "drop");
-    c.dloss_dhyper.emplace_back();
-    if (!std::isfinite(losses[k])) {
-      ++c.dropped;
-      continue;
-    }
-    TORCH_CHECK_VALUE(loss.requires_grad(),
-                      "evograd: the training loss does not depend on the hyperparameters");
-    auto g = torch::autograd::grad({loss.reshape({})}, hyper_, {}, false, false, true);
-    for (size_t j = 0; j < g.size(); ++j)
-      TORCH_CHECK_VALUE(g[j].defined(), "evograd: the training loss does not depend on "
-                        "hyperparameter ", j);
-    c.dloss_dhyper.back() = std::move(g);
+  } catch (...) {
+    own = std::current_exception();
   }
+  losses = exchange_->losses(std::move(losses), own);
+  double best = std::numeric_limits<double>::infinity();
+  for (int64_t k = 0; k < o.population; ++k) {
+    if (std::isfinite(losses[k])) {
+      best = std::min(best, losses[k]);
+    } else {
+      ++c.dropped;
+      c.dloss_dhyper[k].clear();
+    }
+  }
+  // Only where a rank's mean took in another rank's non-finite loss.
+  TORCH_CHECK_VALUE(c.dropped == 0 || o.nonfinite == "drop",
+                    "evograd: a candidate's training loss is not finite on another rank; "
+                    "option nonfinite = \"drop\" skips such candidates");
   TORCH_CHECK_VALUE(c.dropped < o.population,
                     "evograd: every candidate's training loss is non-finite");
   c.reported = torch::tensor(losses, torch::kDouble);
   // A dropped candidate takes a loss so far above the best that its weight
   // and cotangent are exactly zero.
-  double best = std::numeric_limits<double>::infinity();
-  for (double v : losses)
-    if (std::isfinite(v)) best = std::min(best, v);
   for (auto& v : losses)
     if (!std::isfinite(v)) v = best + kDropGap * o.temperature;
   c.losses = torch::tensor(losses, torch::kDouble);
@@ -337,48 +395,72 @@ EvoGrad::Validation EvoGrad::validation_gradient(detail::Restorer& restore, cons
                                                  const torch::Tensor& losses,
                                                  int64_t seed) const {
   const auto& o = options_;
-  restore.restore_buffers();
-  {
-    torch::NoGradGuard no_grad;  // theta* into the parameters' storage
-    evograd_ops::handles::combine_into()
-        .call(restore.saved(), losses, params_, o.temperature, seed, o.sigma, o.noise,
-              o.antithetic, 0);
-  }
-  restore.set_requires_grad(true);
-  auto val = val_loss();
   Validation v;
-  v.loss = checked_loss(val, "validation");
-  TORCH_CHECK_VALUE(val.requires_grad(),
-                    "evograd: the validation loss does not depend on the parameters");
-  std::vector<torch::Tensor> inputs = params_;
-  inputs.insert(inputs.end(), hyper_.begin(), hyper_.end());
-  auto grads = torch::autograd::grad({val.reshape({})}, inputs, {}, false, false, true);
-  for (size_t i = 0; i < params_.size(); ++i)
-    v.params.push_back(grads[i].defined() ? grads[i] : torch::zeros_like(params_[i]));
-  v.hyper.assign(grads.begin() + params_.size(), grads.end());
+  v.loss = 0.0;
+  std::exception_ptr own;
+  try {
+    restore.restore_buffers();
+    {
+      torch::NoGradGuard no_grad;  // theta* into the parameters' storage
+      evograd_ops::handles::combine_into()
+          .call(restore.saved(), losses, params_, o.temperature, seed, o.sigma, o.noise,
+                o.antithetic, 0);
+    }
+    restore.set_requires_grad(true);
+    auto val = val_loss();
+    v.loss = checked_loss(val, "validation");
+    TORCH_CHECK_VALUE(val.requires_grad(),
+                      "evograd: the validation loss does not depend on the parameters");
+    std::vector<torch::Tensor> inputs = params_;
+    inputs.insert(inputs.end(), hyper_.begin(), hyper_.end());
+    auto grads = torch::autograd::grad({val.reshape({})}, inputs, {}, false, false, true);
+    std::vector<torch::Tensor> g;
+    for (size_t i = 0; i < params_.size(); ++i)
+      g.push_back(grads[i].defined() ? grads[i] : torch::zeros_like(params_[i]));
+    v.hyper.assign(grads.begin() + params_.size(), grads.end());
+    v.projections = evograd_ops::handles::project().call(g, seed, o.population, o.sigma, o.noise,
+                                                         o.antithetic, 0);
+  } catch (...) {
+    own = std::current_exception();
+  }
+  if (!v.projections.defined()) v.projections = torch::zeros({o.population}, torch::kDouble);
+  std::tie(v.projections, v.loss) = exchange_->projections(v.projections, v.loss, own);
   return v;
 }
 
 void EvoGrad::accumulate_hypergradient(const Candidates& candidates,
                                        const Validation& validation, int64_t seed) {
   const auto& o = options_;
-  auto c = evograd_ops::handles::project().call(validation.params, seed, o.population, o.sigma,
-                                                o.noise, o.antithetic, 0);
-  auto cot = evograd_ops::handles::loss_cotangent().call(candidates.losses, c, o.temperature);
+  std::vector<torch::Tensor> parts;
+  std::exception_ptr own;
+  try {
+    auto cot = evograd_ops::handles::loss_cotangent().call(candidates.losses,
+                                                           validation.projections, o.temperature);
+    torch::NoGradGuard no_grad;
+    auto cot_host = cot.to(torch::kDouble).cpu();
+    const double* cv = cot_host.data_ptr<double>();
+    for (size_t j = 0; j < hyper_.size(); ++j) {
+      auto total = torch::zeros_like(hyper_[j]);
+      for (int64_t k = 0; k < o.population; ++k)
+        if (!candidates.dloss_dhyper[k].empty())
+          total.add_(candidates.dloss_dhyper[k][j], cv[k] * scale_);
+      if (validation.hyper[j].defined() && exchange_->adds_direct_term())
+        total.add_(validation.hyper[j]);
+      parts.push_back(total);
+    }
+  } catch (...) {
+    own = std::current_exception();
+    parts.clear();
+    for (const auto& h : hyper_) parts.push_back(torch::zeros_like(h));
+  }
+  parts = exchange_->hypergradient(std::move(parts), own);
   torch::NoGradGuard no_grad;
-  auto cot_host = cot.to(torch::kDouble).cpu();
-  const double* cv = cot_host.data_ptr<double>();
   for (size_t j = 0; j < hyper_.size(); ++j) {
-    auto total = torch::zeros_like(hyper_[j]);
-    for (int64_t k = 0; k < o.population; ++k)
-      if (!candidates.dloss_dhyper[k].empty())
-        total.add_(candidates.dloss_dhyper[k][j], cv[k] * scale_);
-    if (validation.hyper[j].defined()) total.add_(validation.hyper[j]);
     auto& hg = hyper_[j].mutable_grad();
     if (hg.defined()) {
-      hg.add_(total);
+      hg.add_(parts[j]);
     } else {
-      hg = total;
+      hg = parts[j];
     }
   }
 }
@@ -401,6 +483,7 @@ std::vector<std::pair<std::string, c10::IValue>> option_values(const EvoGrad& e)
           {"inner_lr", o.inner_lr.has_value() ? c10::IValue(*o.inner_lr) : c10::IValue()},
           {"nonfinite", o.nonfinite},
           {"common_random_numbers", o.common_random_numbers},
+          {"parallel", o.parallel.empty() ? c10::IValue() : c10::IValue(o.parallel)},
           {"parameter_elements", params},
           {"hyperparameter_elements", hyper}};
 }
@@ -421,8 +504,10 @@ void EvoGrad::load(torch::serialize::InputArchive& archive) {
   std::string diff;
   for (const auto& kv : option_values(*this)) {
     c10::IValue saved;
-    TORCH_CHECK_VALUE(archive.try_read("option_" + kv.first, saved),
-                      "evograd: the checkpoint has no option ", kv.first);
+    // Checkpoints of evograd 0.2.0 (one process only) record no "parallel".
+    const bool found = archive.try_read("option_" + kv.first, saved);
+    TORCH_CHECK_VALUE(found || kv.first == "parallel", "evograd: the checkpoint has no option ",
+                      kv.first);
     if (!(saved == kv.second)) {
       std::ostringstream s;
       s << (diff.empty() ? "" : "; ") << kv.first << ": saved " << saved << ", here "

@@ -20,6 +20,8 @@ ranks, so the ranks' partial projections are summed, not averaged. Settings
 that change that meaning (a gradient divide factor, an all-reduce hook,
 gradient sync switched off, a gradient being accumulated) are refused.
 """
+import functools
+import importlib
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -27,26 +29,26 @@ import torch
 from . import ops
 
 
+# Looked up once. Any exception means "not there": Debian's torch 1.13 on
+# Python 3.11 fails to import some torch.distributed modules with a ValueError.
+@functools.lru_cache(maxsize=None)
 def _dtensor_type():
     for where in ("torch.distributed.tensor", "torch.distributed._tensor"):
         try:
-            module = __import__(where, fromlist=["DTensor"])
-            return module.DTensor
-        except (ImportError, AttributeError):
+            return importlib.import_module(where).DTensor
+        except Exception:  # noqa: BLE001
             continue
     return None
 
 
+@functools.lru_cache(maxsize=None)
 def _fsdp_module_type():
-    try:
-        from torch.distributed.fsdp import FSDPModule
-        return FSDPModule
-    except ImportError:
+    for where in ("torch.distributed.fsdp", "torch.distributed._composable.fsdp"):
         try:
-            from torch.distributed._composable.fsdp import FSDPModule
-            return FSDPModule
-        except ImportError:
-            return None
+            return importlib.import_module(where).FSDPModule
+        except Exception:  # noqa: BLE001
+            continue
+    return None
 
 
 def is_sharded(t: torch.Tensor) -> bool:
@@ -121,9 +123,9 @@ class Layout:
                 base += p.numel()
         self.starts = starts
         self.runs = self._runs()
-        fsdp = _fsdp_module_type()
+        fsdp = _fsdp_module_type() if self.sharded else None
         self.modules = ([m for m in module.modules() if isinstance(m, fsdp)]
-                        if self.sharded and module is not None and fsdp is not None else [])
+                        if module is not None and fsdp is not None else [])
         if self.sharded and not self.modules:
             raise ValueError("evograd: FSDP-sharded parameters need the FSDP model: pass the "
                              "module built with fully_shard as params (or module=)")

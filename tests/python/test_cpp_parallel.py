@@ -1,0 +1,89 @@
+"""The C++ EvoGrad's parallel path on process groups Python made (gloo,
+spawned ranks). A probe operator (tests/ops/parallel_probe.cpp, built with
+the C++ suites) takes one C++ step per rank on a group it finds by name in
+c10d's registry: the lambda-gradient equals the C++ single-process step on
+the whole batch, and the bytes are the construction check, then K + K + N
+values and three failure counts per step. (The gloo suite in
+tests/ops/test_parallel.cpp covers the same path where C++ can build its
+own groups: Debian's LibTorch.)"""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from test_distributed import run_ranks
+
+ROOT = Path(__file__).resolve().parents[2]
+N_HYPER, AGREED_FIELDS = 4, 14
+
+
+def probe_library():
+    folder = Path(os.environ.get("EVOGRAD_TEST_DIR", ROOT / "build" / "main" / "tests"))
+    path = folder / "libevograd_parallel_probe.so"
+    return path if path.exists() else None
+
+
+pytestmark = pytest.mark.skipif(
+    probe_library() is None or not dist.is_available() or not dist.is_gloo_available(),
+    reason="the probe operator is built with the C++ suites where c10d has a group registry "
+           "(torch 2.x); Debian's torch 1.13 runs tests/ops/test_parallel.cpp instead")
+
+
+def data():
+    g = torch.Generator().manual_seed(3)
+    x, xv = (torch.randn(n, 6, generator=g, dtype=torch.float64) for n in (12, 6))
+    y, yv = (torch.randint(0, 3, (n,), generator=g) for n in (12, 6))
+    return x, y, xv, yv
+
+
+def rows(t, rank, world):
+    n = t.shape[0] // world
+    return t[rank * n:(rank + 1) * n]
+
+
+def step(parallel, population, rank=0, world=1):
+    if not hasattr(torch.ops.evograd_probe, "step"):
+        torch.ops.load_library(str(probe_library()))
+    group = dist.group.WORLD.group_name if parallel else ""
+    x, y, xv, yv = data()
+    if parallel == "data":
+        x, y, xv, yv = (rows(t, rank, world) for t in (x, y, xv, yv))
+    out = torch.ops.evograd_probe.step(parallel, group, population, x, y, xv, yv)
+    return out[:-1], int(out[-1])
+
+
+def job_data_3(rank, world):
+    return step("data", 3, rank, world)
+
+
+def job_candidates_4(rank, world):
+    return step("candidates", 4, rank, world)
+
+
+def bytes_expected(population, projections=True):
+    """Construction (the options gathered, rank 0's seed), then the step:
+    losses, projections and the validation loss (data-parallel only: with
+    candidates every rank has the same theta*), the lambda-gradient; each
+    exchange with one failure count."""
+    step = (population + 1) + (population + 2 if projections else 0) + (N_HYPER + 1)
+    return 8 * (AGREED_FIELDS + 1) + 8 + 8 * step
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_cpp_data_parallel_equals_one_step_on_the_whole_batch(world, tmp_path):
+    want, none_sent = step("", 3)
+    assert none_sent == 0
+    ranks = run_ranks("test_cpp_parallel.job_data_3", world, tmp_path)
+    for grad, sent in ranks:
+        torch.testing.assert_close(grad, want, rtol=0, atol=1e-10)
+        assert torch.equal(grad, ranks[0][0])
+        assert sent == bytes_expected(3)
+
+
+def test_cpp_candidate_parallel_equals_the_single_process_step(tmp_path):
+    want, _ = step("", 4)
+    for grad, sent in run_ranks("test_cpp_parallel.job_candidates_4", 2, tmp_path):
+        torch.testing.assert_close(grad, want, rtol=0, atol=1e-12 * (1 + float(want.abs().max())))
+        assert sent == bytes_expected(4, projections=False)

@@ -1,0 +1,234 @@
+#include "exchange.h"
+
+#include <cmath>
+#include <sstream>
+
+namespace evograd {
+namespace detail {
+
+std::vector<double> Exchange::losses(std::vector<double> values, std::exception_ptr own) {
+  if (own) std::rethrow_exception(own);
+  return values;
+}
+
+std::pair<torch::Tensor, double> Exchange::projections(torch::Tensor c, double val,
+                                                       std::exception_ptr own) {
+  if (own) std::rethrow_exception(own);
+  return {std::move(c), val};
+}
+
+std::vector<torch::Tensor> Exchange::hypergradient(std::vector<torch::Tensor> parts,
+                                                   std::exception_ptr own) {
+  if (own) std::rethrow_exception(own);
+  return parts;
+}
+
+void Exchange::agree(const std::vector<std::pair<std::string, double>>&, std::exception_ptr own) {
+  if (own) std::rethrow_exception(own);
+}
+
+int64_t parallel_index(const std::string& parallel) {
+  if (parallel.empty()) return 0;
+  if (parallel == "data") return 1;
+  if (parallel == "candidates") return 2;
+  TORCH_CHECK_VALUE(false, "evograd: parallel must be \"\", \"data\" or \"candidates\", got '",
+                    parallel, "'");
+}
+
+#if EVOGRAD_HAS_C10D
+namespace {
+
+[[noreturn]] void peers_failed(double failed, const char* phase) {
+  TORCH_CHECK(false, "evograd: ", static_cast<int64_t>(std::llround(failed)),
+              " other rank(s) failed in ", phase,
+              "; their own error says why (this rank's step is abandoned and its model "
+              "restored)");
+}
+
+// The collectives a step calls, on float64 payloads on the backend's device
+// (CUDA for NCCL, the CPU otherwise).
+class Collective : public Exchange {
+ public:
+  explicit Collective(c10::intrusive_ptr<c10d::ProcessGroup> group)
+      : group_(std::move(group)),
+        device_(group_->getBackendName() == "nccl" ? torch::Device(torch::kCUDA)
+                                                   : torch::Device(torch::kCPU)) {}
+  int64_t rank() const override { return group_->getRank(); }
+  int64_t world() const override { return group_->getSize(); }
+
+  void agree(const std::vector<std::pair<std::string, double>>& fields,
+             std::exception_ptr own) override {
+    std::vector<double> local;
+    for (const auto& f : fields) local.push_back(own ? 0.0 : f.second);
+    local.push_back(own ? 1.0 : 0.0);
+    auto table = all_gather(torch::tensor(local, torch::kDouble));  // [world, n + 1]
+    auto t = table.accessor<double, 2>();
+    std::vector<int64_t> failed;
+    for (int64_t r = 0; r < world(); ++r)
+      if (t[r][fields.size()] != 0) failed.push_back(r);
+    if (own) std::rethrow_exception(own);
+    if (!failed.empty()) {
+      std::ostringstream s;
+      for (size_t i = 0; i < failed.size(); ++i) s << (i ? ", " : "") << failed[i];
+      TORCH_CHECK(false, "evograd: EvoGrad could not be built on rank(s) ", s.str(),
+                  "; their own error says why");
+    }
+    for (size_t i = 0; i < fields.size(); ++i) {
+      bool same = true;
+      for (int64_t r = 1; r < world(); ++r)
+        same = same && (t[r][i] == t[0][i] || (std::isnan(t[r][i]) && std::isnan(t[0][i])));
+      if (same) continue;
+      std::ostringstream s;
+      for (int64_t r = 0; r < world(); ++r) s << (r ? ", " : "") << "rank " << r << ": " << t[r][i];
+      TORCH_CHECK_VALUE(false, "evograd: ", fields[i].first, " differs across ranks (", s.str(),
+                        "); every rank must build EvoGrad with the same options and tensors");
+    }
+  }
+
+  int64_t broadcast_seed(int64_t seed) override {
+    std::vector<torch::Tensor> v{torch::tensor({seed}, torch::kLong).to(device_)};
+    count(v[0]);
+    c10d::BroadcastOptions opts;
+    opts.rootRank = 0;
+    group_->broadcast(v, opts)->wait();
+    return v[0].cpu().item<int64_t>();
+  }
+
+ protected:
+  // Sums values (float64) and the failure count over ranks; throws this
+  // rank's own error, or that others failed.
+  torch::Tensor reduce(const torch::Tensor& values, std::exception_ptr own, const char* phase) {
+    auto payload = torch::cat({values.reshape({-1}).to(torch::kDouble).cpu(),
+                               torch::tensor({own ? 1.0 : 0.0}, torch::kDouble)});
+    std::vector<torch::Tensor> v{payload.to(device_)};
+    count(v[0]);
+    group_->allreduce(v)->wait();
+    auto total = v[0].cpu();
+    const int64_t n = total.numel() - 1;
+    const double failed = total[n].item<double>() - (own ? 1.0 : 0.0);
+    if (own) std::rethrow_exception(own);
+    if (failed > 0) peers_failed(failed, phase);
+    return total.narrow(0, 0, n);
+  }
+
+  std::vector<torch::Tensor> reduce_parts(const std::vector<torch::Tensor>& parts,
+                                          std::exception_ptr own, double divisor) {
+    std::vector<torch::Tensor> flat;
+    for (const auto& p : parts)
+      flat.push_back(own ? torch::zeros({p.numel()}, torch::kDouble)
+                         : p.detach().reshape({-1}).to(torch::kDouble).cpu());
+    auto total = reduce(flat.empty() ? torch::zeros({0}, torch::kDouble) : torch::cat(flat),
+                        own, "the lambda-gradient") / divisor;
+    std::vector<torch::Tensor> out;
+    int64_t at = 0;
+    for (const auto& p : parts) {
+      out.push_back(total.narrow(0, at, p.numel()).reshape(p.sizes()).to(p.options()));
+      at += p.numel();
+    }
+    return out;
+  }
+
+  torch::Tensor all_gather(const torch::Tensor& values) {
+    std::vector<torch::Tensor> in{values.to(device_).contiguous()};
+    std::vector<std::vector<torch::Tensor>> out(1);
+    for (int64_t r = 0; r < world(); ++r) out[0].push_back(torch::empty_like(in[0]));
+    count(in[0]);
+    group_->allgather(out, in)->wait();
+    std::vector<torch::Tensor> rows;
+    for (const auto& t : out[0]) rows.push_back(t.cpu());
+    return torch::stack(rows);
+  }
+
+  void count(const torch::Tensor& t) { bytes_ += t.numel() * t.element_size(); }
+
+  c10::intrusive_ptr<c10d::ProcessGroup> group_;
+  torch::Device device_;
+};
+
+class DataParallel : public Collective {
+ public:
+  using Collective::Collective;
+
+  std::vector<double> losses(std::vector<double> values, std::exception_ptr own) override {
+    auto local = own ? torch::zeros({static_cast<int64_t>(values.size())}, torch::kDouble)
+                     : torch::tensor(values, torch::kDouble);
+    auto mean = reduce(local, own, "the candidates' training losses") / world();
+    return std::vector<double>(mean.data_ptr<double>(), mean.data_ptr<double>() + mean.numel());
+  }
+
+  std::pair<torch::Tensor, double> projections(torch::Tensor c, double val,
+                                               std::exception_ptr own) override {
+    auto local = own ? torch::zeros({c.numel() + 1}, torch::kDouble)
+                     : torch::cat({c.detach().to(torch::kDouble).cpu(),
+                                   torch::tensor({val}, torch::kDouble)});
+    auto mean = reduce(local, own, "the validation gradient") / world();
+    const int64_t k = c.numel();
+    return {mean.narrow(0, 0, k).to(c.options()), mean[k].item<double>()};
+  }
+
+  std::vector<torch::Tensor> hypergradient(std::vector<torch::Tensor> parts,
+                                           std::exception_ptr own) override {
+    return reduce_parts(parts, own, static_cast<double>(world()));
+  }
+};
+
+class CandidateParallel : public Collective {
+ public:
+  using Collective::Collective;
+
+  bool owns(int64_t k) const override { return k % world() == rank(); }
+  // The validation term is the same on every rank: added once.
+  bool adds_direct_term() const override { return rank() == 0; }
+
+  std::vector<double> losses(std::vector<double> values, std::exception_ptr own) override {
+    auto local = torch::zeros({static_cast<int64_t>(values.size())}, torch::kDouble);
+    if (!own)
+      for (size_t k = 0; k < values.size(); ++k)
+        if (owns(static_cast<int64_t>(k))) local[k] = values[k];
+    auto sum = reduce(local, own, "the candidates' training losses");
+    return std::vector<double>(sum.data_ptr<double>(), sum.data_ptr<double>() + sum.numel());
+  }
+
+  // Every rank computed the same theta* and validation gradient: only a
+  // failure needs telling, and the lambda-gradient exchange tells it.
+  std::pair<torch::Tensor, double> projections(torch::Tensor c, double val,
+                                               std::exception_ptr own) override {
+    failed_before_ = own;
+    return {std::move(c), val};
+  }
+
+  std::vector<torch::Tensor> hypergradient(std::vector<torch::Tensor> parts,
+                                           std::exception_ptr own) override {
+    // A validation failure comes first: what followed it failed because of it.
+    auto first = failed_before_ ? failed_before_ : own;
+    failed_before_ = nullptr;
+    return reduce_parts(parts, first, 1.0);
+  }
+
+ private:
+  std::exception_ptr failed_before_;
+};
+
+}  // namespace
+#endif  // EVOGRAD_HAS_C10D
+
+std::shared_ptr<Exchange> make_exchange(const Options& options) {
+  const int64_t kind = parallel_index(options.parallel);
+#if EVOGRAD_HAS_C10D
+  if (kind == 0) {
+    TORCH_CHECK_VALUE(!options.process_group, "evograd: process_group is used only with "
+                      "parallel \"data\" or \"candidates\"");
+    return std::make_shared<Exchange>();
+  }
+  TORCH_CHECK_VALUE(options.process_group, "evograd: parallel \"", options.parallel,
+                    "\" needs options.process_group (a c10d::ProcessGroup every rank shares)");
+  if (kind == 1) return std::make_shared<DataParallel>(options.process_group);
+  return std::make_shared<CandidateParallel>(options.process_group);
+#else
+  TORCH_CHECK_VALUE(kind == 0, "evograd: parallel needs c10d, which this LibTorch lacks");
+  return std::make_shared<Exchange>();
+#endif
+}
+
+}  // namespace detail
+}  // namespace evograd
