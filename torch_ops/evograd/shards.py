@@ -32,23 +32,21 @@ from . import ops
 # Looked up once. Any exception means "not there": Debian's torch 1.13 on
 # Python 3.11 fails to import some torch.distributed modules with a ValueError.
 @functools.lru_cache(maxsize=None)
+def _lookup(name: str, *modules: str):
+    for where in modules:
+        try:
+            return getattr(importlib.import_module(where), name)
+        except Exception:  # noqa: BLE001
+            continue
+    return None
+
+
 def _dtensor_type():
-    for where in ("torch.distributed.tensor", "torch.distributed._tensor"):
-        try:
-            return importlib.import_module(where).DTensor
-        except Exception:  # noqa: BLE001
-            continue
-    return None
+    return _lookup("DTensor", "torch.distributed.tensor", "torch.distributed._tensor")
 
 
-@functools.lru_cache(maxsize=None)
 def _fsdp_module_type():
-    for where in ("torch.distributed.fsdp", "torch.distributed._composable.fsdp"):
-        try:
-            return importlib.import_module(where).FSDPModule
-        except Exception:  # noqa: BLE001
-            continue
-    return None
+    return _lookup("FSDPModule", "torch.distributed.fsdp", "torch.distributed._composable.fsdp")
 
 
 def is_sharded(t: torch.Tensor) -> bool:
