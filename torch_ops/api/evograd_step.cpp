@@ -5,8 +5,8 @@
 #include <atomic>
 #include <cmath>
 #include <limits>
-#include <tuple>
 #include <sstream>
+#include <tuple>
 #include <utility>
 
 #include "exchange.h"
