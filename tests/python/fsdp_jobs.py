@@ -170,6 +170,13 @@ def job_fsdp_errors(rank, world):
         out[name] = _error(lambda: step(meta, model, hyper))
         out[name + " untouched"] = all(torch.equal(p.to_local(), b) for p, b in
                                        zip(model.parameters(), before))
+    # An FSDP that keeps its settings under other names (another torch):
+    # refused, not guessed.
+    model, hyper = sharded_model(world), FeatureHyper()
+    meta = evograd.EvoGrad(model, hyper, parallel="data", **OPTIONS)
+    for group in model._get_fsdp_state()._fsdp_param_groups:
+        del group.reduce_grads
+    out["settings unknown"] = _error(lambda: step(meta, model, hyper))
     # A loss that is not finite on rank 1 only, where lambda's gradient flows
     # through the model (FSDP's backward is collective): no rank may hang.
     for name, phase, nonfinite in (("nan candidate, drop", "train", "drop"),

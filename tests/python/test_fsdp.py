@@ -76,6 +76,7 @@ def test_misuse_is_an_error_on_every_rank(tmp_path):
         assert "divide factor" in got["divide factor"]
         assert "gradient sync is off" in got["gradient sync off"]
         assert got["divide factor untouched"] and got["gradient sync off untouched"]
+        assert "cannot read FSDP's reduce_grads" in got["settings unknown"]
         # rank 1's candidate 2 is NaN: dropped everywhere, the same lambda-gradient
         assert got["nan candidate, drop"] is None and got["nan candidate, drop dropped"] == 1
         assert torch.isfinite(got["nan candidate, drop grad"]).all()

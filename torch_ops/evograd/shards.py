@@ -80,6 +80,17 @@ def _check_placement(i: int, p, world: int):
                          "process_group")
 
 
+def _setting(obj, *names):
+    """An FSDP setting by its name in this torch (the first of names found).
+    Not found: an error, since guessing would risk a silent factor."""
+    for name in names:
+        if hasattr(obj, name):
+            return getattr(obj, name)
+    raise ValueError(f"evograd: cannot read FSDP's {names[0]} in torch {torch.__version__}, so "
+                     "cannot tell how its backward reduces gradients; sharded meta-steps are "
+                     "tested with torch 2.13's fully_shard")
+
+
 class Layout:
     """The perturbed tensors and where their elements sit in the noise's index space.
 
@@ -177,31 +188,25 @@ class Layout:
             m.reshard()
 
     def check_reduction(self):
-        """Raises where FSDP would not leave the rows' gradient averaged over ranks."""
+        """Raises where FSDP would not leave the rows' gradient averaged over
+        ranks, or where this torch's FSDP keeps those settings elsewhere."""
         for m in self.modules:
             state = m._get_fsdp_state() if hasattr(m, "_get_fsdp_state") else None
-            groups = getattr(state, "_fsdp_param_groups", None)
-            if groups is None:
-                raise ValueError("evograd: cannot read how this torch's FSDP reduces gradients; "
-                                 "sharded meta-steps are tested with torch 2.13's fully_shard")
-            for g in groups if isinstance(groups, (list, tuple)) else [groups]:
-                if g is None:
-                    continue
-                factor = getattr(g, "gradient_divide_factor",
-                                 getattr(g, "reduce_scatter_divide_factor", None))
+            for g in _setting(state, "_fsdp_param_groups") or []:
+                factor = _setting(g, "gradient_divide_factor", "reduce_scatter_divide_factor")
                 if factor is not None:
                     raise ValueError("evograd: FSDP has a custom gradient divide factor "
                                      f"({factor}); the meta-step needs FSDP's default mean over "
                                      "ranks")
-                if getattr(g, "_all_reduce_hook", None) is not None:
+                if _setting(g, "_all_reduce_hook") is not None:
                     raise ValueError("evograd: FSDP has an all-reduce hook on gradients; the "
                                      "meta-step needs FSDP's plain reduce-scatter")
-                if not getattr(g, "reduce_grads", True):
+                if not _setting(g, "reduce_grads"):
                     raise ValueError("evograd: FSDP's gradient sync is off "
                                      "(set_requires_gradient_sync(False)); take the meta-step "
                                      "with it on")
-                for fp in getattr(g, "fsdp_params", []):
-                    if getattr(fp, "unsharded_accumulated_grad", None) is not None:
+                for fp in _setting(g, "fsdp_params"):
+                    if _setting(fp, "unsharded_accumulated_grad") is not None:
                         raise ValueError("evograd: FSDP is accumulating a gradient (gradient "
                                          "sync off in an earlier backward); finish that update "
                                          "before the meta-step")
