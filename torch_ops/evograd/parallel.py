@@ -161,22 +161,23 @@ class DataParallel(_Exchanging):
         local = torch.tensor(values if own is None else [0.0] * len(values), dtype=torch.float64)
         return (self._reduce(local, own, "the candidates' training losses") / self.world).tolist()
 
+    # Each rank projects the whole gradient of its own loss: the objective's
+    # projections are the mean of the ranks'.
+    projections_are_parts = False
+
     def projections(self, c, val, own):
         local = (torch.cat([c.detach().to(torch.float64).cpu(), torch.tensor([val], dtype=torch.float64)])
                  if own is None else torch.zeros(c.numel() + 1, dtype=torch.float64))
-        total = self._reduce(local, own, "the validation gradient") / self.world
-        return total[:-1].to(c.dtype), total[-1].item()
+        total = self._reduce(local, own, "the validation gradient")
+        projections = total[:-1] if self.projections_are_parts else total[:-1] / self.world
+        return projections.to(c.dtype), total[-1].item() / self.world
 
 
 class ShardedData(DataParallel):
     """Data-parallel over FSDP shards: the ranks' projections are parts of one
     sum (each over its own rows of the rank-averaged gradient)."""
 
-    def projections(self, c, val, own):
-        local = (torch.cat([c.detach().to(torch.float64).cpu(), torch.tensor([val], dtype=torch.float64)])
-                 if own is None else torch.zeros(c.numel() + 1, dtype=torch.float64))
-        total = self._reduce(local, own, "the validation gradient")
-        return total[:-1].to(c.dtype), total[-1].item() / self.world
+    projections_are_parts = True
 
     def resolution(self, counts, own):
         local = torch.tensor(counts if own is None else (0, 0), dtype=torch.float64)
