@@ -3,7 +3,8 @@
 # pip's PyTorch), configure, build and run.
 #
 #   main leg    .venv: pip torch 2.13 (CPU), `pip install -e .` builds in build/main,
-#               every suite plus the PyTorch 2.x tests (opcheck, compile, export, func)
+#               every suite plus the PyTorch 2.x tests (opcheck, compile, export, func);
+#               then the README's install blocks, verbatim, in a fresh venv (build/readme)
 #   compat leg  Debian's torch and /usr/bin/python3, built in build/debian: C, C++, Python
 #   CUDA leg    make test-cuda-build: pip torch 2.14.1 for CUDA, the CUDA operators
 #               compiled and linked, suites run (no GPU here: CUDA tests skip)
@@ -56,9 +57,7 @@ test: test-main test-compat test-fuzz
 
 test-main: install
 	cd $(BUILD)/main && $(CTEST)
-	rm -rf $(BUILD)/wheel
-	$(VPY) -m pip wheel -q --no-build-isolation --no-deps -w $(BUILD)/wheel $(SKBUILD_FLAGS) .
-	$(VPY) tests/install/check_wheel.py $(BUILD)/wheel
+	$(VPY) tests/install/readme_commands.py $(BUILD)/readme
 
 test-compat: deps
 	cmake -S . -B $(BUILD)/debian -DCMAKE_BUILD_TYPE=Release -DEVOGRAD_PYTHON=$(DEBIAN_PYTHON) \

@@ -2,7 +2,10 @@
 # "development" component into a fresh prefix, builds examples/cpp against
 # it out of tree with find_package(evograd), together with the README's C++
 # example copied verbatim, and runs both.
+# With -DPREFIX=<an installed package> (the README's install commands run
+# by tests/install/readme_commands.py) it builds against that instead.
 #   cmake -DBUILD_DIR=... -DSOURCE_DIR=... -DWORK=... [-DCUDA_ROOT=...] -P consumer.cmake
+#   cmake -DPREFIX=... -DSOURCE_DIR=... -DWORK=... -P consumer.cmake
 function(run)
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
   message("${out}")
@@ -13,12 +16,15 @@ function(run)
 endfunction()
 
 file(REMOVE_RECURSE ${WORK})
-run(${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${WORK}/prefix --component development)
+if(NOT PREFIX)
+  set(PREFIX ${WORK}/prefix)
+  run(${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${PREFIX} --component development)
+endif()
 foreach(f include/evograd/evograd.h include/evograd/evograd.hpp include/evograd/version.h
           lib/libevograd_kernels.so lib/libevograd.so
           lib/libevograd_ops.so lib/libevograd_kernels.a lib/cmake/evograd/evograd-config.cmake
           lib/cmake/evograd/evograd-config-version.cmake)
-  if(NOT EXISTS ${WORK}/prefix/${f})
+  if(NOT EXISTS ${PREFIX}/${f})
     message(FATAL_ERROR "not installed: ${f}")
   endif()
 endforeach()
@@ -44,12 +50,12 @@ if(CUDA_ROOT)
   set(cuda_hint -DCUDA_TOOLKIT_ROOT_DIR=${CUDA_ROOT})
 endif()
 run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/examples/cpp -B ${WORK}/build -DCMAKE_BUILD_TYPE=Release
-    -DCMAKE_PREFIX_PATH=${WORK}/prefix -DEVOGRAD_README_EXAMPLE=${WORK}/readme_example.cpp
+    -DCMAKE_PREFIX_PATH=${PREFIX} -DEVOGRAD_README_EXAMPLE=${WORK}/readme_example.cpp
     ${cuda_hint})
 run(${CMAKE_COMMAND} --build ${WORK}/build -j2)
 # The installed libraries carry no path into the build tree.
-run(readelf -d ${WORK}/prefix/lib/libevograd.so)
-if(last_output MATCHES "${BUILD_DIR}")
+run(readelf -d ${PREFIX}/lib/libevograd.so)
+if(BUILD_DIR AND last_output MATCHES "${BUILD_DIR}")
   message(FATAL_ERROR "libevograd.so's RPATH points into the build tree ${BUILD_DIR}")
 endif()
 run(${WORK}/build/evograd_1d --repetitions 10)

@@ -107,3 +107,33 @@ def test_build_folder_is_used_only_inside_a_source_checkout(tmp_path):
     r = import_isolated(copy / "torch_ops", tmp_path)
     assert r.returncode == 0, r.stderr
     assert str(copy / "build" / "libevograd_ops.so") in r.stdout
+
+
+def registered_schemas():
+    """name -> schema string of every operator in the evograd namespace."""
+    return {s.name.split("::")[1]: str(s) for s in torch._C._jit_get_all_schemas()
+            if s.name.startswith("evograd::")}
+
+
+def test_readme_operator_table_is_the_registered_schemas():
+    """Every row of the README's operator table, as written, is a registered
+    schema, and every registered operator has its row."""
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("| schema | what it does |"):]
+    table = table[:table.index("\n\n")]
+    rows = re.findall(r"^\| `([a-z_]+)\((.*)\) -> ([^`]*)` \|", table, re.M)
+    readme = {name: f"evograd::{name}({args}) -> {ret}" for name, args, ret in rows}
+    registered = {k: v for k, v in registered_schemas().items()}
+    assert sorted(readme) == sorted(registered)
+    for name, schema in registered.items():
+        assert readme[name] == schema, (name, readme[name], schema)
+
+
+def test_every_operator_is_listed_by_dir():
+    """Right after import, before any operator was looked up by name."""
+    code = "import torch, evograd; print(' '.join(dir(torch.ops.evograd)))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    listed = r.stdout.split()
+    for name in registered_schemas():
+        assert name in listed, name

@@ -81,6 +81,14 @@ def _check_built_for(path: Path) -> dict:
     return info
 
 
+def _list_operators():
+    """torch.ops.evograd fills its attributes on first lookup; look every
+    operator up once so that dir() and tab completion list them all."""
+    for schema in torch._C._jit_get_all_schemas():
+        if schema.name.startswith("evograd::"):
+            getattr(torch.ops.evograd, schema.name.split("::", 1)[1])
+
+
 def load():
     """Checks and loads the operators once; returns (path, build record)."""
     tried = []
@@ -92,6 +100,7 @@ def load():
                 torch.ops.load_library(str(path))
             except OSError as err:
                 raise ImportError(f"evograd: cannot load {path}: {err}; " + _REBUILD) from None
+            _list_operators()
             return path, info
     raise ImportError(
         "evograd: operator library not found (looked in: " + ", ".join(tried) + "). "
