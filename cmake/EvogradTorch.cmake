@@ -129,7 +129,13 @@ macro(evograd_choose_torch)
     endif()
   endif()
 
-  # The chosen torch's libraries ahead of any system LibTorch.
+  # The chosen torch's packages and libraries ahead of any system LibTorch:
+  # TorchConfig finds Caffe2's package (torch_cpu, ...) by the default search
+  # before its own folder, and its libraries by name.
+  if(Torch_DIR)
+    get_filename_component(_evograd_packages "${Torch_DIR}/.." ABSOLUTE)
+    list(PREPEND CMAKE_PREFIX_PATH "${_evograd_packages}")
+  endif()
   if(_evograd_python_named AND _evograd_py_c10)
     get_filename_component(_evograd_libdir "${_evograd_py_c10}" DIRECTORY)
     list(PREPEND CMAKE_LIBRARY_PATH "${_evograd_libdir}")
@@ -150,6 +156,31 @@ macro(evograd_check_torch)
   get_filename_component(_evograd_torch_lib "${TORCH_LIBRARY}" REALPATH)
   get_filename_component(_evograd_c10_dir "${_evograd_c10}" DIRECTORY)
   get_filename_component(_evograd_torch_lib_dir "${_evograd_torch_lib}" DIRECTORY)
+  # Every library the torch targets link, wherever its package was found.
+  set(_evograd_libraries "${_evograd_c10}" "${_evograd_torch_lib}")
+  foreach(_evograd_target torch torch_cpu torch_cuda c10 c10_cuda)
+    if(TARGET ${_evograd_target})
+      get_target_property(_evograd_configs ${_evograd_target} IMPORTED_CONFIGURATIONS)
+      set(_evograd_properties IMPORTED_LOCATION)
+      foreach(_evograd_config IN LISTS _evograd_configs)
+        list(APPEND _evograd_properties IMPORTED_LOCATION_${_evograd_config})
+      endforeach()
+      foreach(_evograd_property IN LISTS _evograd_properties)
+        get_target_property(_evograd_location ${_evograd_target} ${_evograd_property})
+        if(_evograd_location)
+          get_filename_component(_evograd_location "${_evograd_location}" REALPATH)
+          list(APPEND _evograd_libraries "${_evograd_location}")
+        endif()
+      endforeach()
+    endif()
+  endforeach()
+  set(_evograd_stray "")
+  foreach(_evograd_location IN LISTS _evograd_libraries)
+    get_filename_component(_evograd_location_dir "${_evograd_location}" DIRECTORY)
+    if(NOT _evograd_location_dir STREQUAL _evograd_c10_dir)
+      list(APPEND _evograd_stray "${_evograd_location}")
+    endif()
+  endforeach()
   evograd_torch_release_of_library("${_evograd_c10}" _evograd_lib_release)
   evograd_torch_release_of_headers("${TORCH_INCLUDE_DIRS}" _evograd_header_release)
   set(_evograd_fix
@@ -160,11 +191,13 @@ macro(evograd_check_torch)
   evograd_same_torch_release("${Torch_VERSION}" "${_evograd_lib_release}" _evograd_same_lib)
   evograd_same_torch_release("${Torch_VERSION}" "${_evograd_header_release}" _evograd_same_headers)
   if(NOT _evograd_lib_release OR NOT _evograd_same_lib OR NOT _evograd_same_headers
-     OR NOT _evograd_c10_dir STREQUAL _evograd_torch_lib_dir)
+     OR _evograd_stray)
+    list(REMOVE_DUPLICATES _evograd_stray)
     message(FATAL_ERROR
       "evograd: two torch installations are mixed in this configuration:\n"
       "  ${_evograd_package}\n"
       "  its libraries: ${_evograd_c10} (torch ${_evograd_lib_release}) and ${_evograd_torch_lib}\n"
+      "  libraries outside ${_evograd_c10_dir}: ${_evograd_stray} (Caffe2 package: ${Caffe2_DIR})\n"
       ${_evograd_fix})
   endif()
 

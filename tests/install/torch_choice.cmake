@@ -1,6 +1,6 @@
 # One torch per build, checked at configure time (cmake/EvogradTorch.cmake)
 # and at install time (cmake/EvogradCheckTorchLink.cmake):
-#   1. a torch given by CMAKE_PREFIX_PATH, with a python3 first on PATH that
+#   1. a torch given by CMAKE_PREFIX_PATH, or by the Python named, with a python3 first on PATH that
 #      has no torch: the configure takes that torch's libraries and records it;
 #   2. the same with torch's libraries resolved to another installation (the
 #      cache state a system LibTorch of another version produced): an error
@@ -68,6 +68,18 @@ string(REGEX REPLACE "\"torch\": \"" "" own_release "${own}")
 evograd_same_torch_release("${linked}" "${own_release}" same)
 if(NOT same)
   message(FATAL_ERROR "prefix_path_only: links ${c10} (torch ${linked}), not torch ${own_release}")
+endif()
+
+# 1b: the Python named, as pip names its own: every library of torch's
+# targets (Caffe2's torch_cpu too, whose package the default search would
+# take from a system LibTorch) from that Python's torch, or a configure error
+configure(python_named ok "-DEVOGRAD_PYTHON=${PYTHON}")
+file(STRINGS ${cache} caffe2 REGEX "^Caffe2_DIR:")
+string(REGEX REPLACE "^[^=]*=" "" caffe2 "${caffe2}")
+get_filename_component(caffe2 "${caffe2}/.." REALPATH)
+get_filename_component(packages "${TORCH_DIR}/.." REALPATH)
+if(NOT caffe2 STREQUAL packages)
+  message(FATAL_ERROR "python_named: Caffe2's package from ${caffe2}, torch's from ${packages}")
 endif()
 
 # 2: a stand-in libc10 of another release, as Debian names its files

@@ -367,7 +367,7 @@ def test_list_without_buffers_warns_and_module_restores_its_buffers():
     assert torch.equal(model[1].running_mean, stats)
     with pytest.raises(ValueError, match="not both"):
         evograd.EvoGrad(head, lam, module=model, buffers=[])
-    with pytest.raises(ValueError, match="already a module"):
+    with pytest.raises(ValueError, match="already restores"):
         evograd.EvoGrad(model, lam, module=model)
 
 

@@ -159,14 +159,16 @@ class Layout:
 
     # ---- the list operators over the runs ----------------------------------
 
-    def perturb_into(self, saved, seed, k, sigma, noise, antithetic):
+    # ``targets``: the views to write, as the step hands them (aliases that
+    # leave the views' autograd version counters alone).
+    def perturb_into(self, saved, targets, seed, k, sigma, noise, antithetic):
         for a, b, offset in self.runs:
-            ops.perturb_into(saved[a:b], self.views[a:b], seed, k, sigma, noise, antithetic,
+            ops.perturb_into(saved[a:b], targets[a:b], seed, k, sigma, noise, antithetic,
                              offset)
 
-    def combine_into(self, saved, losses, temperature, seed, sigma, noise, antithetic):
+    def combine_into(self, saved, targets, losses, temperature, seed, sigma, noise, antithetic):
         for a, b, offset in self.runs:
-            ops.combine_into(saved[a:b], losses, self.views[a:b], temperature, seed, sigma,
+            ops.combine_into(saved[a:b], losses, targets[a:b], temperature, seed, sigma,
                              noise, antithetic, offset)
 
     def project(self, grads, seed, population, sigma, noise, antithetic) -> torch.Tensor:

@@ -35,6 +35,16 @@ class StepResult:
     seed: int                 # noise seed used by this step
     dropped: int = 0          # candidates with a non-finite loss (nonfinite="drop")
     aux: Any = None           # what the validation closure returned after its loss, if anything
+    val_loss_tensor: Optional[torch.Tensor] = None  # val_loss as the closure's detached tensor
+    ess: float = float("nan")  # effective sample size of the weights, 1 / sum(w_k^2), in [1, K]
+    collapsed: bool = False   # ess < COLLAPSE_ESS or all losses equal: the estimate is ~0 (warned)
+
+
+# Below this effective sample size the weights are (numerically) one-hot: for
+# K = 2, ess = 1 / (1 - 2 w (1 - w)) and the estimate's factor w (1 - w) is
+# then under 0.5% of its largest value 1/4, so lambda.grad is ~0 however the
+# validation loss depends on theta. Such steps are reported and warned about.
+COLLAPSE_ESS = 1.01
 
 
 # exp(-x) is exactly 0.0 in float64 beyond x ~ 745: a loss this far above the
@@ -57,6 +67,24 @@ def _as_tensors(name: str, obj: TensorsLike) -> List[torch.Tensor]:
     for i, t in enumerate(out):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name}[{i}] must be a tensor, got {type(t).__name__}")
+    return out
+
+
+def _hyper_tensors(obj: TensorsLike) -> List[torch.Tensor]:
+    """lambda: a module's parameters and its floating buffers that require
+    grad (MetaModule-style nets, like the official MWN VNet, keep their
+    weights as such buffers), each once; or the tensors given."""
+    if not isinstance(obj, nn.Module):
+        return _as_tensors("hyperparams", obj)
+    out, seen = [], set()
+    for t in itertools.chain(obj.parameters(),
+                             (b for b in obj.buffers() if b.is_floating_point() and b.requires_grad)):
+        if id(t) not in seen:
+            seen.add(id(t))
+            out.append(t)
+    if not out:
+        raise ValueError(f"no hyperparameters: {type(obj).__name__} has no parameters and no "
+                         "floating buffers with requires_grad=True")
     return out
 
 
@@ -157,6 +185,13 @@ class _Snapshot:
         self.layout, self.buffers = layout, buffers
         layout.reshard()  # a forward of the caller's may have left FSDP's root gathered
         self.params, self.views = layout.owners, layout.views
+        # The step writes the parameters and buffers through .data aliases,
+        # which leave their autograd version counters alone: every value is
+        # put back bit for bit before the step returns, so a graph recorded
+        # before the step (LFT builds its auxiliary loss before the meta
+        # block and backpropagates it after) stays valid and exact.
+        self.targets = [v.data for v in self.views]
+        self.buffer_targets = [b.data for b in buffers]
         with torch.no_grad():
             self.saved = [v.detach().clone() for v in self.views]
             self.saved_buffers = [b.detach().clone() for b in buffers]
@@ -167,20 +202,29 @@ class _Snapshot:
 
     def restore_buffers(self):
         with torch.no_grad():
-            for b, s in zip(self.buffers, self.saved_buffers):
+            for b, s in zip(self.buffer_targets, self.saved_buffers):
                 b.copy_(s)
 
     def set_requires_grad(self, flag: bool):
         for p in self.params:
             p.requires_grad_(flag)
 
+    def freeze(self, tensors):
+        """Tensors neither perturbed nor hyperparameters (the encoder below a
+        perturbed head) record nothing during the step."""
+        self.frozen = [t for t in tensors if t.requires_grad]
+        for t in self.frozen:
+            t.requires_grad_(False)
+
     def restore(self):
         self.layout.reshard()
         with torch.no_grad():
-            for p, v, s, g, f in zip(self.params, self.views, self.saved, self.grads, self.flags):
+            for p, t, s, g, f in zip(self.params, self.targets, self.saved, self.grads, self.flags):
                 p.requires_grad_(f)
-                v.copy_(s)
+                t.copy_(s)
                 p.grad = g
+        for t in getattr(self, "frozen", ()):
+            t.requires_grad_(True)
         self.restore_buffers()
 
 
@@ -237,7 +281,17 @@ class EvoGrad:
             (T1-T2) hypergradient with inner learning rate ``inner_lr``. Use it
             to keep a meta-optimiser's settings (learning rate, weight decay)
             tuned for T1-T2; EvoGrad's own scale is smaller by that factor.
-        inner_lr: the inner (model) learning rate alpha, for ``scale="t1t2"``.
+        inner_lr: the inner (model) learning rate alpha, for ``scale="t1t2"``:
+            a number >= 0 (0, as at the start of a linear warm-up, gives a zero
+            part through the candidates, as T1-T2 does), or the model's
+            optimiser, whose learning rate (one for all its param groups) is
+            read at every step, so that any LR scheduler is followed. May be
+            assigned between steps (``meta.inner_lr = lr``) or passed per step
+            (``step(..., inner_lr=lr)``); saved by ``state_dict``.
+        allow_unused: as in ``torch.autograd.grad``: a hyperparameter that no
+            loss of a step depends on gets no gradient (its ``.grad`` is left
+            as it was, ``None`` if it had none) instead of an error. (With
+            ``parallel``, the ranks' sums make it a zero gradient.)
         nonfinite: what a candidate with a NaN/inf training loss does:
             ``"raise"`` (default: ValueError, model restored) or ``"drop"``
             (weight exactly 0, its lambda-gradient ignored; an error only if
@@ -272,9 +326,10 @@ class EvoGrad:
                  module: Optional[nn.Module] = None, scale: Optional[str] = None,
                  inner_lr: Optional[float] = None, seed_schedule: str = "mixed",
                  parallel: Optional[str] = None, process_group=None,
-                 check_replicas: bool = False):
+                 check_replicas: bool = False, allow_unused: bool = False):
         self._par = parallel_.make(parallel, process_group)
         self.parallel, self.check_replicas = parallel, bool(check_replicas)
+        self.allow_unused = bool(allow_unused)
         own = None
         try:
             self._build(params, hyperparams, population, sigma, temperature, noise, antithetic,
@@ -299,6 +354,47 @@ class EvoGrad:
         # under no_sync() so that the P-sized all-reduce never happens here.
         owner = params if isinstance(params, nn.Module) else module
         self._ddp = owner if _is_ddp(owner) else None
+        self._built = True
+
+    def __setattr__(self, name, value):
+        if name in _FIXED and self.__dict__.get("_built"):
+            raise AttributeError(
+                f"EvoGrad.{name} is fixed at construction (changing it would silently disagree "
+                "with the noise, checks and checkpoints already made); build a new EvoGrad. "
+                "Only inner_lr may change between steps")
+        object.__setattr__(self, name, value)
+
+    @property
+    def inner_lr(self) -> Optional[float]:
+        """The inner learning rate the next step uses (read from the
+        optimiser when one was given)."""
+        source = self._inner_lr
+        if source is None or isinstance(source, float):
+            return source
+        return _optimizer_lr(source)
+
+    @inner_lr.setter
+    def inner_lr(self, value):
+        if self.scale is None:
+            if value is not None:
+                raise ValueError("inner_lr is used only with scale='t1t2'")
+        elif value is None:
+            raise ValueError("scale='t1t2' needs inner_lr, the model's learning rate "
+                             "(a number, or the model's optimiser)")
+        elif isinstance(value, torch.optim.Optimizer):
+            _optimizer_lr(value)
+        else:
+            value = _learning_rate("inner_lr", value)
+        object.__setattr__(self, "_inner_lr", value)
+
+    @property
+    def hypergradient_scale(self) -> float:
+        """What the part through the candidates is multiplied by at the next
+        step: 1, or ``tau * inner_lr / (sigma**2 * c)`` with scale='t1t2'."""
+        if self.scale is None:
+            return 1.0
+        c = 1.0 if self.antithetic else 1.0 - 1.0 / self.population
+        return self.temperature * self.inner_lr / (self.sigma ** 2 * c)
 
     def _agreed_fields(self):
         values = (self.population, self.sigma, self.temperature, self.noise == "gauss",
@@ -312,14 +408,21 @@ class EvoGrad:
     def _build(self, params, hyperparams, population, sigma, temperature, noise, antithetic,
                seed, common_random_numbers, buffers, nonfinite, module, scale, inner_lr,
                seed_schedule):
-        self.hyperparams = _as_tensors("hyperparams", hyperparams)
+        self.hyperparams = _hyper_tensors(hyperparams)
         if module is not None and not isinstance(module, nn.Module):
             raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
         if module is not None and buffers is not None:
             raise ValueError("pass module= (its buffers are restored) or buffers=, not both")
         if isinstance(params, nn.Module):
+            if module is params:
+                raise ValueError("module= is for a list of params; EvoGrad(model, hyperparams) "
+                                 "already restores the model's buffers")
             if module is not None:
-                raise ValueError("params is already a module; module= is for a list of params")
+                raise ValueError(
+                    f"params is a module ({type(params).__name__}) and module= is another "
+                    f"({type(module).__name__}): did you swap params and hyperparams? The "
+                    "order is EvoGrad(params, hyperparams, module=model): params are "
+                    "perturbed, hyperparams (lambda) receive the gradient")
             self.params, default_buffers = _module_tensors(params, self.hyperparams)
             if not self.params:
                 raise ValueError(f"{type(params).__name__} has no floating tensor that requires "
@@ -355,25 +458,19 @@ class EvoGrad:
             raise ValueError(f"seed_schedule must be one of {SCHEDULES}, got {seed_schedule!r}")
         self.seed_schedule = seed_schedule
         self._validate()
-        self.hypergradient_scale = self._scale_factor(scale, inner_lr)
-        self.scale, self.inner_lr = scale, inner_lr
+        if scale not in (None, "t1t2"):
+            raise ValueError(f"scale must be None or 't1t2', got {scale!r}")
+        self.scale = scale
+        self.inner_lr = inner_lr
+        # Tensors the closures may touch that are neither perturbed nor
+        # hyperparameters: frozen during the step (nothing recorded for them).
+        owner = params if isinstance(params, nn.Module) else module
+        taken = {id(t) for t in itertools.chain(self.params, self.hyperparams)}
+        self._bystanders = [] if owner is None or self._layout.sharded else [
+            t for t in itertools.chain(owner.parameters(), owner.buffers())
+            if id(t) not in taken and t.requires_grad and t.is_leaf]
         self.seed = default_base_seed() if seed is None else ops._int("seed", seed)
         self.steps_taken = 0
-
-    def _scale_factor(self, scale, inner_lr) -> float:
-        if scale is None:
-            if inner_lr is not None:
-                raise ValueError("inner_lr is used only with scale='t1t2'")
-            return 1.0
-        if scale != "t1t2":
-            raise ValueError(f"scale must be None or 't1t2', got {scale!r}")
-        if inner_lr is None:
-            raise ValueError("scale='t1t2' needs inner_lr, the model's learning rate")
-        inner_lr = ops._float("inner_lr", inner_lr)
-        if not (math.isfinite(inner_lr) and inner_lr > 0):
-            raise ValueError(f"inner_lr must be finite and > 0, got {inner_lr}")
-        c = 1.0 if self.antithetic else 1.0 - 1.0 / self.population
-        return self.temperature * inner_lr / (self.sigma ** 2 * c)
 
     def _validate(self):
         if self.noise not in ("sign", "gauss"):
@@ -403,35 +500,58 @@ class EvoGrad:
         ops.check_perturbable(self._layout.views, self.hyperparams)
 
     def step(self, train_loss_fn: Callable[[], torch.Tensor],
-             val_loss_fn: Callable[[], torch.Tensor]) -> StepResult:
+             val_loss_fn: Callable[[], torch.Tensor],
+             inner_lr: Union[float, torch.optim.Optimizer, None] = None) -> StepResult:
         """One meta-step. Accumulates ``d val_loss / d lambda`` into each
         hyperparameter's ``.grad`` (as ``backward()`` would) and returns the
         losses for logging; the model is left exactly as it was found.
         ``val_loss_fn`` may return ``(loss, *aux)`` (e.g. the logits at theta*
         for the meta batch's accuracy); ``aux`` comes back in the result.
         With ``parallel``, every rank must call it, and an error on one rank
-        is an error on all (``evograd.parallel.PeerFailed`` on the others)."""
+        is an error on all (``evograd.parallel.PeerFailed`` on the others).
+        ``inner_lr``, if given, becomes ``self.inner_lr`` from this step on.
+        A step whose weights collapse (``ess < COLLAPSE_ESS``) or whose
+        candidate losses are all equal warns: its estimate is ~0."""
         if not callable(train_loss_fn) or not callable(val_loss_fn):
             raise TypeError("step needs two callables: train_loss_fn() and val_loss_fn()")
         if torch.jit.is_tracing():
             raise RuntimeError("EvoGrad.step cannot be traced: torch.jit.trace would record "
                                "this step's seed and candidate losses as constants. Trace the "
                                "model and call step() from Python, or script the ops")
+        if inner_lr is not None:
+            self.inner_lr = inner_lr
+        factor = self.hypergradient_scale
         seed = step_seed(self.seed, self.steps_taken, self.seed_schedule)
         if self.check_replicas and self._par.collectives is not None:
             self._check_replicas()
         self._check_before_step()
         snap = _Snapshot(self._layout, self.buffers)
         try:
+            snap.freeze(self._bystanders)
             with torch.enable_grad(), self._no_ddp_sync():
                 cand = self._evaluate_candidates(snap, train_loss_fn, seed)
                 weights = ops.weights(cand.losses, self.temperature)
                 val = self._validation_gradient(snap, val_loss_fn, cand.losses, seed)
-                self._accumulate_hypergradient(cand, val, seed)
+                self._accumulate_hypergradient(cand, val, factor)
         finally:
             snap.restore()
         self.steps_taken += 1
-        return StepResult(val.loss, cand.reported, weights.detach(), seed, cand.dropped, val.aux)
+        weights = weights.detach()
+        ess = float(1.0 / (weights * weights).sum())
+        kept = cand.losses[torch.isfinite(cand.reported)]
+        equal = bool(kept.numel() > 1 and torch.all(kept == kept[0]))
+        collapsed = ess < COLLAPSE_ESS or equal
+        if collapsed:
+            warnings.warn(
+                f"evograd: step {self.steps_taken - 1} collapsed ("
+                + ("all candidate losses are equal: sigma is below the loss's resolution, "
+                   "e.g. in bfloat16" if equal else
+                   f"weights {[round(w, 6) for w in weights.tolist()]}, effective sample size "
+                   f"{ess:.4f} < {COLLAPSE_ESS}: the loss spread is far above temperature")
+                + "); its hypergradient is ~0. Raise temperature or lower sigma (or raise "
+                "sigma for equal losses)", RuntimeWarning, stacklevel=2)
+        return StepResult(val.loss, cand.reported, weights, seed, cand.dropped, val.aux,
+                          val.tensor, ess, collapsed)
 
     def _noise_args(self):
         return self.sigma, self.noise, self.antithetic
@@ -473,7 +593,7 @@ class EvoGrad:
                 if rng is not None:
                     rng.replay()
                 with torch.no_grad():
-                    self._layout.perturb_into(snap.saved, seed, k, *self._noise_args())
+                    self._layout.perturb_into(snap.saved, snap.targets, seed, k, *self._noise_args())
                 loss = train_loss_fn()
                 losses[k] = _check_loss(loss, "training", self.nonfinite == "drop" or lockstep)
                 if math.isfinite(losses[k]):
@@ -507,13 +627,17 @@ class EvoGrad:
             dloss_dhyper=dloss, dropped=len(losses) - len(kept))
 
     def _loss_gradient(self, loss: torch.Tensor):
-        """d loss / d lambda (the parameters do not require grad meanwhile)."""
+        """d loss / d lambda (the parameters do not require grad meanwhile);
+        None for a hyperparameter it does not use, with allow_unused."""
+        hint = "; EvoGrad(..., allow_unused=True) lets such hyperparameters get no gradient"
         if not loss.requires_grad:
-            raise ValueError("the training loss does not depend on the hyperparameters")
+            if self.allow_unused:
+                return [None] * len(self.hyperparams)
+            raise ValueError("the training loss does not depend on the hyperparameters" + hint)
         grads = torch.autograd.grad(loss.reshape(()), self.hyperparams, allow_unused=True)
         for j, g in enumerate(grads):
-            if g is None:
-                raise ValueError(f"the training loss does not depend on hyperparameter {j}")
+            if g is None and not self.allow_unused:
+                raise ValueError(f"the training loss does not depend on hyperparameter {j}" + hint)
         return grads
 
     def _validation_gradient(self, snap: "_Snapshot", val_loss_fn, losses: torch.Tensor,
@@ -521,15 +645,16 @@ class EvoGrad:
         """theta* written into the parameters, one first-order backward, and
         its projections on the candidates' noise (averaged over ranks with
         parallel='data')."""
-        own, c, value, params, hyper, aux = None, None, 0.0, [], [], None
+        own, c, value, params, hyper, aux, tensor = None, None, 0.0, [], [], None, None
         try:
             snap.restore_buffers()
             with torch.no_grad():
-                self._layout.combine_into(snap.saved, losses, self.temperature, seed,
-                                          *self._noise_args())
+                self._layout.combine_into(snap.saved, snap.targets, losses, self.temperature,
+                                          seed, *self._noise_args())
             snap.set_requires_grad(True)
             val, aux = _split_aux(val_loss_fn())
             value = _check_loss(val, "validation", allow_nonfinite=self._layout.sharded)
+            tensor = val.detach()
             if not val.requires_grad:
                 raise ValueError("the validation loss does not depend on the parameters")
             if self._layout.sharded:
@@ -551,7 +676,9 @@ class EvoGrad:
         if c is None:
             c = torch.zeros(self.population, dtype=torch.float64)
         c, value = self._par.projections(c, value, own)
-        return _Validation(value, c, hyper, aux)
+        if tensor is not None and self._par.collectives is not None:
+            tensor = torch.tensor(value, dtype=tensor.dtype, device=tensor.device)  # the ranks' mean
+        return _Validation(value, c, hyper, aux, tensor)
 
     def _sharded_validation_gradient(self, val: torch.Tensor):
         """FSDP's own backward: its reduce-scatter leaves each rank its rows
@@ -570,28 +697,36 @@ class EvoGrad:
             self._layout.reshard()
         return self._layout.local_gradients(), hyper
 
-    def _accumulate_hypergradient(self, cand: "_Candidates", val: "_Validation", seed: int):
-        """lambda.grad += sum_k cot_k d loss_k / d lambda + the direct term
-        (summed or averaged over ranks with parallel=)."""
-        own, parts = None, []
+    def _accumulate_hypergradient(self, cand: "_Candidates", val: "_Validation", factor: float):
+        """lambda.grad += factor * sum_k cot_k d loss_k / d lambda + the direct
+        term (summed or averaged over ranks with parallel=). A hyperparameter
+        nothing used (allow_unused) keeps its .grad, in one process."""
+        own, parts, used = None, [], []
         try:
             cot = (ops.loss_cotangent(cand.losses, val.projections, self.temperature)
-                   * self.hypergradient_scale).tolist()
+                   * factor).tolist()
             with torch.no_grad():
                 for j, h in enumerate(self.hyperparams):
-                    total = torch.zeros_like(h)
+                    total, touched = torch.zeros_like(h), False
                     for k, dloss in enumerate(cand.dloss_dhyper):
-                        if dloss is not None:
+                        if dloss is not None and dloss[j] is not None:
                             total.add_(dloss[j], alpha=cot[k])
+                            touched = True
                     if val.hyper[j] is not None and self._par.adds_direct_term():
                         total.add_(val.hyper[j])
+                        touched = True
                     parts.append(total)
+                    used.append(touched)
         except Exception as e:  # noqa: BLE001  (re-raised on this rank by the exchange)
             own = e
             parts = [torch.zeros_like(h) for h in self.hyperparams]
         parts = self._par.hypergradient(parts, own)
+        if self._par.collectives is not None:
+            used = [True] * len(parts)
         with torch.no_grad():
-            for h, total in zip(self.hyperparams, parts):
+            for h, total, touched in zip(self.hyperparams, parts, used):
+                if not touched:
+                    continue
                 if h.grad is None:
                     h.grad = total
                 else:
@@ -613,9 +748,12 @@ class EvoGrad:
 
     def state_dict(self) -> dict:
         """What a resumed run needs to draw the same noise from here on: the
-        base seed, the steps taken, and the options (checked on load)."""
+        base seed, the steps taken, the options (checked on load), and the
+        inner learning rate where it is set by number (an optimiser's rate
+        is in the optimiser's and its scheduler's own state)."""
+        lr = self._inner_lr if isinstance(self._inner_lr, float) else None
         return {"format": 1, "seed": self.seed, "steps_taken": self.steps_taken,
-                "options": self._options()}
+                "inner_lr": lr, "options": self._options()}
 
     def load_state_dict(self, state: dict) -> None:
         """Continues from ``state`` (from ``state_dict``): the next step uses
@@ -624,6 +762,8 @@ class EvoGrad:
         if not isinstance(state, dict) or state.get("format") != 1:
             raise ValueError("not an EvoGrad state_dict (expected a dict with format 1)")
         mine, theirs = self._options(), state.get("options", {})
+        # inner_lr follows a schedule: the saved value is taken, not compared
+        # (checkpoints made before it could change list it among the options).
         diff = [f"{k}: saved {theirs.get(k)!r}, here {v!r}" for k, v in mine.items()
                 if theirs.get(k) != v]
         if diff:
@@ -631,13 +771,16 @@ class EvoGrad:
         seed, steps = state.get("seed"), state.get("steps_taken")
         if not isinstance(seed, int) or not isinstance(steps, int) or steps < 0:
             raise ValueError("state_dict needs an int seed and a non-negative int steps_taken")
+        lr = state.get("inner_lr", theirs.get("inner_lr"))
+        if lr is not None and isinstance(self._inner_lr, float):
+            self.inner_lr = lr
         self.seed, self.steps_taken = seed, steps
 
     def _options(self) -> dict:
         return {"population": self.population, "sigma": self.sigma,
                 "temperature": self.temperature, "noise": self.noise,
                 "antithetic": self.antithetic, "seed_schedule": self.seed_schedule,
-                "scale": self.scale, "inner_lr": self.inner_lr, "nonfinite": self.nonfinite,
+                "scale": self.scale, "nonfinite": self.nonfinite,
                 "common_random_numbers": self.common_random_numbers, "parallel": self.parallel,
                 "parameter_elements": sum(p.numel() for p in self.params),
                 "hyperparameter_elements": sum(h.numel() for h in self.hyperparams)}
@@ -649,6 +792,31 @@ _AGREED = ("population", "sigma", "temperature", "noise", "antithetic", "nonfini
            "number of parameter tensors", "number of parameter elements",
            "number of hyperparameter tensors", "number of hyperparameter elements",
            "check_replicas")
+
+
+# Set once by the constructor; assigning them afterwards raises (inner_lr may change).
+_FIXED = frozenset(("population", "sigma", "temperature", "noise", "antithetic",
+                    "common_random_numbers", "nonfinite", "seed_schedule", "scale", "parallel",
+                    "check_replicas", "allow_unused", "params", "hyperparams", "buffers",
+                    "hypergradient_scale"))
+
+
+def _learning_rate(name: str, value) -> float:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    value = ops._float(name, value)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be finite and >= 0, got {value}")
+    return value
+
+
+def _optimizer_lr(optimizer) -> float:
+    """The one learning rate of an optimiser's param groups (what a scheduler sets)."""
+    lrs = {float(g["lr"]) for g in optimizer.param_groups}
+    if len(lrs) != 1:
+        raise ValueError(f"inner_lr: the optimiser's param groups have different learning rates "
+                         f"{sorted(lrs)}; pass step(..., inner_lr=<the rate that applies>)")
+    return _learning_rate("the optimiser's lr", lrs.pop())
 
 
 def _is_ddp(module) -> bool:
@@ -669,3 +837,4 @@ class _Validation:
     projections: torch.Tensor    # [K] c_k = <d val / d theta at theta*, eps_k>
     hyper: list                  # the direct term d val / d lambda (None where unused)
     aux: Any
+    tensor: Optional[torch.Tensor]  # the loss, detached (the ranks' mean with parallel=)
