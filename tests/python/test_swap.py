@@ -45,6 +45,17 @@ class MetaLinear(nn.Module):
         return F.linear(x, self.weight, self.bias)
 
 
+class MetaVNet(nn.Module):
+    """The official VNet as a MetaModule: 1 -> hidden -> 1, sigmoid."""
+
+    def __init__(self, hidden=8):
+        super().__init__()
+        self.linear1, self.linear2 = MetaLinear(1, hidden), MetaLinear(hidden, 1)
+
+    def forward(self, x):
+        return torch.sigmoid(self.linear2(torch.relu(self.linear1(x))))
+
+
 class MetaBatchNorm1d(nn.Module):
     def __init__(self, n):
         super().__init__()
@@ -194,16 +205,28 @@ def test_mwn_guide_on_a_metamodule_model():
     model, lr = MetaNet(), 0.1
     vnet = nn.Sequential(nn.Linear(1, 8), nn.ReLU(), nn.Linear(8, 1), nn.Sigmoid()).double()
     assert not list(model.parameters())  # every weight is a buffer, as in MetaModule
-    ns = dict(evograd=evograd, F=F, model=model, vnet=vnet, lr=lr,
+    vnet = MetaVNet()  # the official VNet is a MetaModule too: its weights are buffers
+    optimizer_model = torch.optim.SGD(list(model.buffers()), lr=lr)
+
+    def accuracy(output, target, topk=(1,)):  # the official helper
+        return [100.0 * (output.argmax(1) == target).double().mean()]
+
+    ns = dict(evograd=evograd, F=F, torch=torch, model=model, vnet=vnet,
+              optimizer_model=optimizer_model, accuracy=accuracy, meta_loss=0.0,
               inputs=torch.randn(24, 6, dtype=D), targets=torch.randint(3, (24,)),
-              meta_inputs=torch.randn(16, 6, dtype=D), meta_targets=torch.randint(3, (16,)),
-              optimizer_vnet=torch.optim.Adam(vnet.parameters(), 1e-3, weight_decay=1e-4))
+              inputs_val=torch.randn(16, 6, dtype=D), targets_val=torch.randint(3, (16,)),
+              optimizer_vnet=torch.optim.SGD(list(vnet.buffers()), 1e-3, momentum=0.9,
+                                             nesterov=True, weight_decay=5e-4))
     before = state_of(model)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a module restores its buffers: no warning
         exec(readme_block("mwn"), ns)
+    ns["meta_inputs"], ns["meta_targets"] = ns["inputs_val"], ns["targets_val"]
+    ns["weighted_train_loss"], ns["meta_loss_and_outputs"] = ns["l_f_meta"], ns["l_g_meta"]
+    ns["meta_outputs"] = ns["result"].aux
     assert_restored(model, before)
-    meta, hyper = ns["meta"], list(vnet.parameters())
+    meta, hyper = ns["meta"], list(vnet.buffers())
+    assert meta.inner_lr == lr and ns["prec_meta"] >= 0
     assert len(meta.params) == 6 and {id(b) for b in meta.buffers} == \
         {id(model.bn.running_mean), id(model.bn.running_var)}
     g = hyper_grad(hyper)
