@@ -31,8 +31,10 @@ foreach(lib IN LISTS LIBRARIES)
        PRE_INCLUDE_REGEXES "^lib(c10|torch)[a-z_]*\\.so" PRE_EXCLUDE_REGEXES ".*"
        POST_INCLUDE_REGEXES "/lib(c10|torch)[a-z_]*\\.so" POST_EXCLUDE_REGEXES ".*")
   list(GET resolved 0 c10)
+  get_filename_component(c10 "${c10}" REALPATH)  # /lib is /usr/lib on merged-/usr systems
   get_filename_component(c10_dir "${c10}" DIRECTORY)
   foreach(dep IN LISTS all)
+    get_filename_component(dep "${dep}" REALPATH)
     get_filename_component(dep_dir "${dep}" DIRECTORY)
     if(NOT dep_dir STREQUAL c10_dir)
       message(FATAL_ERROR "evograd: ${lib} loads ${c10} and ${dep}: two torch installations; "

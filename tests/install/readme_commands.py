@@ -123,7 +123,9 @@ def main(work: Path):
     # The CMake block: the venv's python by name, a python3 without torch first.
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(work / "notorch")], check=True)
     (bin_ / "python3").symlink_to(work / "notorch" / "bin" / "python3")
-    (bin_ / "python").symlink_to(vpy)
+    # a wrapper, not a link: a linked venv python would not find its pyvenv.cfg
+    (bin_ / "python").write_text(f'#!/bin/sh\nexec "{vpy}" "$@"\n')
+    (bin_ / "python").chmod(0o755)
     env = dict(base, PATH=f"{bin_}:{base['PATH']}")
     if not run_block("install-cmake", src, env):
         return 1
