@@ -155,7 +155,6 @@ macro(evograd_check_torch)
   get_filename_component(_evograd_c10 "${_evograd_c10}" REALPATH)
   get_filename_component(_evograd_torch_lib "${TORCH_LIBRARY}" REALPATH)
   get_filename_component(_evograd_c10_dir "${_evograd_c10}" DIRECTORY)
-  get_filename_component(_evograd_torch_lib_dir "${_evograd_torch_lib}" DIRECTORY)
   # Every library the torch targets link, wherever its package was found.
   set(_evograd_libraries "${_evograd_c10}" "${_evograd_torch_lib}")
   foreach(_evograd_target torch torch_cpu torch_cuda c10 c10_cuda)
