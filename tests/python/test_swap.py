@@ -1,10 +1,13 @@
-"""The README's swap guides, run as written on models built the way the
-official Meta-Weight-Net, LFT and MetaXL code builds them (our own small
-versions): MetaModule weights registered as buffers, FT layers inside the
-backbone, an RTN between encoder layers. Each guide must leave the model as
-it found it (parameters, buffers, .grad), give a finite non-zero λ-gradient,
-and with scale="t1t2" estimate T1-T2's hypergradient on the same batch:
-averaged over steps, cosine >= 0.9 and norm within 2x."""
+"""The README's swap guides, run as written inside the official loops'
+structure (their names, their objects: LFTNet's self.model/model_optim/
+ft_optim and set_forward_loss; MetaXL's step_metaxl arguments, main_net's
+forward_tail/forward_classifier, per-language RTNs and a reweighting net;
+MWN's l_f_meta/l_g_meta with a MetaModule VNet), on our own small models.
+Each guide must leave the model as it found it (parameters, buffers, .grad)
+and give a finite non-zero λ-gradient. MWN and MetaXL: with scale="t1t2"
+the estimate, averaged over steps, has cosine >= 0.9 with T1-T2 on the same
+batch and a norm within 2x. LFT: the step equals the paper's step written in
+plain PyTorch on the same noise and FT draws."""
 import math
 import re
 import warnings
@@ -16,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import evograd
-from evograd.baselines import t1t2_step
+from evograd.baselines import reference_evograd_step, reference_noise, t1t2_step
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 D = torch.float64
@@ -262,94 +265,224 @@ def test_mwn_guide_on_a_metamodule_model():
     assert cos >= 0.9
 
 
+class Closures(nn.Module):
+    """Runs a snippet's closures with the model's tensors swapped by
+    torch.func.functional_call, for the T1-T2 reference."""
+
+    def __init__(self, model, closures):
+        super().__init__()
+        self.model, self.closures = model, closures
+
+    def forward(self, i):
+        return self.closures[i]()
+
+
+def t1t2_reference(model, meta, closures, lr, rng=None):
+    wrapper = Closures(model, closures)
+    call = functional(wrapper, meta.params, names_of(wrapper, meta.params))
+    for h in meta.hyperparams:
+        h.grad = None
+    if rng is not None:
+        torch.set_rng_state(rng)
+    t1t2_step(meta.params, meta.hyperparams, lambda Q: call(Q, 0), lambda Q: call(Q, 1), lr)
+    return hyper_grad(meta.hyperparams)
+
+
+# The official LFT code's objects, as small as they come: a metric model with
+# FT layers inside its backbone (set_forward_loss(x) -> (scores, loss) over an
+# episode x of shape [n_way, n_support + n_query, ...]) and LFTNet's optimisers.
+class FTFeature(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1).double()
+        self.bn = nn.BatchNorm2d(4).double()
+        self.ft = FeatureWiseTransformation(4)
+
+    def forward(self, x):
+        return self.ft(torch.relu(self.bn(self.conv(x)))).mean((2, 3))
+
+
+class ProtoNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.feature = FTFeature()
+        self.n_way, self.n_support, self.n_query, self.change_way = 3, 2, 2, True
+
+    def set_forward_loss(self, x):
+        z = self.feature(x.reshape(-1, *x.shape[2:])).reshape(x.shape[0], x.shape[1], -1)
+        proto = z[:, :self.n_support].mean(1)
+        query = z[:, self.n_support:].reshape(-1, z.shape[-1])
+        scores = -100 * ((query[:, None] - proto[None]) ** 2).sum(-1)
+        y = torch.arange(self.n_way).repeat_interleave(self.n_query)
+        return scores, F.cross_entropy(scores, y)
+
+
+class LFTNetLike:
+    def __init__(self):
+        self.model = ProtoNet()
+        model_params, ft_params = self.split_model_parameters()
+        self.model_optim = torch.optim.Adam(model_params)
+        self.ft_optim = torch.optim.Adam(ft_params, weight_decay=1e-8, lr=1e-3)
+
+    def split_model_parameters(self):
+        model_params, ft_params = [], []
+        for n, p in self.model.named_parameters():
+            (ft_params if n.split(".")[-1] in ("gamma", "beta") else model_params).append(p)
+        return model_params, ft_params
+
+
 @needs_func
-def test_lft_guide_with_ft_layers_inside_the_backbone():
+def test_lft_guide_in_the_official_loop():
     torch.manual_seed(1)
-    model, model_lr = FTBackbone(), 1e-3
-
-    def episode():
-        return torch.randn(9, 1, 6, 6, dtype=D), torch.arange(3).repeat(3)
-
-    def seen_loss(m, ep, forward=None):
-        m.train()
-        x, y = ep
-        return F.cross_entropy((forward or m)(x), y)
-
-    def unseen_loss(m, ep, forward=None):
-        m.eval()
-        x, y = ep
-        return F.cross_entropy((forward or m)(x), y)
-
-    seen, unseen = episode(), episode()
-    ns = dict(evograd=evograd, model=model, model_lr=model_lr, seen_loss=seen_loss,
-              unseen_loss=unseen_loss, seen_episode=seen, unseen_episode=unseen)
-    ns["ft_optimizer"] = torch.optim.Adam(model.ft.parameters(), 1e-3)
-    model.conv.weight.grad = torch.full_like(model.conv.weight, 3.0)  # the caller's, kept
-    model.train()
-    before = state_of(model)
+    lft = LFTNetLike()
+    x, x_new = torch.randn(3, 4, 1, 6, 6, dtype=D), torch.randn(3, 4, 1, 6, 6, dtype=D)
+    model = lft.model
+    ns = dict(evograd=evograd, self=lft, x=x, x_new=x_new)
+    model.feature.conv.weight.grad = torch.full_like(model.feature.conv.weight, 3.0)
+    before_conv = model.feature.conv.weight.detach().clone()
     exec(readme_block("lft"), ns)
-    model.train()
-    meta, hyper = ns["meta"], ns["ft_params"]
-    assert_restored(model, before, hyper)
+    meta, hyper = lft.meta, lft.split_model_parameters()[1]
+    assert [id(h) for h in meta.hyperparams] == [id(h) for h in hyper]
+    assert meta.inner_lr == lft.model_optim.param_groups[0]["lr"] == 1e-3
+    assert isinstance(ns["ft_loss"], torch.Tensor) and ns["model_loss"].requires_grad
+    assert not torch.equal(model.feature.conv.weight, before_conv)  # the model update ran
     g = hyper_grad(hyper)
     assert torch.isfinite(g).all() and g.abs().sum() > 0
 
-    rng = torch.get_rng_state()  # one FT draw for T1-T2 and every EvoGrad step
-    call = functional(model, meta.params, names_of(model, meta.params))
+    # The step alone restores everything but λ (the caller's .grad too).
+    seen, unseen = (lambda: ns["episode_loss"](x, True)), (lambda: ns["episode_loss"](x_new, False))
+    model.train()
+    before = state_of(model)
+    meta.step(seen, unseen)
+    model.train()
+    assert_restored(model, before, hyper)
+
+    # The snippet's step equals the paper's step written in plain PyTorch
+    # (stacked candidates, softmax, weighted sum, one backward) on the same
+    # noise and FT draws, times the documented t1t2 factor. (Its agreement
+    # with T1-T2 in expectation is the estimator's property, tested apart.)
+    rng = torch.get_rng_state()
     for h in hyper:
         h.grad = None
-    torch.set_rng_state(rng)
-    t1t2_step(meta.params, hyper, lambda Q: seen_loss(model, seen, lambda x: call(Q, x)),
-              lambda Q: unseen_loss(model, unseen, lambda x: call(Q, x)), model_lr)
-    reference = hyper_grad(hyper)
-    S = scaled_estimates(meta, hyper, lambda: seen_loss(model, seen),
-                         lambda: unseen_loss(model, unseen), steps=4000, rng=rng)
-    assert_estimates_t1t2(S, reference)
+    result = meta.step(seen, unseen)
+    ours = [h.grad.clone() for h in hyper]
+    for h in hyper:
+        h.grad = None
+    wrapper = Closures(model, [seen, unseen])
+    names = names_of(wrapper, meta.params)
+
+    def fresh(i):  # buffers as the step finds them at every forward
+        return lambda Q: functional(wrapper, meta.params, names)(Q, i)
+
+    def seen_q(Q):
+        torch.set_rng_state(rng)  # common random numbers: one FT draw for every candidate
+        return fresh(0)(Q)
+
+    noise = reference_noise(meta.params, result.seed, 2, 1e-3, antithetic=True)
+    reference_evograd_step(meta.params, hyper, seen_q, fresh(1), 2, 1e-3, 0.05, noise=noise)
+    want = hyper_grad(hyper) * meta.hypergradient_scale
+    assert want.abs().max() > 0
+    # (beta's part is 0 up to rounding: a shift common to support and query
+    # leaves prototype distances unchanged)
+    assert torch.allclose(torch.cat([a.flatten() for a in ours]), want, rtol=0,
+                          atol=1e-9 * want.abs().max())
+
+
+# The official MetaXL step's objects: main_net (forward -> (logits, hidden
+# states), get_ext_mask, forward_tail, forward_classifier), meta_net (one RTN
+# per language and transfer layer, get_alpha), a reweighting net, args.
+class MainNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(20, 8).double()
+        self.layers = nn.ModuleList(nn.Linear(8, 8).double() for _ in range(3))
+        self.dropout = nn.Dropout(0.1)
+        self.classifier = nn.Linear(8, 4).double()
+
+    def forward(self, data, attention_mask=None, for_classification=False):
+        h, hs = self.embed(data), []
+        hs.append(h)
+        for layer in self.layers:
+            h = torch.tanh(layer(h))
+            hs.append(h)
+        return self.forward_classifier(h, for_classification), hs
+
+    def get_ext_mask(self, mask):
+        return mask
+
+    def forward_tail(self, start, h, attention_mask=None):
+        for layer in self.layers[start - 1:]:
+            h = torch.tanh(layer(h))
+        return h
+
+    def forward_classifier(self, sequence_output, for_classification=False):
+        return self.classifier(self.dropout(sequence_output))
+
+
+class MetaNet2(nn.Module):
+    def __init__(self, languages=2, layers=1):
+        super().__init__()
+        self.rtn = nn.ModuleList(nn.ModuleList(nn.Sequential(nn.Linear(8, 8), nn.Tanh()).double()
+                                               for _ in range(layers)) for _ in range(languages))
+        self.alpha = nn.Parameter(torch.zeros(languages, layers, dtype=D))
+
+    def forward(self, language, j, h):
+        return self.rtn[language][j](h)
+
+    def get_alpha(self, i):
+        return torch.softmax(self.alpha[i], 0)
+
+
+def masked_cross_entropy(logits, target, weights=None):
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                           reduction="none", ignore_index=-100)
+    keep = (target.reshape(-1) != -100).to(loss.dtype)
+    w = keep if weights is None else keep * weights
+    return (loss * w).sum() / keep.sum()
 
 
 @needs_func
-def test_metaxl_guide_with_an_rtn_between_encoder_layers():
+def test_metaxl_guide_in_the_official_step():
+    from types import SimpleNamespace
     torch.manual_seed(2)
-    model, lr = Encoder(), 0.05
-    rtn = nn.Sequential(nn.Linear(8, 8), nn.Tanh()).double()
+    main_net, meta_net = MainNet(), MetaNet2()
+    reweighting_model = nn.Sequential(nn.Linear(8, 1), nn.Sigmoid()).double()
 
     def batch(n):
-        return torch.randint(20, (n, 5)), torch.randint(4, (n, 5))
+        return torch.randint(20, (n, 5)), torch.ones(n, 5), torch.randint(4, (n, 5))
 
-    def train_loss(m, r, source, target, head=None):
-        m.train()
-        out_s = m(source[0], rtn=r) if head is None else head(source[0], r)
-        out_t = m(target[0]) if head is None else head(target[0], None)
-        return (F.cross_entropy(out_s.reshape(-1, 4), source[1].reshape(-1))
-                + F.cross_entropy(out_t.reshape(-1, 4), target[1].reshape(-1)))
-
-    def token_loss(m, target, head=None):
-        m.train()
-        out = m(target[0]) if head is None else head(target[0], None)
-        return F.cross_entropy(out.reshape(-1, 4), target[1].reshape(-1))
-
-    src, ta, tb = batch(6), batch(6), batch(6)
-    ns = dict(evograd=evograd, model=model, rtn=rtn, lr=lr, train_loss=train_loss,
-              token_loss=token_loss, source_batch=src, target_batch_a=ta, target_batch_b=tb,
-              rtn_optimizer=torch.optim.Adam(rtn.parameters(), 1e-3))
-    before = state_of(model)
+    (data_s, mask_s, target_s), (data_g, mask_g, target_g), (data_t, mask_t, target_t) = \
+        batch(6), batch(6), batch(6)
+    args = SimpleNamespace(task_name="ner", add_instance_weights=True, magic=1.0, seed=0)
+    eta = 0.05
+    ns = dict(evograd=evograd, main_net=main_net, meta_net=meta_net,
+              reweighting_model=reweighting_model, args=args, eta=eta, source_language_id=0,
+              transfer_layers=[1], masked_cross_entropy=masked_cross_entropy,
+              meta_opt=torch.optim.Adam(meta_net.parameters(), 1e-3),
+              reweighting_opt=torch.optim.Adam(reweighting_model.parameters(), 1e-3),
+              data_s=data_s, mask_s=mask_s, target_s=target_s, data_g=data_g, mask_g=mask_g,
+              target_g=target_g, data_t=data_t, mask_t=mask_t, target_t=target_t)
+    before = state_of(main_net)
     exec(readme_block("metaxl"), ns)
-    assert_restored(model, before)
-    meta, hyper = ns["meta"], list(rtn.parameters())
-    assert [id(p) for p in meta.params] == [id(p) for p in model.classifier.parameters()]
-    g = hyper_grad(hyper)
+    assert_restored(main_net, before)
+    meta = ns["meta"]
+    assert [id(p) for p in meta.params] == [id(p) for p in main_net.classifier.parameters()]
+    assert meta.inner_lr == eta and isinstance(ns["loss_t"], torch.Tensor)
+    # --meta_per_lang: language 1's RTN is unused this step and gets no gradient
+    assert all(p.grad is None for p in meta_net.rtn[1].parameters())
+    used = [h for h in meta.hyperparams if h.grad is not None]
+    g = hyper_grad(used)
     assert torch.isfinite(g).all() and g.abs().sum() > 0
+    assert all(p.grad is not None for p in reweighting_model.parameters())
 
-    # T1-T2 over the same perturbed set (the head), the same dropout masks.
-    rng = torch.get_rng_state()
-    call = functional(model, meta.params, names_of(model, meta.params))
-    for h in hyper:
+    train, target = ns["loss_train"], ns["loss_target"]
+    rng = torch.get_rng_state()  # the same dropout masks for T1-T2 and every step
+    wrapper = Closures(main_net, [train, target])
+    call = functional(wrapper, meta.params, names_of(wrapper, meta.params))
+    for h in meta.hyperparams:
         h.grad = None
     torch.set_rng_state(rng)
-    head = lambda Q: (lambda tokens, r: call(Q, tokens, r))
-    t1t2_step(meta.params, hyper, lambda Q: train_loss(model, rtn, src, ta, head(Q)),
-              lambda Q: token_loss(model, tb, head(Q)), lr)
-    reference = hyper_grad(hyper)
-    S = scaled_estimates(meta, hyper, lambda: train_loss(model, rtn, src, ta),
-                         lambda: token_loss(model, tb), steps=4000, rng=rng)
+    t1t2_step(meta.params, used, lambda Q: call(Q, 0), lambda Q: call(Q, 1), eta)
+    reference = hyper_grad(used)
+    S = scaled_estimates(meta, used, train, target, steps=4000, rng=rng)
     assert_estimates_t1t2(S, reference)
