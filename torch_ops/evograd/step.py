@@ -19,12 +19,20 @@ from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Uni
 import torch
 from torch import nn
 
-from . import ops
+from . import lookahead, ops
 from . import parallel as parallel_
 from . import shards
 from .seeds import SCHEDULES, default_base_seed, step_seed
 
 TensorsLike = Union[nn.Module, torch.Tensor, Iterable[torch.Tensor]]
+
+# How a step estimates the hypergradient (docs/design.md derives each):
+#   "evograd"    the paper's: K perturbed candidates, softmax(-loss/tau) weights,
+#                one validation backward at their combination;
+#   "lookahead"  T1-T2's one-step unrolled hypergradient by a central finite
+#                difference along the validation gradient after the inner step
+#                (deterministic; needs inner_lr).
+ESTIMATORS = ("evograd", "lookahead")
 
 
 @dataclass
@@ -288,6 +296,15 @@ class EvoGrad:
             read at every step, so that any LR scheduler is followed. May be
             assigned between steps (``meta.inner_lr = lr``) or passed per step
             (``step(..., inner_lr=lr)``); saved by ``state_dict``.
+        estimator: one of ``ESTIMATORS``: ``"evograd"`` (the paper's, the
+            default) or ``"lookahead"`` (T1-T2's hypergradient with inner
+            learning rate ``inner_lr``, by a central finite difference of step
+            ``fd_step`` along the validation gradient at the inner step's
+            weights: no noise, no temperature; population, sigma, temperature,
+            noise and scale do not apply). Closures that detach a value at
+            theta (MWN's weighting-net input) should use ``evograd.detached``.
+        fd_step: the lookahead's difference step, a length in parameter space
+            (the perturbation is ``fd_step * g/|g|``).
         allow_unused: as in ``torch.autograd.grad``: a hyperparameter that no
             loss of a step depends on gets no gradient (its ``.grad`` is left
             as it was, ``None`` if it had none) instead of an error. (With
@@ -326,7 +343,17 @@ class EvoGrad:
                  module: Optional[nn.Module] = None, scale: Optional[str] = None,
                  inner_lr: Optional[float] = None, seed_schedule: str = "mixed",
                  parallel: Optional[str] = None, process_group=None,
-                 check_replicas: bool = False, allow_unused: bool = False):
+                 check_replicas: bool = False, allow_unused: bool = False,
+                 estimator: str = "evograd", fd_step: float = 1e-2):
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+        if estimator != "evograd" and parallel is not None:
+            raise ValueError(f"estimator={estimator!r} runs in one process; parallel= is for "
+                             "the 'evograd' estimator")
+        self.estimator = estimator
+        self.fd_step = ops._float("fd_step", fd_step)
+        if not (math.isfinite(self.fd_step) and self.fd_step > 0):
+            raise ValueError(f"fd_step must be finite and > 0, got {fd_step}")
         self._par = parallel_.make(parallel, process_group)
         self.parallel, self.check_replicas = parallel, bool(check_replicas)
         self.allow_unused = bool(allow_unused)
@@ -375,11 +402,14 @@ class EvoGrad:
 
     @inner_lr.setter
     def inner_lr(self, value):
-        if self.scale is None:
+        needed = self.scale == "t1t2" or self.estimator == "lookahead"
+        if not needed:
             if value is not None:
-                raise ValueError("inner_lr is used only with scale='t1t2'")
+                raise ValueError("inner_lr is used only with scale='t1t2' or "
+                                 "estimator='lookahead'")
         elif value is None:
-            raise ValueError("scale='t1t2' needs inner_lr, the model's learning rate "
+            raise ValueError(("estimator='lookahead'" if self.estimator == "lookahead" else
+                              "scale='t1t2'") + " needs inner_lr, the model's learning rate "
                              "(a number, or the model's optimiser)")
         elif isinstance(value, torch.optim.Optimizer):
             _optimizer_lr(value)
@@ -391,7 +421,7 @@ class EvoGrad:
     def hypergradient_scale(self) -> float:
         """What the part through the candidates is multiplied by at the next
         step: 1, or ``tau * inner_lr / (sigma**2 * c)`` with scale='t1t2'."""
-        if self.scale is None:
+        if self.scale is None or self.estimator != "evograd":
             return 1.0
         c = 1.0 if self.antithetic else 1.0 - 1.0 / self.population
         return self.temperature * self.inner_lr / (self.sigma ** 2 * c)
@@ -524,6 +554,8 @@ class EvoGrad:
         seed = step_seed(self.seed, self.steps_taken, self.seed_schedule)
         if self.check_replicas and self._par.collectives is not None:
             self._check_replicas()
+        if self.estimator == "lookahead":
+            return self._lookahead_step(train_loss_fn, val_loss_fn, seed)
         self._check_before_step()
         snap = _Snapshot(self._layout, self.buffers)
         try:
@@ -552,6 +584,32 @@ class EvoGrad:
                 "sigma for equal losses)", RuntimeWarning, stacklevel=2)
         return StepResult(val.loss, cand.reported, weights, seed, cand.dropped, val.aux,
                           val.tensor, ess, collapsed)
+
+    def _lookahead_step(self, train_loss_fn, val_loss_fn, seed: int) -> StepResult:
+        if self._layout.sharded:
+            raise ValueError("estimator='lookahead' does not run on FSDP-sharded parameters")
+        alpha = self.inner_lr
+        snap = _Snapshot(self._layout, self.buffers)
+        try:
+            snap.freeze(self._bystanders)
+            with torch.enable_grad(), self._no_ddp_sync():
+                parts, losses, value, tensor, aux = lookahead.hypergradient(
+                    self, snap, train_loss_fn, val_loss_fn, alpha, self.fd_step, _check_loss,
+                    _split_aux)
+        finally:
+            snap.restore()
+        with torch.no_grad():
+            for h, total in zip(self.hyperparams, parts):
+                if total is None:
+                    continue
+                if h.grad is None:
+                    h.grad = total.detach().clone()
+                else:
+                    h.grad.add_(total)
+        self.steps_taken += 1
+        return StepResult(value, torch.tensor(losses, dtype=torch.float64),
+                          torch.zeros(0, dtype=torch.float64), seed, 0, aux, tensor,
+                          float("nan"), False)
 
     def _noise_args(self):
         return self.sigma, self.noise, self.antithetic
@@ -761,7 +819,9 @@ class EvoGrad:
         match this instance's; a difference is a ValueError."""
         if not isinstance(state, dict) or state.get("format") != 1:
             raise ValueError("not an EvoGrad state_dict (expected a dict with format 1)")
-        mine, theirs = self._options(), state.get("options", {})
+        mine = self._options()
+        # checkpoints from before the estimator option: the paper's estimator
+        theirs = {"estimator": "evograd", "fd_step": 1e-2, **state.get("options", {})}
         # inner_lr follows a schedule: the saved value is taken, not compared
         # (checkpoints made before it could change list it among the options).
         diff = [f"{k}: saved {theirs.get(k)!r}, here {v!r}" for k, v in mine.items()
@@ -781,6 +841,7 @@ class EvoGrad:
                 "temperature": self.temperature, "noise": self.noise,
                 "antithetic": self.antithetic, "seed_schedule": self.seed_schedule,
                 "scale": self.scale, "nonfinite": self.nonfinite,
+                "estimator": self.estimator, "fd_step": self.fd_step,
                 "common_random_numbers": self.common_random_numbers, "parallel": self.parallel,
                 "parameter_elements": sum(p.numel() for p in self.params),
                 "hyperparameter_elements": sum(h.numel() for h in self.hyperparams)}
@@ -798,7 +859,7 @@ _AGREED = ("population", "sigma", "temperature", "noise", "antithetic", "nonfini
 _FIXED = frozenset(("population", "sigma", "temperature", "noise", "antithetic",
                     "common_random_numbers", "nonfinite", "seed_schedule", "scale", "parallel",
                     "check_replicas", "allow_unused", "params", "hyperparams", "buffers",
-                    "hypergradient_scale"))
+                    "hypergradient_scale", "estimator", "fd_step"))
 
 
 def _learning_rate(name: str, value) -> float:

@@ -1,0 +1,105 @@
+"""The "lookahead" estimator: T1-T2's hypergradient by a finite difference.
+
+The one-step unrolled hypergradient with inner learning rate alpha is, since
+only theta' = theta - alpha grad_theta l_T(theta, lambda) depends on lambda,
+
+    h = -alpha (d/dlambda grad_theta l_T(theta, lambda))^T g',   g' = grad l_V(theta').
+
+That is -alpha |g'| times the lambda-gradient of the directional derivative of
+l_T along u = g'/|g'|, which a central difference gives with two first-order
+lambda-backwards:
+
+    h ~ -alpha |g'| / (2 s) * (grad_lambda l_T(theta + s u) - grad_lambda l_T(theta - s u)),
+
+exact up to O(s^2) (the third derivatives of l_T along u), with no noise:
+DARTS's second-order approximation, taken along the lookahead gradient.
+Cost: one training forward and backward at theta (the inner gradient), one
+validation forward and backward at theta', two training forwards each with a
+lambda-only backward. Memory: theta saved and g' (two parameter-sized
+tensors), as the paper's estimator holds one.
+
+What the official code detaches at theta (MWN's weighting-net input) is what
+``evograd.detached`` returns at theta +- s u: the values of the first pass.
+"""
+import math
+from typing import List, Optional
+
+import torch
+
+from .base_values import BaseValues, Paused
+
+
+def _zeros_for_none(grads, like) -> List[torch.Tensor]:
+    return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, like)]
+
+
+def _write(snap, base, direction, scale: float):
+    """parameters <- base + scale * direction (through the step's aliases)."""
+    with torch.no_grad():
+        for t, b, d in zip(snap.targets, base, direction):
+            torch.add(b, d, alpha=scale, out=t)
+
+
+def hypergradient(meta, snap, train_loss_fn, val_loss_fn, alpha: float, step: float,
+                  check_loss, split_aux):
+    """Runs the estimator; returns (parts to add to each lambda's .grad or
+    None, train losses [at theta, +, -], val loss at theta', its tensor, aux)."""
+    params, hyper = meta.params, meta.hyperparams
+    n = len(params)
+    base_values = BaseValues()
+
+    # 1. The inner gradient at theta; evograd.detached() records its values.
+    snap.set_requires_grad(True)
+    with base_values:
+        loss = train_loss_fn()
+    base_loss = check_loss(loss, "training")
+    if not loss.requires_grad:
+        raise ValueError("the training loss does not depend on the parameters or hyperparameters")
+    inner = _zeros_for_none(torch.autograd.grad(loss.reshape(()), params, allow_unused=True),
+                            params)
+    del loss
+
+    # 2. theta' = theta - alpha * inner; the validation gradient there.
+    _write(snap, snap.saved, inner, -alpha)
+    del inner
+    snap.restore_buffers()
+    with Paused():
+        val, aux = split_aux(val_loss_fn())
+    value = check_loss(val, "validation")
+    if not val.requires_grad:
+        raise ValueError("the validation loss does not depend on the parameters")
+    grads = torch.autograd.grad(val.reshape(()), list(params) + list(hyper), allow_unused=True)
+    tensor = val.detach()
+    del val
+    g = _zeros_for_none(grads[:n], params)
+    direct = list(grads[n:])
+    norm = math.sqrt(sum(float(x.double().pow(2).sum()) for x in g))
+
+    # 3. The central difference of grad_lambda l_T along u = g / |g|.
+    snap.set_requires_grad(False)
+    sides, losses = [], [base_loss]
+    if norm > 0 and alpha > 0 and math.isfinite(norm):
+        for sign in (1.0, -1.0):
+            snap.restore_buffers()
+            _write(snap, snap.saved, g, sign * step / norm)
+            base_values.replay()
+            with base_values:
+                loss = train_loss_fn()
+            losses.append(check_loss(loss, "training"))
+            sides.append(meta._loss_gradient(loss))
+            del loss
+    parts: List[Optional[torch.Tensor]] = []
+    factor = -alpha * norm / (2.0 * step)
+    for j, h in enumerate(hyper):
+        total = None
+        if sides and sides[0][j] is not None and sides[1][j] is not None:
+            total = (sides[0][j] - sides[1][j]) * factor
+        elif sides and (sides[0][j] is not None or sides[1][j] is not None):
+            one = sides[0][j] if sides[0][j] is not None else -sides[1][j]
+            total = one * factor
+        if direct[j] is not None:
+            total = direct[j] if total is None else total + direct[j]
+        if total is None and not sides and not meta.allow_unused:
+            total = torch.zeros_like(h)  # alpha = 0 or g' = 0: T1-T2 gives exactly 0 too
+        parts.append(total)
+    return parts, losses, value, tensor, aux
