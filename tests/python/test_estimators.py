@@ -183,3 +183,33 @@ def test_detached_outside_a_step_is_detach():
     t = torch.ones(3, requires_grad=True) * 2
     d = evograd.detached(t)
     assert not d.requires_grad and torch.equal(d, t.detach())
+
+
+@needs_func
+def test_lookahead_sees_one_draw_of_the_training_closures_randomness():
+    """LFT's FT layers draw random scales in every training forward: the
+    base pass and both sides of the difference replay one RNG state, the
+    draw T1-T2 differentiates."""
+    g = torch.Generator().manual_seed(5)
+    model, (x, y), (xv, yv) = Net(g), data(g, 24), data(g, 16)
+    film = torch.full((7,), 0.3, dtype=D, requires_grad=True)
+
+    def train(f):
+        return F.cross_entropy(f(x, lambda h: h * (1 + F.softplus(film) * torch.randn(7, dtype=D))), y)
+
+    def val(f):
+        return F.cross_entropy(f(xv), yv)
+    rng = torch.get_rng_state()
+    names = [n for n, _ in model.named_parameters()]
+    film.grad = None
+    torch.set_rng_state(rng)
+    t1t2_step(list(model.parameters()), [film],
+              lambda Q: train(lambda *a: torch.func.functional_call(model, dict(zip(names, Q)), a)),
+              lambda Q: val(lambda *a: torch.func.functional_call(model, dict(zip(names, Q)), a)),
+              ALPHA)
+    reference = film.grad.clone()
+    torch.set_rng_state(rng)
+    meta = evograd.EvoGrad(model, [film], estimator="lookahead", inner_lr=ALPHA, fd_step=1e-4)
+    got = estimate(meta, [film], model, train, val)[0]
+    assert reference.norm() > 0
+    assert torch.allclose(got, reference, rtol=0, atol=1e-6 * reference.norm())

@@ -40,16 +40,19 @@ def _write(snap, base, direction, scale: float):
             torch.add(b, d, alpha=scale, out=t)
 
 
-def hypergradient(meta, snap, train_loss_fn, val_loss_fn, alpha: float, step: float,
+def hypergradient(meta, snap, rng, train_loss_fn, val_loss_fn, alpha: float, step: float,
                   check_loss, split_aux):
     """Runs the estimator; returns (parts to add to each lambda's .grad or
-    None, train losses [at theta, +, -], val loss at theta', its tensor, aux)."""
+    None, train losses [at theta, +, -], val loss at theta', its tensor, aux).
+    ``rng`` is replayed before each training evaluation: the difference must
+    see one draw of dropout or FT noise, the one T1-T2 differentiates."""
     params, hyper = meta.params, meta.hyperparams
     n = len(params)
     base_values = BaseValues()
 
     # 1. The inner gradient at theta; evograd.detached() records its values.
     snap.set_requires_grad(True)
+    rng.replay()
     with base_values:
         loss = train_loss_fn()
     base_loss = check_loss(loss, "training")
@@ -83,6 +86,7 @@ def hypergradient(meta, snap, train_loss_fn, val_loss_fn, alpha: float, step: fl
             snap.restore_buffers()
             _write(snap, snap.saved, g, sign * step / norm)
             base_values.replay()
+            rng.replay()
             with base_values:
                 loss = train_loss_fn()
             losses.append(check_loss(loss, "training"))

@@ -594,8 +594,8 @@ class EvoGrad:
             snap.freeze(self._bystanders)
             with torch.enable_grad(), self._no_ddp_sync():
                 parts, losses, value, tensor, aux = lookahead.hypergradient(
-                    self, snap, train_loss_fn, val_loss_fn, alpha, self.fd_step, _check_loss,
-                    _split_aux)
+                    self, snap, _RngSnapshot(self.params), train_loss_fn, val_loss_fn, alpha,
+                    self.fd_step, _check_loss, _split_aux)
         finally:
             snap.restore()
         with torch.no_grad():
