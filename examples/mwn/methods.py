@@ -24,16 +24,18 @@ def fast_forward(model, Q, x):
     return functional_call(model, state, (x,))
 
 
-METHODS = ("baseline", "t1t2", "evograd", "evograd-reference")
+METHODS = ("baseline", "t1t2", "evograd", "lookahead", "evograd-reference")
 # What V sees in the meta-step's training loss (see MWNTrainer):
 VNET_INPUTS = ("own", "fixed", "through")
 
 
 def weighted_loss(logits, targets, vnet):
     """MWN's meta training loss: per-sample cost weighted by V(cost); V sees
-    the cost detached, as in the official code."""
+    the cost detached at the current weights, as in the official code
+    (evograd.detached: a plain detach, except inside a lookahead step's
+    perturbed evaluations, where it is the value at the current weights)."""
     cost = F.cross_entropy(logits, targets, reduction="none").reshape(-1, 1)
-    return (cost * vnet(cost.detach())).sum() / len(cost)
+    return (cost * vnet(evograd.detached(cost))).sum() / len(cost)
 
 
 class MWNTrainer:
@@ -80,6 +82,12 @@ class MWNTrainer:
                                         scale=None if scale == "none" else scale,
                                         inner_lr=None if scale == "none" else lr,
                                         seed_schedule=seed_schedule, parallel=parallel)
+        elif method == "lookahead":
+            # T1-T2's hypergradient by a finite difference (no noise, T1-T2's
+            # scale): the official meta-optimiser settings apply as they are;
+            # the inner learning rate follows the model optimiser's schedule.
+            self.meta = evograd.EvoGrad(model, vnet, estimator="lookahead", inner_lr=self.opt,
+                                        seed=seed)
 
     @property
     def lr(self):
@@ -104,7 +112,7 @@ class MWNTrainer:
         if self.vnet_input == "fixed":
             with torch.no_grad():
                 cost0 = F.cross_entropy(self.model(x), y, reduction="none").reshape(-1, 1)
-        if self.method == "evograd":
+        if self.method in ("evograd", "lookahead"):
             # --- the EvoGrad swap: one call instead of the T1-T2 block ---
             result = self.meta.step(lambda: self._train_loss(self.model(x), y, cost0),
                                     lambda: F.cross_entropy(self.model(xm), ym))

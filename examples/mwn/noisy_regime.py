@@ -41,9 +41,11 @@ from tqdm import tqdm  # noqa: E402
 import train  # noqa: E402
 from common.grid import mean_sd  # noqa: E402
 
-METHODS = ("baseline", "t1t2", "evograd")
-LABELS = {"baseline": "baseline", "t1t2": "MWN, T1-T2", "evograd": "MWN, EvoGrad"}
-COLOURS = {"baseline": "tab:gray", "t1t2": "tab:blue", "evograd": "tab:red"}
+METHODS = ("baseline", "t1t2", "evograd", "lookahead")
+LABELS = {"baseline": "baseline", "t1t2": "MWN, T1-T2", "evograd": "MWN, EvoGrad",
+          "lookahead": "MWN, EvoGrad lookahead"}
+COLOURS = {"baseline": "tab:gray", "t1t2": "tab:blue", "evograd": "tab:red",
+           "lookahead": "tab:green"}
 # investigation rows, by how they differ from the three
 VARIANT_COLOURS = (("through", "tab:purple"), ("K", "tab:olive"), ("fixed", "tab:orange"))
 
