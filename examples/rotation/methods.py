@@ -23,8 +23,8 @@ try:  # PyTorch 2.x
 except ImportError:  # PyTorch 1.13
     from torch.nn.utils.stateless import functional_call
 
-METHODS = ("baseline", "oracle", "evograd", "t1t2")
-LEARNED = ("evograd", "t1t2")
+METHODS = ("baseline", "oracle", "evograd", "lookahead", "t1t2")
+LEARNED = ("evograd", "lookahead", "t1t2")
 
 
 def entropy(weights: torch.Tensor) -> float:
@@ -74,6 +74,9 @@ class RotationTrainer:
                                         antithetic=antithetic, seed=seed,
                                         scale=None if scale == "none" else scale,
                                         inner_lr=None if scale == "none" else lr)
+        elif method == "lookahead":
+            self.meta = evograd.EvoGrad(model, [self.angle], estimator="lookahead", inner_lr=lr,
+                                        seed=seed)
 
     def train_loss(self, x, y, angle, forward=None):
         logits = (forward or self.model)(rotate(x, angle))
@@ -94,6 +97,9 @@ class RotationTrainer:
             finite = r.losses[torch.isfinite(r.losses)]
             self.log["entropy"].append(entropy(r.weights))
             self.log["loss_spread"].append(float(finite.max() - finite.min()))
+        elif self.method == "lookahead":
+            val = self.meta.step(lambda: self.train_loss(x, y, self.angle),
+                                 lambda: F.cross_entropy(self.model(xv), yv)).val_loss
         else:
             val = baselines.t1t2_step(
                 list(self.model.parameters()), [self.angle],
