@@ -156,10 +156,10 @@ def exact_t1t2(model, hyper, train, val, params, rng):
     buffers = {n: b.clone() for n, b in model.named_buffers()}
 
     def at(Q, fn, restore):
-        if restore:
+        if restore:  # through .data: the training graph saved these buffers
             with torch.no_grad():
                 for n, b in model.named_buffers():
-                    b.copy_(buffers[n])
+                    b.data.copy_(buffers[n])
         with torch.nn.utils.stateless._reparametrize_module(model, dict(zip(keys, Q))):
             return fn()
     for h in hyper:
