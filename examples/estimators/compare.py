@@ -50,7 +50,7 @@ ESTIMATORS = {  # name -> EvoGrad options (each on T1-T2's scale)
                     scale="t1t2", common_random_numbers=True),
     "evograd-antithetic": dict(estimator="evograd", population=2, sigma=1e-3, temperature=0.05,
                                antithetic=True, scale="t1t2", common_random_numbers=True),
-    "lookahead": dict(estimator="lookahead", fd_step=1e-2),
+    "lookahead": dict(estimator="lookahead"),
 }
 COST_METHODS = ("plain", "t1t2", "evograd", "lookahead")
 ALPHA = 0.1

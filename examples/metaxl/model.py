@@ -3,6 +3,8 @@ representation transformation network (RTN, the hyperparameters lambda)."""
 import torch
 from torch import nn
 
+import evograd
+
 
 class RTN(nn.Module):
     """Linear(d, d/2), ReLU, Linear(d/2, d + 1) on the detached hidden state;
@@ -16,7 +18,9 @@ class RTN(nn.Module):
         self.fc2 = nn.Linear(d // 2, d + 1)
 
     def forward(self, h):
-        out = self.fc2(torch.relu(self.fc1(h.detach())))
+        # detached at the current weights, as the official step feeds it
+        # (evograd.detached: also inside a lookahead step's perturbed passes)
+        out = self.fc2(torch.relu(self.fc1(evograd.detached(h))))
         return h + torch.sigmoid(out[..., -1:]) * out[..., :-1]
 
 

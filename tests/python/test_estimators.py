@@ -213,3 +213,14 @@ def test_lookahead_sees_one_draw_of_the_training_closures_randomness():
     got = estimate(meta, [film], model, train, val)[0]
     assert reference.norm() > 0
     assert torch.allclose(got, reference, rtol=0, atol=1e-6 * reference.norm())
+
+
+@needs_func
+@pytest.mark.parametrize("name", ["mwn", "lft", "metaxl", "direct"])
+def test_lookahead_default_step_matches_exact_t1t2(name):
+    """fd_step=None: sqrt(eps) * max(1, |theta|), in float64 ~1.5e-8 |theta|."""
+    model, hyper, train, val = next((m, h, t, v) for n, m, h, t, v in problems() if n == name)
+    reference = exact(model, hyper, train, val, ALPHA)
+    meta = evograd.EvoGrad(model, hyper, estimator="lookahead", inner_lr=ALPHA)
+    got, _ = estimate(meta, hyper, model, train, val)
+    assert torch.allclose(got, reference, rtol=0, atol=1e-6 * reference.norm()), (got, reference)

@@ -11,7 +11,9 @@ lambda-backwards:
 
     h ~ -alpha |g'| / (2 s) * (grad_lambda l_T(theta + s u) - grad_lambda l_T(theta - s u)),
 
-exact up to O(s^2) (the third derivatives of l_T along u), with no noise:
+exact up to O(s^2) (the third derivatives of l_T along u; a ReLU's kink
+crossed within s is the non-smooth version of the same error) plus rounding
+~eps/s, with no noise:
 DARTS's second-order approximation, taken along the lookahead gradient.
 Cost: one training forward and backward at theta (the inner gradient), one
 validation forward and backward at theta', two training forwards each with a
@@ -27,6 +29,13 @@ from typing import List, Optional
 import torch
 
 from .base_values import BaseValues, Paused
+
+
+def default_step(params) -> float:
+    """sqrt(eps) * max(1, |theta|): a relative step in the parameters' dtype."""
+    eps = torch.finfo(params[0].dtype).eps
+    norm = math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in params))
+    return math.sqrt(eps) * max(1.0, norm)
 
 
 def _zeros_for_none(grads, like) -> List[torch.Tensor]:

@@ -304,7 +304,10 @@ class EvoGrad:
             noise and scale do not apply). Closures that detach a value at
             theta (MWN's weighting-net input) should use ``evograd.detached``.
         fd_step: the lookahead's difference step, a length in parameter space
-            (the perturbation is ``fd_step * g/|g|``).
+            (the perturbation is ``fd_step * g/|g|``). ``None``: ``sqrt(eps) *
+            max(1, |theta|)`` for the parameters' dtype (eps its machine
+            epsilon), a relative step small enough that ReLU kinks are rarely
+            crossed and large enough against rounding.
         allow_unused: as in ``torch.autograd.grad``: a hyperparameter that no
             loss of a step depends on gets no gradient (its ``.grad`` is left
             as it was, ``None`` if it had none) instead of an error. (With
@@ -344,15 +347,15 @@ class EvoGrad:
                  inner_lr: Optional[float] = None, seed_schedule: str = "mixed",
                  parallel: Optional[str] = None, process_group=None,
                  check_replicas: bool = False, allow_unused: bool = False,
-                 estimator: str = "evograd", fd_step: float = 1e-2):
+                 estimator: str = "evograd", fd_step: Optional[float] = None):
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
         if estimator != "evograd" and parallel is not None:
             raise ValueError(f"estimator={estimator!r} runs in one process; parallel= is for "
                              "the 'evograd' estimator")
         self.estimator = estimator
-        self.fd_step = ops._float("fd_step", fd_step)
-        if not (math.isfinite(self.fd_step) and self.fd_step > 0):
+        self.fd_step = None if fd_step is None else ops._float("fd_step", fd_step)
+        if self.fd_step is not None and not (math.isfinite(self.fd_step) and self.fd_step > 0):
             raise ValueError(f"fd_step must be finite and > 0, got {fd_step}")
         self._par = parallel_.make(parallel, process_group)
         self.parallel, self.check_replicas = parallel, bool(check_replicas)
@@ -589,13 +592,14 @@ class EvoGrad:
         if self._layout.sharded:
             raise ValueError("estimator='lookahead' does not run on FSDP-sharded parameters")
         alpha = self.inner_lr
+        step = self.fd_step if self.fd_step is not None else lookahead.default_step(self.params)
         snap = _Snapshot(self._layout, self.buffers)
         try:
             snap.freeze(self._bystanders)
             with torch.enable_grad(), self._no_ddp_sync():
                 parts, losses, value, tensor, aux = lookahead.hypergradient(
                     self, snap, _RngSnapshot(self.params), train_loss_fn, val_loss_fn, alpha,
-                    self.fd_step, _check_loss, _split_aux)
+                    step, _check_loss, _split_aux)
         finally:
             snap.restore()
         with torch.no_grad():
@@ -821,7 +825,7 @@ class EvoGrad:
             raise ValueError("not an EvoGrad state_dict (expected a dict with format 1)")
         mine = self._options()
         # checkpoints from before the estimator option: the paper's estimator
-        theirs = {"estimator": "evograd", "fd_step": 1e-2, **state.get("options", {})}
+        theirs = {"estimator": "evograd", "fd_step": None, **state.get("options", {})}
         # inner_lr follows a schedule: the saved value is taken, not compared
         # (checkpoints made before it could change list it among the options).
         diff = [f"{k}: saved {theirs.get(k)!r}, here {v!r}" for k, v in mine.items()
