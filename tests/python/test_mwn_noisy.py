@@ -75,7 +75,7 @@ def corrupted_shares(method, seed=0, population=2):
     return shares, {k: sum(x) / len(x) for k, x in v.items()}
 
 
-@pytest.mark.parametrize("method", ["t1t2"])
+@pytest.mark.parametrize("method", ["t1t2", "lookahead"])
 def test_weighting_net_finds_the_corrupted_examples(method, one_thread):
     """Uniform weights give corrupted examples a share of each update equal to
     their share of the batch: over whole epochs exactly RATE on average, since
@@ -160,7 +160,7 @@ def test_evograd_meta_step_moves_weight_off_the_corrupted_examples(one_thread):
 
 
 def test_noisy_regime_quick(tmp_path, one_thread):
-    """Pilot (baseline only, the rule picks a setting) and table (three methods)
+    """Pilot (baseline only, the rule picks a setting) and table (every method)
     end to end on a few hundred images; the results and plots are written."""
     summary = noisy_regime.main(["pilot", "--quick", "--out", str(tmp_path)])
     assert summary["rule"] == noisy_regime.RULE and summary["chosen"]["train_size"] in (200, 400)
@@ -168,7 +168,7 @@ def test_noisy_regime_quick(tmp_path, one_thread):
     assert {r["method"] for r in pilot["runs"]} == {"baseline"} and len(pilot["runs"]) == 6
     noisy_regime.main(["table", "--quick", "--out", str(tmp_path)])
     runs = sorted((tmp_path / "runs").glob("*.json"))
-    assert len(runs) == 6  # 3 methods x 2 seeds
+    assert len(runs) == 2 * len(noisy_regime.METHODS)  # methods x 2 seeds
     for path in runs:
         r = json.loads(path.read_text())
         assert r["curve"][-1]["iteration"] == r["iterations"] and len(r["curve"]) == 2  # once an epoch
