@@ -602,14 +602,7 @@ class EvoGrad:
                     step, _check_loss, _split_aux)
         finally:
             snap.restore()
-        with torch.no_grad():
-            for h, total in zip(self.hyperparams, parts):
-                if total is None:
-                    continue
-                if h.grad is None:
-                    h.grad = total.detach().clone()
-                else:
-                    h.grad.add_(total)
+        _accumulate(self.hyperparams, [None if t is None else t.detach() for t in parts])
         self.steps_taken += 1
         return StepResult(value, torch.tensor(losses, dtype=torch.float64),
                           torch.zeros(0, dtype=torch.float64), seed, 0, aux, tensor,
@@ -783,16 +776,9 @@ class EvoGrad:
             own = e
             parts = [torch.zeros_like(h) for h in self.hyperparams]
         parts = self._par.hypergradient(parts, own)
-        if self._par.collectives is not None:
-            used = [True] * len(parts)
-        with torch.no_grad():
-            for h, total, touched in zip(self.hyperparams, parts, used):
-                if not touched:
-                    continue
-                if h.grad is None:
-                    h.grad = total
-                else:
-                    h.grad.add_(total)
+        if self._par.collectives is None:
+            parts = [total if touched else None for total, touched in zip(parts, used)]
+        _accumulate(self.hyperparams, parts)
 
     def _check_replicas(self):
         # Shards differ by design: only the hyperparameters are replicas then.
@@ -864,6 +850,18 @@ _FIXED = frozenset(("population", "sigma", "temperature", "noise", "antithetic",
                     "common_random_numbers", "nonfinite", "seed_schedule", "scale", "parallel",
                     "check_replicas", "allow_unused", "params", "hyperparams", "buffers",
                     "hypergradient_scale", "estimator", "fd_step"))
+
+
+def _accumulate(hyperparams, parts):
+    """.grad += part, as backward() accumulates; None: the tensor is untouched."""
+    with torch.no_grad():
+        for h, total in zip(hyperparams, parts):
+            if total is None:
+                continue
+            if h.grad is None:
+                h.grad = total  # a tensor of the step's own (callers pass fresh ones)
+            else:
+                h.grad.add_(total)
 
 
 def _learning_rate(name: str, value) -> float:
