@@ -29,7 +29,7 @@ from tqdm import tqdm  # noqa: E402
 import evograd  # noqa: E402
 import train  # noqa: E402
 from common.grid import mean_sd  # noqa: E402
-from methods import METHODS  # noqa: E402
+from methods import LEARNED, METHODS  # noqa: E402
 
 LABELS = {"baseline": "baseline", "oracle": "oracle", "evograd": "EvoGrad",
           "lookahead": "EvoGrad lookahead", "t1t2": "T1-T2"}
@@ -99,17 +99,17 @@ def table_lines(summary, settings, methods):
              f"the true angle. lambda (degrees) starts at 0, one Adam meta-step per iteration "
              f"(lr {s['meta_lr']:g}, {s['meta_schedule']}). EvoGrad K={s['population']}, sigma={s['sigma']:g}, "
              f"tau={s['temperature']:g}, {s['noise']} noise. Mean ± sd over {n_seeds} seeds.", "",
-             "| true angle | baseline acc. (%) | oracle acc. (%) | EvoGrad angle (°) | EvoGrad acc. (%) "
-             "| T1-T2 angle (°) | T1-T2 acc. (%) |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+             "| true angle | baseline acc. (%) | oracle acc. (%) | "
+             + " | ".join(f"{LABELS[m]} angle (°) | {LABELS[m]} acc. (%)" for m in LEARNED) + " |",
+             "|---:|---:|---:|" + "---:|---:|" * len(LEARNED)]
     for angle, row in summary.items():
         def cell(m, key):
             if m not in row:
                 return "–"
             return mean_sd(row[m][key])
-        lines.append(f"| {float(angle):+g}° | {cell('baseline', 'test_accuracy')} | {cell('oracle', 'test_accuracy')} "
-                     f"| {cell('evograd', 'learned_angle')} | {cell('evograd', 'test_accuracy')} "
-                     f"| {cell('t1t2', 'learned_angle')} | {cell('t1t2', 'test_accuracy')} |")
+        lines.append(f"| {float(angle):+g}° | {cell('baseline', 'test_accuracy')} | {cell('oracle', 'test_accuracy')} | "
+                     + " | ".join(f"{cell(m, 'learned_angle')} | {cell(m, 'test_accuracy')}"
+                                  for m in LEARNED) + " |")
     lines += ["", "Time per iteration (model update + meta-update; median per run, mean ± sd over runs, "
               f"one CPU thread, {settings['load_note']}):", "",
               "| method | ms / iteration |", "|---|---:|"]
