@@ -97,37 +97,6 @@ class FeatureWiseTransformation(nn.Module):
         return g * x + b
 
 
-class FTBackbone(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3, padding=1).double()
-        self.bn = nn.BatchNorm2d(4).double()
-        self.ft = FeatureWiseTransformation(4)
-        self.head = nn.Linear(4, 3).double()
-
-    def forward(self, x):
-        h = self.ft(torch.relu(self.bn(self.conv(x))))
-        return self.head(h.mean((2, 3)))
-
-
-class Encoder(nn.Module):
-    """Two encoder layers with MetaXL's RTN between them, and a token head."""
-
-    def __init__(self):
-        super().__init__()
-        self.embed = nn.Embedding(20, 8).double()
-        self.layer1 = nn.Linear(8, 8).double()
-        self.dropout = nn.Dropout(0.1)
-        self.layer2 = nn.Linear(8, 8).double()
-        self.classifier = nn.Linear(8, 4).double()
-
-    def forward(self, tokens, rtn=None):
-        h = torch.tanh(self.layer1(self.embed(tokens)))
-        if rtn is not None:
-            h = rtn(h)
-        return self.classifier(self.dropout(torch.tanh(self.layer2(h))))
-
-
 # ---- checks shared by the three guides -----------------------------------------------
 
 def state_of(model):
@@ -277,15 +246,16 @@ class Closures(nn.Module):
         return self.closures[i]()
 
 
-def t1t2_reference(model, meta, closures, lr, rng=None):
+def t1t2_reference(model, meta, hyper, closures, lr, rng):
+    """T1-T2's hypergradient for `hyper` over meta.params, closures[0] the
+    training loss and closures[1] the validation loss, on the RNG state rng."""
     wrapper = Closures(model, closures)
     call = functional(wrapper, meta.params, names_of(wrapper, meta.params))
     for h in meta.hyperparams:
         h.grad = None
-    if rng is not None:
-        torch.set_rng_state(rng)
-    t1t2_step(meta.params, meta.hyperparams, lambda Q: call(Q, 0), lambda Q: call(Q, 1), lr)
-    return hyper_grad(meta.hyperparams)
+    torch.set_rng_state(rng)
+    t1t2_step(meta.params, hyper, lambda Q: call(Q, 0), lambda Q: call(Q, 1), lr)
+    return hyper_grad(hyper)
 
 
 # The official LFT code's objects, as small as they come: a metric model with
@@ -477,12 +447,6 @@ def test_metaxl_guide_in_the_official_step():
 
     train, target = ns["loss_train"], ns["loss_target"]
     rng = torch.get_rng_state()  # the same dropout masks for T1-T2 and every step
-    wrapper = Closures(main_net, [train, target])
-    call = functional(wrapper, meta.params, names_of(wrapper, meta.params))
-    for h in meta.hyperparams:
-        h.grad = None
-    torch.set_rng_state(rng)
-    t1t2_step(meta.params, used, lambda Q: call(Q, 0), lambda Q: call(Q, 1), eta)
-    reference = hyper_grad(used)
+    reference = t1t2_reference(main_net, meta, used, [train, target], eta, rng)
     S = scaled_estimates(meta, used, train, target, steps=4000, rng=rng)
     assert_estimates_t1t2(S, reference)
