@@ -191,13 +191,17 @@ macro(evograd_check_torch)
   evograd_same_torch_release("${Torch_VERSION}" "${_evograd_header_release}" _evograd_same_headers)
   if(NOT _evograd_lib_release OR NOT _evograd_same_lib OR NOT _evograd_same_headers
      OR _evograd_stray)
-    list(REMOVE_DUPLICATES _evograd_stray)
+    set(_evograd_stray_line "")
+    if(_evograd_stray)
+      list(REMOVE_DUPLICATES _evograd_stray)
+      set(_evograd_stray_line
+          "  libraries outside ${_evograd_c10_dir}: ${_evograd_stray} (Caffe2 package: ${Caffe2_DIR})\n")
+    endif()
     message(FATAL_ERROR
       "evograd: two torch installations are mixed in this configuration:\n"
       "  ${_evograd_package}\n"
       "  its libraries: ${_evograd_c10} (torch ${_evograd_lib_release}) and ${_evograd_torch_lib}\n"
-      "  libraries outside ${_evograd_c10_dir}: ${_evograd_stray} (Caffe2 package: ${Caffe2_DIR})\n"
-      ${_evograd_fix})
+      "${_evograd_stray_line}" ${_evograd_fix})
   endif()
 
   set(EVOGRAD_TORCH_PY_VERSION "")
