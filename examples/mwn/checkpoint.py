@@ -3,8 +3,11 @@ if it had never stopped: everything the next iteration reads is in the
 file (model, weighting net, both optimisers, the learning-rate schedule,
 EvoGrad's seed sequence, the data order, random-number states, the logs).
 
-A checkpoint is written to a temporary file and renamed over the old one,
-so a process killed while writing leaves the previous checkpoint intact.
+A checkpoint is written to a temporary file and renamed into place; the
+one it replaces is kept as `<path>.prev`. Several processes are not killed
+at the same instant, so their newest checkpoints can be one interval apart;
+with the previous one kept, they can always resume from an iteration that
+every process has (`iterations` lists them, the caller agrees on one).
 """
 import os
 from pathlib import Path
@@ -27,20 +30,30 @@ def save(path, iteration, objects, extra):
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
+    if path.exists():
+        os.replace(path, _previous(path))
     os.replace(tmp, path)
 
 
-def load(path, objects):
-    """Restores objects in place; returns (iteration, extra), or None when
-    there is no checkpoint yet (a fresh start)."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=False) if _has_weights_only() \
-        else torch.load(path, map_location="cpu")
+def iterations(path):
+    """{iteration: file} of the checkpoints kept at `path` (none: {})."""
+    found = {}
+    for file in (_previous(Path(path)), Path(path)):
+        if file.exists():
+            found[_read(file)["iteration"]] = file
+    return found
+
+
+def load(path, objects, iteration):
+    """Restores objects in place from the checkpoint of `iteration` kept at
+    `path`; returns (iteration, extra)."""
+    kept = iterations(path)
+    if iteration not in kept:
+        raise ValueError(f"no checkpoint of iteration {iteration} at {path} (kept: {sorted(kept)})")
+    state = _read(kept[iteration])
     missing = set(objects) - set(state["objects"])
     if missing:
-        raise ValueError(f"checkpoint {path} has no state for {sorted(missing)}; was it written by "
+        raise ValueError(f"checkpoint {kept[iteration]} has no state for {sorted(missing)}; was it written by "
                          f"another method or configuration?")
     for name, obj in objects.items():
         obj.load_state_dict(state["objects"][name])
@@ -48,6 +61,15 @@ def load(path, objects):
     if "cuda_rng" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     return state["iteration"], state["extra"]
+
+
+def _previous(path):
+    return path.with_name(path.name + ".prev")
+
+
+def _read(file):
+    return torch.load(file, map_location="cpu", weights_only=False) if _has_weights_only() \
+        else torch.load(file, map_location="cpu")
 
 
 def _has_weights_only():

@@ -167,6 +167,18 @@ class TrainingStats:
 
 
 @torch.no_grad()
+def common_iteration(kept, world):
+    """The newest checkpointed iteration every process holds (None: start
+    afresh). Processes killed a moment apart can hold newest checkpoints
+    one interval apart; resuming each from its own would desynchronise them."""
+    if world == 1:
+        return max(kept, default=None)
+    import torch.distributed as dist
+    held = [None] * world
+    dist.all_gather_object(held, sorted(kept))
+    return max(set.intersection(*map(set, held)), default=None)
+
+
 def start_processes(args):
     """(rank, world size, device): torchrun's environment under --distributed."""
     if not args.distributed:
@@ -272,9 +284,9 @@ def run(args):
     if args.resume:
         if ckpt is None:
             raise SystemExit("--resume needs --checkpoint PATH")
-        found = checkpoint.load(ckpt, saved)
-        if found is not None:
-            start, extra = found
+        agreed = common_iteration(checkpoint.iterations(ckpt), world)
+        if agreed is not None:
+            start, extra = checkpoint.load(ckpt, saved, agreed)
             times[:], losses[:], curve[:], snapshots[:] = (extra["times"], extra["losses"], extra["curve"],
                                                           extra["snapshots"])
             stats.__dict__.update(extra["stats"])

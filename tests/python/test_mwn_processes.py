@@ -103,6 +103,26 @@ def test_killed_run_resumes_bit_for_bit(world, tmp_path):
     a, b = json.loads(whole.read_text()), json.loads(resumed.read_text())
     assert b["resumed_at"] is not None and 4 <= b["resumed_at"] < 24  # really resumed mid-run
     assert a["processes"] == b["processes"] == world
+    assert_same_end(a, b)
+
+
+def test_processes_killed_an_interval_apart_resume_together(tmp_path):
+    """What a kill can leave: rank 0 wrote iteration 24's checkpoint, rank 1
+    died before writing its own. Both resume from 20, which both hold (not
+    each from its newest, which would run them out of step), and end where
+    the uninterrupted run does."""
+    whole, resumed, ckpt = tmp_path / "whole.json", tmp_path / "resumed.json", tmp_path / "state.pt"
+    args = SMALL + ["--checkpoint", str(ckpt), "--checkpoint-every", "4"]
+    run(2, args + ["--json", str(whole)])
+    late = Path(f"{ckpt}.rank1")
+    os.replace(f"{late}.prev", late)
+    run(2, args + ["--resume", "--json", str(resumed)])
+    a, b = json.loads(whole.read_text()), json.loads(resumed.read_text())
+    assert b["resumed_at"] == 20
+    assert_same_end(a, b)
+
+
+def assert_same_end(a, b):
     assert a["parameters_sha256"] == b["parameters_sha256"]
     for key in ("test_accuracy", "final_train_loss", "weighting_function", "median_grad_to_decay"):
         assert a[key] == b[key], key
