@@ -18,6 +18,7 @@
 #include "isa.h"
 #include "lane_vectors.h"
 #include "noise_tile.h"
+#include "signed_rows.h"
 #include "storage.h"
 
 #define EVOGRAD_JOIN2(a, b) a##b
@@ -157,24 +158,13 @@ static inline void evograd_add_signed(double *acc, int at, int n, int kc, const 
 static inline void evograd_lanes_add_signed(double *lane, int at, int n, const double *pv,
                                             const uint32_t *rowbits, uint64_t neg) {
   int i = 0;
-  _Static_assert(EVOGRAD_PROJECT_LANES == 32, "four vectors of eight lanes");
+  _Static_assert(EVOGRAD_PROJECT_LANES == 32, "a row of sign bits is a row of lanes");
   for (; i < n && (at + i) % EVOGRAD_PROJECT_LANES; ++i)
     lane[(at + i) % EVOGRAD_PROJECT_LANES] += evograd_signed_at(evograd_bits_of(pv[i]) ^ neg, rowbits, at + i);
   {
-    evograd_f64x8 a0 = evograd_load8(lane), a1 = evograd_load8(lane + 8);
-    evograd_f64x8 a2 = evograd_load8(lane + 16), a3 = evograd_load8(lane + 24);
-    const uint32_t flip = neg ? 0xFFFFFFFFu : 0u;
-    for (; i + EVOGRAD_PROJECT_LANES <= n; i += EVOGRAD_PROJECT_LANES) {
-      const uint32_t word = rowbits[(at + i) / 32] ^ flip;
-      a0 += evograd_flip8(evograd_load8(pv + i), word, 0);
-      a1 += evograd_flip8(evograd_load8(pv + i + 8), word, 1);
-      a2 += evograd_flip8(evograd_load8(pv + i + 16), word, 2);
-      a3 += evograd_flip8(evograd_load8(pv + i + 24), word, 3);
-    }
-    evograd_store8(lane, a0);
-    evograd_store8(lane + 8, a1);
-    evograd_store8(lane + 16, a2);
-    evograd_store8(lane + 24, a3);
+    const int rows = (n - i) / EVOGRAD_PROJECT_LANES;
+    evograd_row_lanes(lane, pv + i, rowbits + (at + i) / 32, rows, neg ? 0xFFFFFFFFu : 0u);
+    i += rows * EVOGRAD_PROJECT_LANES;
   }
   for (; i < n; ++i)
     lane[(at + i) % EVOGRAD_PROJECT_LANES] += evograd_signed_at(evograd_bits_of(pv[i]) ^ neg, rowbits, at + i);
@@ -196,22 +186,8 @@ static inline void evograd_lanes_add_signed(double *lane, int at, int n, const d
       dst[i] = EVOGRAD_FROM_D_##T(EVOGRAD_TO_D_##T(src[i]) + a);                                 \
     }                                                                                            \
     for (; i + 32 <= n; i += 32) {                                                               \
-      const int row = (at + i) / 32;                                                             \
-      const evograd_f64x8 zero = {0, 0, 0, 0, 0, 0, 0, 0};                                       \
-      evograd_f64x8 a0 = zero, a1 = zero, a2 = zero, a3 = zero;                                  \
       double sum[32];                                                                            \
-      for (k = 0; k < kc; ++k) {                                                                 \
-        const uint32_t word = bits[k][row];                                                      \
-        const evograd_f64x8 ck = zero + evograd_double_of(c[k]);                                 \
-        a0 += evograd_flip8(ck, word, 0);                                                        \
-        a1 += evograd_flip8(ck, word, 1);                                                        \
-        a2 += evograd_flip8(ck, word, 2);                                                        \
-        a3 += evograd_flip8(ck, word, 3);                                                        \
-      }                                                                                          \
-      evograd_store8(sum, a0);                                                                   \
-      evograd_store8(sum + 8, a1);                                                               \
-      evograd_store8(sum + 16, a2);                                                              \
-      evograd_store8(sum + 24, a3);                                                              \
+      evograd_row_sums(sum, kc, c, &bits[0][(at + i) / 32], EVOGRAD_ROWS);                       \
       for (j = 0; j < 32; ++j) dst[i + j] = EVOGRAD_FROM_D_##T(EVOGRAD_TO_D_##T(src[i + j]) + sum[j]); \
     }                                                                                            \
     for (; i < n; ++i) {                                                                         \
