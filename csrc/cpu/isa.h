@@ -22,9 +22,12 @@ typedef struct evograd_cpu_kernels {
   /* dst[i] = src[i] + sum_k weights[k] eps_k[global + i] */
   void (*combine)(evograd_dtype dtype, const void *src, void *dst, int64_t global, int64_t n,
                   const evograd_noise *noise, const double *weights, int64_t population);
-  /* adds src[i] * eps_{k0+k}[global + i] to lanes[k * LANES + (global + i) % LANES], k < kn */
-  void (*project)(evograd_dtype dtype, const void *src, int64_t global, int64_t n,
-                  const evograd_noise *noise, int64_t k0, int64_t kn, double *lanes);
+  /* adds src[i] * eps_{k0+k}[global + i] to lanes[k * LANES + (global + i) % LANES], k < kn;
+   * src[i] may be read up to i < readable (>= n): the caller works block by
+   * block through a longer run, whose next block the kernel asks the memory
+   * for while it computes; `fresh`: the run starts here, nothing asked yet */
+  void (*project)(evograd_dtype dtype, const void *src, int64_t global, int64_t n, int64_t readable,
+                  int fresh, const evograd_noise *noise, int64_t k0, int64_t kn, double *lanes);
 } evograd_cpu_kernels;
 
 extern const evograd_cpu_kernels evograd_cpu_kernels_portable;

@@ -48,7 +48,7 @@ static void project_range(evograd_dtype dtype, const evograd_span *spans, size_t
         block = b;
       }
       kernels->project(dtype, (const char *)evograd_segment_src(spans, &seg, esize) + done * (int64_t)esize,
-                       noise->first + g, n, noise, k0, kn, lanes);
+                       noise->first + g, n, seg.count - done, done == 0, noise, k0, kn, lanes);
       done += n;
     }
   }

@@ -76,26 +76,42 @@ static inline evograd_tile_piece evograd_piece_at(int64_t g, int64_t left) {
 }
 
 /* The kernels compute on a tile, then stream it: without help the memory
- * system idles during the compute. Asking for the next tile's lines first
- * overlaps the two. */
-static inline void evograd_prefetch(const void *p, int64_t bytes, int for_write) {
-  int64_t b;
-  for (b = 0; b < bytes; b += 64) {
-    if (for_write) __builtin_prefetch((const char *)p + b, 1);
-    else __builtin_prefetch((const char *)p + b, 0);
-  }
+ * system idles during the compute. So each piece asks for the lines of the
+ * tile after next while it computes, a few between rows (a burst of a
+ * tile's 128 lines fills the core's miss queue and stalls it); the first
+ * piece of a segment asks for the next tile at once. */
+static inline void evograd_prefetch(const char *p, int for_write) {
+  if (for_write) __builtin_prefetch(p, 1);
+  else __builtin_prefetch(p, 0);
 }
 
-/* Elements [from, n) of `base` are still to come: ask for the tile-sized
- * stretch EVOGRAD_PREFETCH_TILES tiles ahead (the nearer ones were asked
- * for by earlier calls, or now when this is the segment's first piece). */
-#define EVOGRAD_PREFETCH_TILES 2
-static inline void evograd_prefetch_ahead(const void *base, int64_t from, int64_t n, int64_t esize,
-                                          int for_write, int first_piece) {
-  const int64_t first = first_piece ? from : from + (EVOGRAD_PREFETCH_TILES - 1) * EVOGRAD_TILE;
-  const int64_t last = from + EVOGRAD_PREFETCH_TILES * EVOGRAD_TILE;
-  const int64_t stop = last < n ? last : n;
-  if (first < stop) evograd_prefetch((const char *)base + first * esize, (stop - first) * esize, for_write);
+typedef struct evograd_trickle {
+  const char *next, *end;
+  int for_write;
+} evograd_trickle;
+
+/* Asks for up to `lines` more lines. */
+static inline void evograd_trickle_lines(evograd_trickle *t, int lines) {
+  for (; lines > 0 && t->next < t->end; --lines, t->next += 64) evograd_prefetch(t->next, t->for_write);
+}
+
+/* Elements [from, n) of `base` are still to come (from: where the next
+ * piece starts): the tile-sized stretch one tile on, to trickle. */
+static inline evograd_trickle evograd_trickle_ahead(const void *base, int64_t from, int64_t n,
+                                                    int64_t esize, int for_write, int first_piece) {
+  const char *b = (const char *)base;
+  const int64_t near_stop = from + EVOGRAD_TILE < n ? from + EVOGRAD_TILE : n;
+  const int64_t far_stop = from + 2 * EVOGRAD_TILE < n ? from + 2 * EVOGRAD_TILE : n;
+  evograd_trickle t;
+  t.for_write = for_write;
+  if (first_piece) {
+    t.next = b + from * esize;
+    t.end = from < near_stop ? b + near_stop * esize : t.next;
+    evograd_trickle_lines(&t, 1 << 30);
+  }
+  t.next = b + near_stop * esize;
+  t.end = near_stop < far_stop ? b + far_stop * esize : t.next;
+  return t;
 }
 
 /* The double with bits c, its sign flipped where index g's bit is set in
@@ -156,14 +172,16 @@ static inline void evograd_add_signed(double *acc, int at, int n, int kc, const 
  * `lane` gains +-pv[i] (the sign from the index's bit, flipped by `neg`,
  * the sign bit of an antithetic partner's negative sigma), i < n. */
 static inline void evograd_lanes_add_signed(double *lane, int at, int n, const double *pv,
-                                            const uint32_t *rowbits, uint64_t neg) {
+                                            const uint32_t *rowbits, uint64_t neg,
+                                            evograd_trickle *ahead, int lines_per_row) {
   int i = 0;
   _Static_assert(EVOGRAD_PROJECT_LANES == 32, "a row of sign bits is a row of lanes");
   for (; i < n && (at + i) % EVOGRAD_PROJECT_LANES; ++i)
     lane[(at + i) % EVOGRAD_PROJECT_LANES] += evograd_signed_at(evograd_bits_of(pv[i]) ^ neg, rowbits, at + i);
-  {
-    const int rows = (n - i) / EVOGRAD_PROJECT_LANES;
+  while (i + EVOGRAD_PROJECT_LANES <= n) {
+    const int left = (n - i) / EVOGRAD_PROJECT_LANES, rows = left < 8 ? left : 8;
     evograd_row_lanes(lane, pv + i, rowbits + (at + i) / 32, rows, neg ? 0xFFFFFFFFu : 0u);
+    evograd_trickle_lines(ahead, rows * lines_per_row);
     i += rows * EVOGRAD_PROJECT_LANES;
   }
   for (; i < n; ++i)
@@ -176,7 +194,9 @@ static inline void evograd_lanes_add_signed(double *lane, int at, int n, const d
 #define EVOGRAD_DEFINE_COMBINE_ROWS(T)                                                           \
   static void EVOGRAD_LOCAL(combine_rows_##T)(const evograd_elem_##T *src, evograd_elem_##T *dst, \
                                               int at, int n, int kc, const uint64_t *c,          \
-                                              uint32_t bits[][EVOGRAD_ROWS]) {                   \
+                                              uint32_t bits[][EVOGRAD_ROWS], evograd_trickle *src_ahead, \
+                                              evograd_trickle *dst_ahead) {                      \
+    const int lines_per_row = (int)(32 * sizeof *src / 64);                                      \
     int i = 0, k, j;                                                                             \
     for (; i < n; ++i) {                                                                         \
       double a = 0.0;                                                                            \
@@ -189,6 +209,8 @@ static inline void evograd_lanes_add_signed(double *lane, int at, int n, const d
       double sum[32];                                                                            \
       evograd_row_sums(sum, kc, c, &bits[0][(at + i) / 32], EVOGRAD_ROWS);                       \
       for (j = 0; j < 32; ++j) dst[i + j] = EVOGRAD_FROM_D_##T(EVOGRAD_TO_D_##T(src[i + j]) + sum[j]); \
+      evograd_trickle_lines(src_ahead, lines_per_row);                                           \
+      evograd_trickle_lines(dst_ahead, lines_per_row);                                           \
     }                                                                                            \
     for (; i < n; ++i) {                                                                         \
       double a = 0.0;                                                                            \
@@ -230,8 +252,14 @@ EVOGRAD_FOR_EACH_STORAGE(EVOGRAD_DEFINE_COMBINE_ROWS)
       double acc[EVOGRAD_TILE];                                                                \
       const evograd_eps_##T *e = eps + p.at;                                                   \
       int i;                                                                                   \
-      evograd_prefetch_ahead(src, done + p.n, n, (int64_t)sizeof *src, 0, done == 0);         \
-      evograd_prefetch_ahead(dst, done + p.n, n, (int64_t)sizeof *dst, 1, done == 0);         \
+      evograd_trickle src_ahead =                                                              \
+          evograd_trickle_ahead(src, done + p.n, n, (int64_t)sizeof *src, 0, done == 0);       \
+      evograd_trickle dst_ahead =                                                              \
+          evograd_trickle_ahead(dst, done + p.n, n, (int64_t)sizeof *dst, 1, done == 0);       \
+      if (gauss || population > EVOGRAD_SIGN_CHUNK) {                                         \
+        evograd_trickle_lines(&src_ahead, 1 << 30);                                            \
+        evograd_trickle_lines(&dst_ahead, 1 << 30);                                            \
+      }                                                                                        \
       if (gauss) {                                                                             \
         for (i = 0; i < p.n; ++i) acc[i] = 0.0;                                                \
         for (k = 0; k < population; ++k) {                                                     \
@@ -251,7 +279,10 @@ EVOGRAD_FOR_EACH_STORAGE(EVOGRAD_DEFINE_COMBINE_ROWS)
           c[k] = evograd_bits_of(weights[k] * (double)(evograd_eps_##T)s.scale);               \
         }                                                                                      \
         evograd_sign_rows(noise, 0, (int)population, p.tile, bits);                            \
-        EVOGRAD_LOCAL(combine_rows_##T)(src + done, dst + done, p.at, p.n, (int)population, c, bits); \
+        EVOGRAD_LOCAL(combine_rows_##T)(src + done, dst + done, p.at, p.n, (int)population, c, bits, \
+                                        &src_ahead, &dst_ahead);                               \
+        evograd_trickle_lines(&src_ahead, 1 << 30);                                            \
+        evograd_trickle_lines(&dst_ahead, 1 << 30);                                            \
         done += p.n;                                                                           \
         continue;                                                                              \
       } else {                                                                                 \
@@ -281,6 +312,7 @@ EVOGRAD_FOR_EACH_STORAGE(EVOGRAD_DEFINE_COMBINE_ROWS)
                                                                                                \
   /* lanes[k * EVOGRAD_PROJECT_LANES + (g % EVOGRAD_PROJECT_LANES)] += v[g] * eps_k[g]. */    \
   static void EVOGRAD_LOCAL(project_##T)(const void *src_, int64_t global, int64_t n,          \
+                                         int64_t readable, int fresh,                          \
                                          const evograd_noise *noise, int64_t k0, int64_t kn,  \
                                          double *lanes) {                                      \
     const evograd_elem_##T *src = (const evograd_elem_##T *)src_;                           \
@@ -297,7 +329,9 @@ EVOGRAD_FOR_EACH_STORAGE(EVOGRAD_DEFINE_COMBINE_ROWS)
       const int head = head0 < p.n ? head0 : p.n;                                              \
       const int rows = (p.n - head) / EVOGRAD_PROJECT_LANES;                                   \
       int i;                                                                                   \
-      evograd_prefetch_ahead(src, done + p.n, n, (int64_t)sizeof *src, 0, done == 0);         \
+      evograd_trickle ahead =                                                                  \
+          evograd_trickle_ahead(src, done + p.n, readable, (int64_t)sizeof *src, 0, fresh && !done); \
+      if (gauss) evograd_trickle_lines(&ahead, 1 << 30);                                       \
       if (!gauss) {                                                                            \
         /* v * eps = +-(v * |rounded sigma|): one product per element for all k */             \
         const double mag = (double)(evograd_eps_##T)noise->sigma;                              \
@@ -310,9 +344,11 @@ EVOGRAD_FOR_EACH_STORAGE(EVOGRAD_DEFINE_COMBINE_ROWS)
           for (kk = 0; kk < kc; ++kk) {                                                        \
             const int odd = noise->antithetic && ((k0 + k + kk) & 1);                          \
             evograd_lanes_add_signed(lanes + (k + kk) * EVOGRAD_PROJECT_LANES, p.at, p.n, v,   \
-                                     bits[kk], (uint64_t)odd << 63);                           \
+                                     bits[kk], (uint64_t)odd << 63, &ahead,                    \
+                                     (int)(32 * sizeof *src / 64));                            \
           }                                                                                    \
         }                                                                                      \
+        evograd_trickle_lines(&ahead, 1 << 30);                                                \
       } else {                                                                                 \
       for (i = 0; i < p.n; ++i) v[i] = EVOGRAD_TO_D_##T(src[done + i]);                        \
       for (k = 0; k < kn; ++k) {                                                               \
@@ -357,9 +393,10 @@ static void EVOGRAD_LOCAL(combine)(evograd_dtype dtype, const void *src, void *d
 }
 
 static void EVOGRAD_LOCAL(project)(evograd_dtype dtype, const void *src, int64_t global,
-                                   int64_t n, const evograd_noise *noise, int64_t k0, int64_t kn,
+                                   int64_t n, int64_t readable, int fresh, const evograd_noise *noise,
+                                   int64_t k0, int64_t kn,
                                    double *lanes) {
-#define EVOGRAD_CALL(T) EVOGRAD_LOCAL(project_##T)(src, global, n, noise, k0, kn, lanes)
+#define EVOGRAD_CALL(T) EVOGRAD_LOCAL(project_##T)(src, global, n, readable, fresh, noise, k0, kn, lanes)
   EVOGRAD_DTYPE_SWITCH(dtype, EVOGRAD_CALL)
 #undef EVOGRAD_CALL
 }
