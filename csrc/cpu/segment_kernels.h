@@ -13,6 +13,9 @@
 #endif
 
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "half_bits.h"
 #include "isa.h"
@@ -49,6 +52,10 @@ typedef float evograd_eps_bf16;
 #define EVOGRAD_PLUS_EPS_f64(x, e) ((x) + (e))
 #define EVOGRAD_PLUS_EPS_f16(x, e) EVOGRAD_FROM_D_f16(EVOGRAD_TO_D_f16(x) + (double)(e))
 #define EVOGRAD_PLUS_EPS_bf16(x, e) EVOGRAD_FROM_D_bf16(EVOGRAD_TO_D_bf16(x) + (double)(e))
+#define EVOGRAD_IS_F32_f32 1
+#define EVOGRAD_IS_F32_f64 0
+#define EVOGRAD_IS_F32_f16 0
+#define EVOGRAD_IS_F32_bf16 0
 #define EVOGRAD_FILL_f32(s, t, b0, b1, eps) EVOGRAD_FILL_FLOAT(s, t, b0, b1, eps)
 #define EVOGRAD_FILL_f16(s, t, b0, b1, eps) EVOGRAD_FILL_FLOAT(s, t, b0, b1, eps)
 #define EVOGRAD_FILL_bf16(s, t, b0, b1, eps) EVOGRAD_FILL_FLOAT(s, t, b0, b1, eps)
@@ -133,7 +140,24 @@ static inline void evograd_sign_rows(const evograd_noise *noise, int64_t k0, int
         evograd_make_stream(noise->seed, noise->sigma, 0, noise->antithetic, k0 + k);
     uint32_t w[4][EVOGRAD_PHILOX_LANES];
     evograd_philox_lanes(&s, tile * EVOGRAD_PHILOX_LANES, w);
+#if defined(__SSE2__)
+    /* row 4l + i is w[i][l]: a 4 x 4 transpose per four lanes */
+    for (row = 0; row < EVOGRAD_ROWS; row += 16) {
+      const int l = row / 4;
+      const __m128i w0 = _mm_loadu_si128((const __m128i *)&w[0][l]);
+      const __m128i w1 = _mm_loadu_si128((const __m128i *)&w[1][l]);
+      const __m128i w2 = _mm_loadu_si128((const __m128i *)&w[2][l]);
+      const __m128i w3 = _mm_loadu_si128((const __m128i *)&w[3][l]);
+      const __m128i t0 = _mm_unpacklo_epi32(w0, w1), t1 = _mm_unpackhi_epi32(w0, w1);
+      const __m128i t2 = _mm_unpacklo_epi32(w2, w3), t3 = _mm_unpackhi_epi32(w2, w3);
+      _mm_storeu_si128((__m128i *)&bits[k][row], _mm_unpacklo_epi64(t0, t2));
+      _mm_storeu_si128((__m128i *)&bits[k][row + 4], _mm_unpackhi_epi64(t0, t2));
+      _mm_storeu_si128((__m128i *)&bits[k][row + 8], _mm_unpacklo_epi64(t1, t3));
+      _mm_storeu_si128((__m128i *)&bits[k][row + 12], _mm_unpackhi_epi64(t1, t3));
+    }
+#else
     for (row = 0; row < EVOGRAD_ROWS; ++row) bits[k][row] = w[row % 4][row / 4];
+#endif
   }
 }
 
@@ -188,6 +212,33 @@ static inline void evograd_lanes_add_signed(double *lane, int at, int n, const d
     lane[(at + i) % EVOGRAD_PROJECT_LANES] += evograd_signed_at(evograd_bits_of(pv[i]) ^ neg, rowbits, at + i);
 }
 
+/* float32 project with sign noise, candidates in pairs: lane0 and lane1
+ * (candidates whose sign rows are bits0, bits1 and antithetic sign bits
+ * neg0, neg1) gain +-(src[i] * mag) for the indices at .. at+n-1 of a tile.
+ * For a lone candidate the caller passes a scratch lane1. */
+static inline void evograd_project_pair_f32(double *lane0, double *lane1, const float *src, int at, int n,
+                                            const uint32_t *bits0, const uint32_t *bits1, uint64_t neg0,
+                                            uint64_t neg1, double mag, evograd_trickle *ahead) {
+  int i = 0;
+  for (;;) {
+    /* a head up to the first whole row, then (second pass) the tail */
+    for (; i < n && ((at + i) % EVOGRAD_PROJECT_LANES || i + EVOGRAD_PROJECT_LANES > n); ++i) {
+      const uint64_t v = evograd_bits_of((double)src[i] * mag);
+      lane0[(at + i) % EVOGRAD_PROJECT_LANES] += evograd_signed_at(v ^ neg0, bits0, at + i);
+      lane1[(at + i) % EVOGRAD_PROJECT_LANES] += evograd_signed_at(v ^ neg1, bits1, at + i);
+    }
+    if (i >= n) return;
+    while (i + EVOGRAD_PROJECT_LANES <= n) {
+      const int left = (n - i) / EVOGRAD_PROJECT_LANES, rows = left < 8 ? left : 8;
+      const int row = (at + i) / 32;
+      evograd_row_lanes_f32(lane0, lane1, src + i, bits0 + row, bits1 + row, rows, neg0 ? 0xFFFFFFFFu : 0u,
+                            neg1 ? 0xFFFFFFFFu : 0u, mag);
+      evograd_trickle_lines(ahead, 2 * rows);
+      i += rows * EVOGRAD_PROJECT_LANES;
+    }
+  }
+}
+
 /* dst[i] = src[i] + sum_k +-c[k] for the indices at .. at+n-1 of a tile,
  * one chunk of candidates: the sums stay in registers and go straight to
  * the output, with no buffer pass. */
@@ -232,9 +283,43 @@ EVOGRAD_FOR_EACH_STORAGE(EVOGRAD_DEFINE_COMBINE_ROWS)
       const evograd_tile_piece p = evograd_piece_at(global + done, n - done);                  \
       evograd_eps_##T eps[EVOGRAD_TILE];                                                       \
       const evograd_eps_##T *e = eps + p.at;                                                   \
-      int i;                                                                                   \
-      EVOGRAD_FILL_##T(s, p.tile, p.b0, p.b1, eps);                                            \
-      for (i = 0; i < p.n; ++i) dst[done + i] = EVOGRAD_PLUS_EPS_##T(src[done + i], e[i]);     \
+      evograd_trickle src_ahead =                                                              \
+          evograd_trickle_ahead(src, done + p.n, n, (int64_t)sizeof *src, 0, done == 0);       \
+      evograd_trickle dst_ahead =                                                              \
+          evograd_trickle_ahead(dst, done + p.n, n, (int64_t)sizeof *dst, 1, done == 0);       \
+      const int lines_per_row = (int)(32 * sizeof *src / 64);                                  \
+      int i = 0, j;                                                                            \
+      if (!s->gauss && EVOGRAD_IS_F32_##T) {                                                   \
+        /* the signs straight from the Philox words, whole rows at a time */                   \
+        uint32_t w[4][EVOGRAD_PHILOX_LANES];                                                   \
+        const float plus = (float)s->scale;                                                    \
+        evograd_philox_lanes(s, p.tile * EVOGRAD_PHILOX_LANES, w);                             \
+        for (; i < p.n; i = j) {                                                               \
+          const int row = (p.at + i) / 32, end = (row + 1) * 32 - p.at;                        \
+          const uint32_t word = w[row % 4][row / 4];                                           \
+          j = end < p.n ? end : p.n;                                                           \
+          if ((p.at + i) % 32 == 0 && j - i == 32) {                                           \
+            evograd_row_plus_signed_f32((const float *)(const void *)(src + done + i),         \
+                                        (float *)(void *)(dst + done + i), word, plus);        \
+            evograd_trickle_lines(&src_ahead, lines_per_row);                                  \
+            evograd_trickle_lines(&dst_ahead, lines_per_row);                                  \
+          } else {                                                                             \
+            float row_src[32], row_dst[32];                                                    \
+            const int at = (p.at + i) % 32;                                                    \
+            memset(row_src, 0, sizeof row_src);                                                \
+            memcpy(row_src + at, (const void *)(src + done + i), (size_t)(j - i) * sizeof(float)); \
+            evograd_row_plus_signed_f32(row_src, row_dst, word, plus);                         \
+            memcpy((void *)(dst + done + i), row_dst + at, (size_t)(j - i) * sizeof(float));   \
+          }                                                                                    \
+        }                                                                                      \
+      } else {                                                                                 \
+        EVOGRAD_FILL_##T(s, p.tile, p.b0, p.b1, eps);                                          \
+        evograd_trickle_lines(&src_ahead, 1 << 30);                                            \
+        evograd_trickle_lines(&dst_ahead, 1 << 30);                                            \
+        for (i = 0; i < p.n; ++i) dst[done + i] = EVOGRAD_PLUS_EPS_##T(src[done + i], e[i]);   \
+      }                                                                                        \
+      evograd_trickle_lines(&src_ahead, 1 << 30);                                              \
+      evograd_trickle_lines(&dst_ahead, 1 << 30);                                              \
       done += p.n;                                                                             \
     }                                                                                          \
   }                                                                                            \
@@ -332,7 +417,28 @@ EVOGRAD_FOR_EACH_STORAGE(EVOGRAD_DEFINE_COMBINE_ROWS)
       evograd_trickle ahead =                                                                  \
           evograd_trickle_ahead(src, done + p.n, readable, (int64_t)sizeof *src, 0, fresh && !done); \
       if (gauss) evograd_trickle_lines(&ahead, 1 << 30);                                       \
-      if (!gauss) {                                                                            \
+      if (!gauss && EVOGRAD_IS_F32_##T) {                                                      \
+        const double mag = (double)(evograd_eps_##T)noise->sigma;                              \
+        for (k = 0; k < kn; k += EVOGRAD_SIGN_CHUNK) {                                         \
+          const int kc = (int)(kn - k < EVOGRAD_SIGN_CHUNK ? kn - k : EVOGRAD_SIGN_CHUNK);     \
+          uint32_t bits[EVOGRAD_SIGN_CHUNK][EVOGRAD_ROWS];                                     \
+          int kk;                                                                              \
+          evograd_sign_rows(noise, k0 + k, kc, p.tile, bits);                                  \
+          for (kk = 0; kk < kc; kk += 2) {                                                     \
+            const int pair = kk + 1 < kc;                                                      \
+            double scratch[EVOGRAD_PROJECT_LANES];                                             \
+            const int odd0 = noise->antithetic && ((k0 + k + kk) & 1);                         \
+            const int odd1 = pair && noise->antithetic && ((k0 + k + kk + 1) & 1);             \
+            if (!pair) memset(scratch, 0, sizeof scratch);                                     \
+            evograd_project_pair_f32(lanes + (k + kk) * EVOGRAD_PROJECT_LANES,                 \
+                                     pair ? lanes + (k + kk + 1) * EVOGRAD_PROJECT_LANES : scratch, \
+                                     (const float *)(const void *)(src + done), p.at, p.n,     \
+                                     bits[kk], bits[pair ? kk + 1 : kk], (uint64_t)odd0 << 63, \
+                                     (uint64_t)odd1 << 63, mag, &ahead);                       \
+          }                                                                                    \
+        }                                                                                      \
+        evograd_trickle_lines(&ahead, 1 << 30);                                                \
+      } else if (!gauss) {                                                                     \
         /* v * eps = +-(v * |rounded sigma|): one product per element for all k */             \
         const double mag = (double)(evograd_eps_##T)noise->sigma;                              \
         for (i = 0; i < p.n; ++i) v[i] = EVOGRAD_TO_D_##T(src[done + i]) * mag;                \

@@ -4,6 +4,8 @@
  * operations the kernels spend their time in:
  *   evograd_row_sums:  sum[j] = 0 + (+-c_0) + (+-c_1) + ... (combine)
  *   evograd_row_lanes: lane[j] += +-v[j]                    (project)
+ *   evograd_row_lanes_f32: the same for two candidates, from float32
+ *   evograd_row_plus_signed_f32: dst[j] = src[j] + (+-e)   (float32 perturb)
  * Each is one IEEE operation per term in a fixed order, so every build gives
  * the same bits. The AVX2 build has its own body: there, GNU C's eight-wide
  * vectors spill, and turning a word into lane masks costs five operations
@@ -14,6 +16,7 @@
 #define EVOGRAD_CPU_SIGNED_ROWS_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include "common/gauss_math.h"
 #include "lane_vectors.h"
@@ -69,6 +72,53 @@ static inline void evograd_row_lanes(double lane[32], const double *v, const uin
 }
 #undef EVOGRAD_SIGNED4
 
+/* float32 project's rows for two candidates at once (each element read and
+ * scaled once): lane0[j] += +-x[j] with bit j of words0[r] ^ flip0 as the
+ * sign, lane1 likewise with words1 and flip1, x = (double)src[j] * mag, for
+ * rows r < rows (src advancing by 32 per row). Half a row's lanes at a time,
+ * so both candidates' sums stay in registers. */
+static inline void evograd_row_lanes_f32(double lane0[32], double lane1[32], const float *src,
+                                         const uint32_t *words0, const uint32_t *words1, int rows,
+                                         uint32_t flip0, uint32_t flip1, double mag) {
+  const __m256d scale = _mm256_set1_pd(mag), top = _mm256_set1_pd(-0.0);
+  int half, r, q;
+  for (half = 0; half < 2; ++half) {
+    __m256d a[4], b[4];
+    for (q = 0; q < 4; ++q) {
+      a[q] = _mm256_loadu_pd(lane0 + 16 * half + 4 * q);
+      b[q] = _mm256_loadu_pd(lane1 + 16 * half + 4 * q);
+    }
+    for (r = 0; r < rows; ++r) {
+      const float *x = src + 32 * r + 16 * half;
+      const __m256i w0 = _mm256_set1_epi64x(words0[r] ^ flip0), w1 = _mm256_set1_epi64x(words1[r] ^ flip1);
+      for (q = 0; q < 4; ++q) {
+        const __m256d v = _mm256_mul_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + 4 * q)), scale);
+        const __m256d minus_v = _mm256_xor_pd(v, top);
+        a[q] = _mm256_add_pd(a[q], _mm256_blendv_pd(v, minus_v, evograd_bits_on_top(w0, 4 * half + q)));
+        b[q] = _mm256_add_pd(b[q], _mm256_blendv_pd(v, minus_v, evograd_bits_on_top(w1, 4 * half + q)));
+      }
+    }
+    for (q = 0; q < 4; ++q) {
+      _mm256_storeu_pd(lane0 + 16 * half + 4 * q, a[q]);
+      _mm256_storeu_pd(lane1 + 16 * half + 4 * q, b[q]);
+    }
+  }
+}
+
+/* float32 perturb's row: dst[j] = src[j] + (+-e), bit j of `word` the sign. */
+static inline void evograd_row_plus_signed_f32(const float *src, float *dst, uint32_t word, float e) {
+  static const int32_t shifts[4][8] __attribute__((aligned(32))) = {
+      {31, 30, 29, 28, 27, 26, 25, 24}, {23, 22, 21, 20, 19, 18, 17, 16},
+      {15, 14, 13, 12, 11, 10, 9, 8},   {7, 6, 5, 4, 3, 2, 1, 0}};
+  const __m256i w = _mm256_set1_epi32((int)word);
+  const __m256 plus = _mm256_set1_ps(e), minus = _mm256_set1_ps(-e);
+  int q;
+  for (q = 0; q < 4; ++q) {
+    const __m256 top = _mm256_castsi256_ps(_mm256_sllv_epi32(w, _mm256_load_si256((const __m256i *)shifts[q])));
+    _mm256_storeu_ps(dst + 8 * q, _mm256_add_ps(_mm256_loadu_ps(src + 8 * q), _mm256_blendv_ps(plus, minus, top)));
+  }
+}
+
 #else /* eight-wide GNU C vectors: SSE2 pairs, or AVX-512 with lane masks */
 
 static inline void evograd_row_sums(double sum[32], int kc, const uint64_t *c, const uint32_t *words,
@@ -106,6 +156,32 @@ static inline void evograd_row_lanes(double lane[32], const double *v, const uin
   evograd_store8(lane + 8, a1);
   evograd_store8(lane + 16, a2);
   evograd_store8(lane + 24, a3);
+}
+
+static inline void evograd_row_plus_signed_f32(const float *src, float *dst, uint32_t word, float e) {
+  uint32_t bits;
+  int j;
+  memcpy(&bits, &e, sizeof bits);
+  for (j = 0; j < 32; ++j) {
+    const uint32_t b = bits ^ (((word >> j) & 1u) << 31);
+    float x;
+    memcpy(&x, &b, sizeof x);
+    dst[j] = src[j] + x;
+  }
+}
+
+static inline void evograd_row_lanes_f32(double lane0[32], double lane1[32], const float *src,
+                                         const uint32_t *words0, const uint32_t *words1, int rows,
+                                         uint32_t flip0, uint32_t flip1, double mag) {
+  int r, j;
+  for (r = 0; r < rows; ++r, src += 32) {
+    const uint32_t w0 = words0[r] ^ flip0, w1 = words1[r] ^ flip1;
+    for (j = 0; j < 32; ++j) {
+      const uint64_t v = evograd_bits_of((double)src[j] * mag);
+      lane0[j] += evograd_double_of(v ^ ((uint64_t)((w0 >> j) & 1u) << 63));
+      lane1[j] += evograd_double_of(v ^ ((uint64_t)((w1 >> j) & 1u) << 63));
+    }
+  }
 }
 
 #endif
