@@ -1,6 +1,7 @@
 /* Which build of the segment kernels runs: chosen once per process from
  * what the CPU supports (or EVOGRAD_CPU_KERNELS), then read lock-free. */
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,13 +23,29 @@ static const evograd_cpu_kernels *runnable(const char *name) {
   return NULL;
 }
 
-static const evograd_cpu_kernels *automatic(void) {
-  const char *forced = getenv("EVOGRAD_CPU_KERNELS");
+static const evograd_cpu_kernels *widest(void) {
   const evograd_cpu_kernels *t;
-  if (forced && (t = runnable(forced)) != NULL) return t;
   if ((t = runnable("avx512")) != NULL) return t;
   if ((t = runnable("avx2")) != NULL) return t;
   return &evograd_cpu_kernels_portable;
+}
+
+/* A build the user named but this CPU cannot run (or no build at all) is
+ * not silently replaced: one line on stderr, once per process, names the
+ * build that runs instead (the same bits; only the speed differs). */
+static atomic_int warned;
+
+static const evograd_cpu_kernels *automatic(void) {
+  const char *forced = getenv("EVOGRAD_CPU_KERNELS");
+  const evograd_cpu_kernels *t;
+  if (forced && *forced && (t = runnable(forced)) != NULL) return t;
+  t = widest();
+  if (forced && *forced && !atomic_exchange(&warned, 1))
+    fprintf(stderr,
+            "evograd: EVOGRAD_CPU_KERNELS=%s names CPU kernels this machine cannot run "
+            "(the builds are portable, avx2, avx512); running the %s kernels\n",
+            forced, t->name);
+  return t;
 }
 
 const evograd_cpu_kernels *eg_cpu_kernels(void) {

@@ -161,7 +161,8 @@ EVOGRAD_API evograd_status evograd_loss_cotangent(const double *losses,
 /* Which build of the CPU kernels' inner loops this process runs: "avx512",
  * "avx2" or "portable" (chosen from the CPU's features at first use; the
  * environment variable EVOGRAD_CPU_KERNELS, read then, may name a narrower
- * one). All give the same bits; only the speed differs. */
+ * one; naming one this CPU cannot run prints one warning on stderr and runs
+ * the widest it can). All give the same bits; only the speed differs. */
 EVOGRAD_API const char *evograd_cpu_kernels_name(void);
 
 /* ---- CUDA twins (csrc/cuda), present when built with nvcc ----------------

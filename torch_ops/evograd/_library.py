@@ -14,6 +14,7 @@ not load cleanly (missing symbols, or a crash in its static initialisers), so
 the record is read first and a mismatch is an ImportError that names both
 versions and the command that rebuilds.
 """
+import ctypes
 import json
 import os
 from pathlib import Path
@@ -109,3 +110,13 @@ def load():
 
 
 library_path, build_record = load()
+
+
+def cpu_kernels() -> str:
+    """Which build of the CPU kernels runs in this process: "avx512", "avx2"
+    or "portable". The widest this CPU runs, unless the environment variable
+    EVOGRAD_CPU_KERNELS names a narrower one (one this CPU cannot run prints
+    a warning on stderr and the widest runs). All builds give the same bits."""
+    name = ctypes.CDLL(str(library_path)).evograd_cpu_kernels_name
+    name.restype = ctypes.c_char_p
+    return name().decode()
