@@ -17,8 +17,9 @@ crossed within s is the non-smooth version of the same error) plus rounding
 DARTS's second-order approximation, taken along the lookahead gradient.
 Cost: one training forward and backward at theta (the inner gradient), one
 validation forward and backward at theta', two training forwards each with a
-lambda-only backward. Memory: theta saved and g' (two parameter-sized
-tensors), as the paper's estimator holds one.
+lambda-only backward. Memory: theta saved, and g' only until it is written
+into the parameters, so one parameter-sized copy beside the passes, as the
+paper's estimator holds.
 
 What the official code detaches at theta (MWN's weighting-net input) is what
 ``evograd.detached`` returns at theta +- s u: the values of the first pass.
@@ -31,11 +32,21 @@ import torch
 from .base_values import BaseValues, Paused
 
 
+def norm(tensors) -> float:
+    """The 2-norm of a list of tensors, summed in float64 a million elements
+    at a time: a float64 copy of a whole large tensor would be the step's
+    peak memory."""
+    total = 0.0
+    for t in tensors:
+        for piece in t.detach().reshape(-1).split(1 << 20):
+            total += float(piece.double().pow(2).sum())
+    return math.sqrt(total)
+
+
 def default_step(params) -> float:
     """sqrt(eps) * max(1, |theta|): a relative step in the parameters' dtype."""
     eps = torch.finfo(params[0].dtype).eps
-    norm = math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in params))
-    return math.sqrt(eps) * max(1.0, norm)
+    return math.sqrt(eps) * max(1.0, norm(params))
 
 
 def _zeros_for_none(grads, like) -> List[torch.Tensor]:
@@ -85,15 +96,28 @@ def hypergradient(meta, snap, rng, train_loss_fn, val_loss_fn, alpha: float, ste
     del val
     g = _zeros_for_none(grads[:n], params)
     direct = list(grads[n:])
-    norm = math.sqrt(sum(float(x.double().pow(2).sum()) for x in g))
+    del grads
+    length = norm(g)
 
-    # 3. The central difference of grad_lambda l_T along u = g / |g|.
+    # 3. The central difference of grad_lambda l_T along u = g / |g|. g is
+    # written into the parameters as theta + s u at once and freed, so that
+    # the two training passes run beside one saved copy of theta (as the
+    # paper's estimator does), not two; theta - s u is that point reflected
+    # through theta (exact to rounding, which the difference's own rounding
+    # error, ~eps / s, already dominates).
     snap.set_requires_grad(False)
     sides, losses = [], [base_loss]
-    if norm > 0 and alpha > 0 and math.isfinite(norm):
+    differenced = length > 0 and alpha > 0 and math.isfinite(length)
+    if differenced:
+        _write(snap, snap.saved, g, step / length)
+    del g
+    if differenced:
         for sign in (1.0, -1.0):
             snap.restore_buffers()
-            _write(snap, snap.saved, g, sign * step / norm)
+            if sign < 0:
+                with torch.no_grad():
+                    for t, b in zip(snap.targets, snap.saved):
+                        t.sub_(b).neg_().add_(b)
             base_values.replay()
             rng.replay()
             with base_values:
@@ -102,7 +126,7 @@ def hypergradient(meta, snap, rng, train_loss_fn, val_loss_fn, alpha: float, ste
             sides.append(meta._loss_gradient(loss))
             del loss
     parts: List[Optional[torch.Tensor]] = []
-    factor = -alpha * norm / (2.0 * step)
+    factor = -alpha * length / (2.0 * step)
     for j, h in enumerate(hyper):
         total = None
         if sides and sides[0][j] is not None and sides[1][j] is not None:
