@@ -40,7 +40,7 @@ def weighted_loss(logits, targets, vnet):
 
 class MWNTrainer:
     def __init__(self, model, vnet, method, lr=0.1, momentum=0.9, weight_decay=5e-4,
-                 vnet_lr=1e-3, vnet_weight_decay=1e-4, population=2, sigma=1e-3,
+                 vnet_lr=1e-3, vnet_weight_decay=1e-4, vnet_optimizer="adam", population=2, sigma=1e-3,
                  temperature=0.05, noise="sign", seed=0, scale="t1t2",
                  seed_schedule="mixed", vnet_input="own", parallel=None):
         """vnet_input, what the weighting net is fed in the meta-step's training loss:
@@ -52,6 +52,8 @@ class MWNTrainer:
         'own' for T1-T2, and for EvoGrad the part T1-T2's detach leaves.
         'through': not detached: T1-T2 also differentiates through V's input
         (what EvoGrad's 'own' estimates).
+        vnet_optimizer: 'adam' (official MW-Net) or 'sgd' with momentum 0.9
+        and Nesterov (the EvoGrad paper's MWN code).
         parallel="data": `model` is a DistributedDataParallel module and each
         rank passes its share of every batch; EvoGrad's meta-step averages over
         ranks (evograd.EvoGrad's parallel="data")."""
@@ -67,7 +69,13 @@ class MWNTrainer:
         self.model, self.vnet, self.method = model, vnet, method
         self.opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
                                    weight_decay=weight_decay)
-        self.vopt = torch.optim.Adam(vnet.parameters(), lr=vnet_lr, weight_decay=vnet_weight_decay)
+        if vnet_optimizer == "adam":
+            self.vopt = torch.optim.Adam(vnet.parameters(), lr=vnet_lr, weight_decay=vnet_weight_decay)
+        elif vnet_optimizer == "sgd":
+            self.vopt = torch.optim.SGD(vnet.parameters(), lr=vnet_lr, momentum=0.9, nesterov=True,
+                                        weight_decay=vnet_weight_decay)
+        else:
+            raise ValueError(f"unknown vnet_optimizer {vnet_optimizer!r}; choose 'adam' or 'sgd'")
         self.vnet_weight_decay = vnet_weight_decay
         self.grad_to_decay = []  # |lambda-gradient| / |weight-decay term|, per meta-update
         self.population, self.sigma, self.temperature = population, sigma, temperature

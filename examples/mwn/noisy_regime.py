@@ -234,9 +234,18 @@ def table(args):
     report(args)  # every run on disk: earlier tables' rows stay
 
 
+# --vnet-config: the weighting net's optimiser and size. 'official' is
+# MW-Net's code (Adam 1e-3, weight decay 1e-4, 100 hidden units); 'paper'
+# the EvoGrad paper's MWN code (SGD 1e-3, momentum 0.9, Nesterov, weight
+# decay 5e-4, 200 hidden units).
+VNET_CONFIGS = {"official": [], "paper": ["--vnet-optimizer", "sgd", "--vnet-weight-decay", "5e-4",
+                                          "--vnet-hidden", "200"]}
+
+
 def extra_argv(args, method):
     out = ["--scale", args.scale, "--population", str(args.population)] if method == "evograd" else []
-    return out + (["--vnet-input", args.vnet_input] if method != "baseline" else [])
+    return out + (["--vnet-input", args.vnet_input] + VNET_CONFIGS[args.vnet_config]
+                  if method != "baseline" else [])
 
 
 def load_runs(args):
@@ -258,6 +267,19 @@ def fmt(values, scale=1.0, digits=2):
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def weighting_net_line(runs):
+    """The weighting net's optimiser, size and EvoGrad's scale, as the runs record them."""
+    mwn = [r for r in runs if r["method"] != "baseline"]
+    if not mwn:
+        return []
+    configs = sorted({(r.get("vnet_optimizer", "adam"), r.get("vnet_lr", 1e-3), r["vnet_weight_decay"],
+                       r.get("vnet_hidden", 100)) for r in mwn})  # runs before these fields: the defaults
+    scales = sorted({str(r["scale"]) for r in mwn if r["method"] == "evograd"})
+    said = "; ".join(f"{'Adam' if o == 'adam' else 'SGD momentum 0.9 Nesterov'} lr {lr:g}, weight decay {wd:g}, "
+                     f"{h} hidden units" for o, lr, wd, h in configs)
+    return [f"Weighting net: {said}" + (f"; EvoGrad's scale: {', '.join(scales)}" if scales else "") + ".", ""]
+
+
 def report(args, runs=None):
     runs = load_runs(args) if runs is None else runs
     if not runs:
@@ -275,6 +297,7 @@ def report(args, runs=None):
              f"(x0.1 at 80% and 90%), weight decay {r0['weight_decay']}; test accuracy (%) on "
              f"{r0['test_size']} test images, mean ± sample std over seeds {seeds}; "
              f"torch {r0['torch']}, {r0['device']}, 1 thread, {time.strftime('%Y-%m-%d')}.", "",
+             *weighting_net_line(runs),
              "'best' is the highest test accuracy over the once-an-epoch evaluations (picked on the "
              "test set, so optimistic); 'final' is after the last iteration. V: the weighting net's "
              "output, mean over the corrupted / clean examples of each batch, last 10% of training; "
@@ -481,6 +504,9 @@ def parse_args(argv=None):
                    help="EvoGrad K; other than 2, its runs are a row of their own (evograd-K<K>)")
     p.add_argument("--vnet-input", choices=["own", "fixed", "through"], default="own",
                    help="train.py --vnet-input for the MWN methods; other than 'own', a row of its own")
+    p.add_argument("--vnet-config", choices=list(VNET_CONFIGS), default="official",
+                   help="the weighting net's optimiser and size: 'official' MW-Net (Adam) or the EvoGrad "
+                        "paper's (SGD, Nesterov, 200 hidden); give each its own --out")
     p.add_argument("--timing-rounds", type=int, default=5, help="timing: interleaved rounds")
     p.add_argument("--timing-iterations", type=int, default=300, help="timing: iterations per run")
     p.add_argument("--quick", action="store_true", help="a tiny version (tests): few images, 2 epochs")

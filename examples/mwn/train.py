@@ -63,7 +63,10 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=0.1, help="classifier SGD lr (also T1-T2's inner lr)")
     p.add_argument("--weight-decay", type=float, default=5e-4, help="classifier SGD weight decay")
     p.add_argument("--vnet-lr", type=float, default=1e-3)
-    p.add_argument("--vnet-weight-decay", type=float, default=1e-4, help="Adam weight decay of the weighting net (official: 1e-4)")
+    p.add_argument("--vnet-weight-decay", type=float, default=1e-4, help="weight decay of the weighting net (official: 1e-4)")
+    p.add_argument("--vnet-optimizer", choices=["adam", "sgd"], default="adam",
+                   help="the weighting net's optimiser: 'adam' (official MW-Net) or 'sgd' (momentum 0.9, "
+                        "Nesterov: the EvoGrad paper's MWN code)")
     p.add_argument("--scale", choices=["t1t2", "none"], default="t1t2",
                    help="EvoGrad's hypergradient scale: T1-T2's (inner lr = --lr), or its own (the paper's)")
     p.add_argument("--seed-schedule", choices=["mixed", "consecutive"], default="mixed",
@@ -245,7 +248,7 @@ def run(args):
         net = torch.nn.parallel.DistributedDataParallel(model)
     trainer = MWNTrainer(net, vnet, args.method, lr=args.lr, weight_decay=args.weight_decay,
                          vnet_lr=args.vnet_lr,
-                         vnet_weight_decay=args.vnet_weight_decay,
+                         vnet_weight_decay=args.vnet_weight_decay, vnet_optimizer=args.vnet_optimizer,
                          population=args.population, sigma=args.sigma,
                          temperature=args.temperature, noise=args.noise, seed=args.seed,
                          scale=args.scale, seed_schedule=args.seed_schedule,
@@ -345,7 +348,8 @@ def run(args):
         "population": args.population if args.method.startswith("evograd") else None,
         "vnet_input": args.vnet_input if args.method != "baseline" else None,
         "seed_schedule": args.seed_schedule if args.method == "evograd" else None,
-        "vnet_weight_decay": args.vnet_weight_decay,
+        "vnet_weight_decay": args.vnet_weight_decay, "vnet_optimizer": args.vnet_optimizer,
+        "vnet_hidden": args.vnet_hidden, "vnet_lr": args.vnet_lr,
         "median_grad_to_decay": median(trainer.grad_to_decay) if trainer.grad_to_decay else None,
         "processes": world, "resumed_at": start if args.resume else None,
         "parameters_sha256": sha256, "sharded": args.fsdp,
