@@ -9,10 +9,14 @@
    fixed at the truth): the learned angle and the rotated-test accuracy,
    and a plot of lambda's trajectory.
 2. What the step costs: one Meta-Weight-Net iteration of T1-T2 vs EvoGrad
-   (and plain training), each in a fresh process: peak memory and time,
-   with ratios.
+   (the paper's estimator and "lookahead"; and plain training), each in a
+   fresh process: peak memory and time, with ratios.
+3. How good a hypergradient each estimator gives: at fixed weights of the
+   MWN and LFT models, the cosine of one step's estimate with the exact
+   T1-T2 hypergradient (float64), and its scale.
 
-The full tables: examples/rotation/table.py, examples/mwn/bench.py.
+The full tables: examples/rotation/table.py, examples/mwn/bench.py,
+examples/estimators/compare.py.
 """
 import argparse
 import os
@@ -60,6 +64,7 @@ def main():
     p.add_argument("--iterations", type=int, default=800, help="rotation run length")
     p.add_argument("--width", type=int, default=1, help="ResNet-32 width for the MWN A/B table")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quality-seeds", type=int, default=5, help="single steps per estimator in part 3")
     p.add_argument("--out", type=Path, default=Path("build/demo"), help="where the plot goes")
     args = p.parse_args()
 
@@ -74,7 +79,14 @@ def main():
     import bench  # noqa: E402
     cfg = dict(device="cpu", batch_size=32, width=args.width, hidden=100, population=2,
                warmup=1, repeats=3, threads=0)
-    ab = {m: bench.run_worker(dict(cfg, method=m)) for m in ("plain", "t1t2", "evograd")}
+    ab = {m: bench.run_worker(dict(cfg, method=m)) for m in ("plain", "t1t2", "evograd", "lookahead")}
+
+    print("\n== 3. Each estimator against the exact T1-T2 hypergradient, at fixed weights")
+    sys.path.insert(0, os.path.join(HERE, "estimators"))
+    import compare  # noqa: E402
+    qargs = compare.parse_args(["--seeds", str(args.quality_seeds), "--steps", str(args.quality_seeds),
+                                "--no-cost"])
+    quality = [row for app in ("mwn", "lft") for row in compare.quality(app, qargs)]
 
     print("\n" + "=" * 76)
     e = runs["evograd"]
@@ -93,6 +105,14 @@ def main():
     t = ab["t1t2"]
     print(f"\nEvoGrad vs T1-T2: {t['peak_mib'] / ab['evograd']['peak_mib']:.1f}x less memory, "
           f"{t['median_s'] / ab['evograd']['median_s']:.1f}x faster per iteration.")
+    print(f"\none step's hypergradient against exact T1-T2 (cosine: 1 is T1-T2's direction; "
+          f"norm ratio: 1 is its scale), {args.quality_seeds} steps:")
+    print(f"  {'model':<5} {'estimator':<20} {'cosine':>15} {'norm ratio':>11} {'collapsed':>10}")
+    for r in quality:
+        print(f"  {r['app']:<5} {r['estimator']:<20} {r['single_cos']:7.3f} ± {r['single_cos_sd']:5.3f} "
+              f"{r['norm_ratio']:11.3f} {r['collapsed']:10.2f}")
+    print('The paper\'s K=2 estimate points almost anywhere in one step; "lookahead" is T1-T2\'s '
+          'own hypergradient\n(EvoGrad(..., estimator="lookahead")) at the paper\'s memory.')
     print("=" * 76)
 
 

@@ -1,6 +1,6 @@
 /*
  * Sign noise, one row of 32 consecutive indices at a time: bit j of a
- * 32-bit word flips the sign of index 32 * row + j's term. The two row
+ * 32-bit word flips the sign of index 32 * row + j's term. The row
  * operations the kernels spend their time in:
  *   evograd_row_sums:  sum[j] = 0 + (+-c_0) + (+-c_1) + ... (combine)
  *   evograd_row_lanes: lane[j] += +-v[j]                    (project)
@@ -24,9 +24,8 @@
 #if defined(__AVX2__) && !defined(__AVX512F__)
 #include <immintrin.h>
 
-/* Lanes j of the result whose top bit is index 4q + j's bit of the row
- * `word` (broadcast to every 64-bit lane); the rest of each lane is junk,
- * which blendv ignores. */
+/* Lane j's top bit is bit 4q + j of the row's word (broadcast to every
+ * 64-bit lane); the lower bits are junk, which blendv ignores. */
 static inline __m256d evograd_bits_on_top(__m256i word, int q) {
   static const int64_t shifts[8][4] __attribute__((aligned(32))) = {
       {63, 62, 61, 60}, {59, 58, 57, 56}, {55, 54, 53, 52}, {51, 50, 49, 48},
