@@ -29,20 +29,32 @@ METHODS = ("baseline", "t1t2", "evograd", "lookahead", "evograd-reference")
 VNET_INPUTS = ("own", "fixed", "through")
 
 
-def weighted_loss(logits, targets, vnet):
+def weigh(cost, v, normalise):
+    """The meta-step's weighted training loss from per-sample costs and V's
+    weights: 'mean', sum(cost * v) / n (MW-Net's current code), or 'sum',
+    sum(cost * v / sum(v)) (its first release, and the EvoGrad paper's MWN
+    code: the weights compete, so the hypergradient raises V where the cost
+    is below the weighted mean and lowers it above)."""
+    if normalise == "sum":
+        total = v.sum()
+        return (cost * (v / total if float(total) != 0 else v)).sum()
+    return (cost * v).sum() / len(cost)
+
+
+def weighted_loss(logits, targets, vnet, normalise="mean"):
     """MWN's meta training loss: per-sample cost weighted by V(cost); V sees
     the cost detached at the current weights, as in the official code
     (evograd.detached: a plain detach, except inside a lookahead step's
     perturbed evaluations, where it is the value at the current weights)."""
     cost = F.cross_entropy(logits, targets, reduction="none").reshape(-1, 1)
-    return (cost * vnet(evograd.detached(cost))).sum() / len(cost)
+    return weigh(cost, vnet(evograd.detached(cost)), normalise)
 
 
 class MWNTrainer:
     def __init__(self, model, vnet, method, lr=0.1, momentum=0.9, weight_decay=5e-4,
                  vnet_lr=1e-3, vnet_weight_decay=1e-4, vnet_optimizer="adam", population=2, sigma=1e-3,
                  temperature=0.05, noise="sign", seed=0, scale="t1t2",
-                 seed_schedule="mixed", vnet_input="own", parallel=None):
+                 seed_schedule="mixed", vnet_input="own", meta_weights="mean", parallel=None):
         """vnet_input, what the weighting net is fed in the meta-step's training loss:
         'own' (the official code, and the default): the losses at the parameters
         being evaluated, detached; T1-T2 then differentiates only the cost
@@ -54,9 +66,14 @@ class MWNTrainer:
         (what EvoGrad's 'own' estimates).
         vnet_optimizer: 'adam' (official MW-Net) or 'sgd' with momentum 0.9
         and Nesterov (the EvoGrad paper's MWN code).
+        meta_weights: how the meta-step's training loss weighs the costs
+        ('mean' or 'sum', see weigh).
         parallel="data": `model` is a DistributedDataParallel module and each
         rank passes its share of every batch; EvoGrad's meta-step averages over
         ranks (evograd.EvoGrad's parallel="data")."""
+        if meta_weights not in ("mean", "sum"):
+            raise ValueError(f"unknown meta_weights {meta_weights!r}; choose 'mean' or 'sum'")
+        self.meta_weights = meta_weights
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
         if parallel is not None and method not in ("evograd", "baseline"):
@@ -107,10 +124,10 @@ class MWNTrainer:
     def _train_loss(self, logits, y, cost0):
         """The meta-step's weighted training loss, V fed as vnet_input says."""
         if self.vnet_input == "own":
-            return weighted_loss(logits, y, self.vnet)
+            return weighted_loss(logits, y, self.vnet, self.meta_weights)
         cost = F.cross_entropy(logits, y, reduction="none").reshape(-1, 1)
         v = self.vnet(cost0 if self.vnet_input == "fixed" else cost)
-        return (cost * v).sum() / len(cost)
+        return weigh(cost, v, self.meta_weights)
 
     def meta_update(self, x, y, xm, ym):
         """The block MWN's official script does with T1-T2. Returns the meta loss."""

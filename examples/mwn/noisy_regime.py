@@ -234,12 +234,13 @@ def table(args):
     report(args)  # every run on disk: earlier tables' rows stay
 
 
-# --vnet-config: the weighting net's optimiser and size. 'official' is
-# MW-Net's code (Adam 1e-3, weight decay 1e-4, 100 hidden units); 'paper'
-# the EvoGrad paper's MWN code (SGD 1e-3, momentum 0.9, Nesterov, weight
-# decay 5e-4, 200 hidden units).
+# --vnet-config: the weighting net's optimiser and size, and how the
+# meta-step weighs the costs. 'official' is MW-Net's current code (Adam 1e-3,
+# weight decay 1e-4, 100 hidden units, mean); 'paper' the EvoGrad paper's MWN
+# code (SGD 1e-3, momentum 0.9, Nesterov, weight decay 5e-4, 200 hidden
+# units, weights normalised by their sum).
 VNET_CONFIGS = {"official": [], "paper": ["--vnet-optimizer", "sgd", "--vnet-weight-decay", "5e-4",
-                                          "--vnet-hidden", "200"]}
+                                          "--vnet-hidden", "200", "--meta-weights", "sum"]}
 
 
 def extra_argv(args, method):
@@ -273,10 +274,13 @@ def weighting_net_line(runs):
     if not mwn:
         return []
     configs = sorted({(r.get("vnet_optimizer", "adam"), r.get("vnet_lr", 1e-3), r["vnet_weight_decay"],
-                       r.get("vnet_hidden", 100)) for r in mwn})  # runs before these fields: the defaults
+                       r.get("vnet_hidden", 100), r.get("meta_weights", "mean"))
+                      for r in mwn})  # runs from before these fields: the defaults
     scales = sorted({str(r["scale"]) for r in mwn if r["method"] == "evograd"})
     said = "; ".join(f"{'Adam' if o == 'adam' else 'SGD momentum 0.9 Nesterov'} lr {lr:g}, weight decay {wd:g}, "
-                     f"{h} hidden units" for o, lr, wd, h in configs)
+                     f"{h} hidden units, meta-step loss sum(cost * V) "
+                     f"{'/ n' if mw == 'mean' else 'with V normalised by its sum'}"
+                     for o, lr, wd, h, mw in configs)
     return [f"Weighting net: {said}" + (f"; EvoGrad's scale: {', '.join(scales)}" if scales else "") + ".", ""]
 
 
@@ -505,8 +509,9 @@ def parse_args(argv=None):
     p.add_argument("--vnet-input", choices=["own", "fixed", "through"], default="own",
                    help="train.py --vnet-input for the MWN methods; other than 'own', a row of its own")
     p.add_argument("--vnet-config", choices=list(VNET_CONFIGS), default="official",
-                   help="the weighting net's optimiser and size: 'official' MW-Net (Adam) or the EvoGrad "
-                        "paper's (SGD, Nesterov, 200 hidden); give each its own --out")
+                   help="the weighting net's optimiser and size and the meta-step's weights: 'official' "
+                        "MW-Net (Adam, mean) or the EvoGrad paper's (SGD, Nesterov, 200 hidden, normalised "
+                        "by their sum); give each its own --out")
     p.add_argument("--timing-rounds", type=int, default=5, help="timing: interleaved rounds")
     p.add_argument("--timing-iterations", type=int, default=300, help="timing: iterations per run")
     p.add_argument("--quick", action="store_true", help="a tiny version (tests): few images, 2 epochs")

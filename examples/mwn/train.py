@@ -64,6 +64,9 @@ def parse_args(argv=None):
     p.add_argument("--weight-decay", type=float, default=5e-4, help="classifier SGD weight decay")
     p.add_argument("--vnet-lr", type=float, default=1e-3)
     p.add_argument("--vnet-weight-decay", type=float, default=1e-4, help="weight decay of the weighting net (official: 1e-4)")
+    p.add_argument("--meta-weights", choices=["mean", "sum"], default="mean",
+                   help="the meta-step's training loss: sum(cost * V) / n ('mean', MW-Net's current code) "
+                        "or sum(cost * V / sum V) ('sum': its first release and the EvoGrad paper's code)")
     p.add_argument("--vnet-optimizer", choices=["adam", "sgd"], default="adam",
                    help="the weighting net's optimiser: 'adam' (official MW-Net) or 'sgd' (momentum 0.9, "
                         "Nesterov: the EvoGrad paper's MWN code)")
@@ -252,7 +255,7 @@ def run(args):
                          population=args.population, sigma=args.sigma,
                          temperature=args.temperature, noise=args.noise, seed=args.seed,
                          scale=args.scale, seed_schedule=args.seed_schedule,
-                         vnet_input=args.vnet_input, parallel="data" if args.distributed else None)
+                         vnet_input=args.vnet_input, meta_weights=args.meta_weights, parallel="data" if args.distributed else None)
     sched = torch.optim.lr_scheduler.MultiStepLR(
         trainer.opt, [int(0.8 * args.iterations), int(0.9 * args.iterations)], 0.1)
     batches = data.Batches(*ds["train"], args.batch_size, args.seed)
@@ -349,7 +352,7 @@ def run(args):
         "vnet_input": args.vnet_input if args.method != "baseline" else None,
         "seed_schedule": args.seed_schedule if args.method == "evograd" else None,
         "vnet_weight_decay": args.vnet_weight_decay, "vnet_optimizer": args.vnet_optimizer,
-        "vnet_hidden": args.vnet_hidden, "vnet_lr": args.vnet_lr,
+        "vnet_hidden": args.vnet_hidden, "vnet_lr": args.vnet_lr, "meta_weights": args.meta_weights,
         "median_grad_to_decay": median(trainer.grad_to_decay) if trainer.grad_to_decay else None,
         "processes": world, "resumed_at": start if args.resume else None,
         "parameters_sha256": sha256, "sharded": args.fsdp,
