@@ -37,7 +37,7 @@ def weigh(cost, v, normalise):
     is below the weighted mean and lowers it above)."""
     if normalise == "sum":
         total = v.sum()
-        return (cost * (v / total if float(total) != 0 else v)).sum()
+        return (cost * (v / total if float(total.detach()) != 0 else v)).sum()
     return (cost * v).sum() / len(cost)
 
 

@@ -111,6 +111,66 @@ def test_each_method_trains(method):
     assert r["final_train_loss"] == r["final_train_loss"]  # finite, not NaN
 
 
+def functional_call(module, params, args):
+    """torch.func's where it exists (torch 2), else torch 1.13's stateless one."""
+    func = getattr(torch, "func", None)
+    if func is not None and hasattr(func, "functional_call"):
+        return func.functional_call(module, params, args)
+    from torch.nn.utils import stateless
+    return stateless.functional_call(module, params, args)
+
+
+def test_meta_weights_normalised_by_their_sum():
+    """'sum': sum_i c_i v_i / sum_j v_j, by hand in float64; 'mean': / n;
+    the lookahead step on it gives T1-T2's hypergradient as on 'mean'."""
+    torch.manual_seed(0)
+    cost = torch.rand(6, 1, dtype=torch.float64) * 3
+    v = torch.rand(6, 1, dtype=torch.float64)
+    by_hand = sum(float(c) * float(w) for c, w in zip(cost, v)) / float(v.sum())
+    assert float(methods.weigh(cost, v, "sum")) == pytest.approx(by_hand, rel=1e-15)
+    assert float(methods.weigh(cost, v, "mean")) == pytest.approx(float((cost * v).sum()) / 6, rel=1e-15)
+    zero = torch.zeros(6, 1, dtype=torch.float64)
+    assert float(methods.weigh(cost, zero, "sum")) == 0.0  # all weights 0: no division
+    model, vnet = torch.nn.Linear(5, 3).double(), WeightingNet(8).double()
+    x, y = torch.randn(10, 5, dtype=torch.float64), torch.randint(3, (10,))
+    xm, ym = torch.randn(10, 5, dtype=torch.float64), torch.randint(3, (10,))
+    for normalise in ("mean", "sum"):
+        params, hyper = list(model.parameters()), list(vnet.parameters())
+
+        def train_loss(Q):
+            logits = functional_call(model, dict(zip(["weight", "bias"], Q)), (x,))
+            return methods.weighted_loss(logits, y, vnet, normalise)
+
+        def val_loss(Q):
+            logits = functional_call(model, dict(zip(["weight", "bias"], Q)), (xm,))
+            return torch.nn.functional.cross_entropy(logits, ym)
+        from evograd.baselines import t1t2_step
+        for h in hyper:
+            h.grad = None
+        t1t2_step(params, hyper, train_loss, val_loss, lr=0.1)
+        want = torch.cat([h.grad.flatten() for h in hyper])
+        for h in hyper:
+            h.grad = None
+        evograd.EvoGrad(model, vnet, estimator="lookahead", inner_lr=0.1).step(
+            lambda: methods.weighted_loss(model(x), y, vnet, normalise),
+            lambda: torch.nn.functional.cross_entropy(model(xm), ym))
+        got = torch.cat([h.grad.flatten() for h in hyper])
+        assert float(got @ want / (got.norm() * want.norm())) > 0.9999, normalise
+
+
+def test_vnet_optimiser_choice():
+    model, vnet = torch.nn.Linear(5, 3), WeightingNet(8)
+    sgd = methods.MWNTrainer(model, vnet, "t1t2", vnet_optimizer="sgd", vnet_weight_decay=5e-4)
+    group = sgd.vopt.param_groups[0]
+    assert isinstance(sgd.vopt, torch.optim.SGD) and group["nesterov"] and group["momentum"] == 0.9
+    assert group["weight_decay"] == 5e-4 and group["lr"] == 1e-3
+    assert isinstance(methods.MWNTrainer(model, vnet, "t1t2").vopt, torch.optim.Adam)
+    with pytest.raises(ValueError, match="vnet_optimizer"):
+        methods.MWNTrainer(model, vnet, "t1t2", vnet_optimizer="rmsprop")
+    with pytest.raises(ValueError, match="meta_weights"):
+        methods.MWNTrainer(model, vnet, "t1t2", meta_weights="max")
+
+
 def test_evograd_equals_paper_step_on_resnet32():
     """Same noise: the plugin's step and the paper's stacked-copies step give
     the same weighting-net gradient (float64, so the paper step's cancellation
