@@ -97,11 +97,11 @@ def main():
         print(f"  {label:<26} {100 * runs[m]['test_accuracy']:6.2f}%")
     print(f"plot of lambda over training: {plot}")
     print("\nmeta-step cost (one full MWN iteration; ratios to plain training):")
-    print(f"  {'method':<8} {'peak memory':>14} {'time':>14}")
+    print(f"  {'method':<10} {'peak memory':>14} {'time':>14}")
     for m, r in ab.items():
         ratio = "" if m == "plain" else f" {r['peak_mib'] / ab['plain']['peak_mib']:4.1f}x"
         tratio = "" if m == "plain" else f" {r['median_s'] / ab['plain']['median_s']:4.1f}x"
-        print(f"  {m:<8} {r['peak_mib']:7.0f} MiB{ratio:>6} {r['median_s']:7.3f} s{tratio:>6}")
+        print(f"  {m:<10} {r['peak_mib']:7.0f} MiB{ratio:>6} {r['median_s']:7.3f} s{tratio:>6}")
     t = ab["t1t2"]
     print(f"\nEvoGrad vs T1-T2: {t['peak_mib'] / ab['evograd']['peak_mib']:.1f}x less memory, "
           f"{t['median_s'] / ab['evograd']['median_s']:.1f}x faster per iteration.")
