@@ -102,6 +102,11 @@ static inline void evograd_trickle_lines(evograd_trickle *t, int lines) {
   for (; lines > 0 && t->next < t->end; --lines, t->next += 64) evograd_prefetch(t->next, t->for_write);
 }
 
+/* Asks for all the lines still to come at once. */
+static inline void evograd_trickle_rest(evograd_trickle *t) {
+  for (; t->next < t->end; t->next += 64) evograd_prefetch(t->next, t->for_write);
+}
+
 /* Elements [from, n) of `base` are still to come (from: where the next
  * piece starts): the tile-sized stretch one tile on, to trickle. */
 static inline evograd_trickle evograd_trickle_ahead(const void *base, int64_t from, int64_t n,
@@ -114,7 +119,7 @@ static inline evograd_trickle evograd_trickle_ahead(const void *base, int64_t fr
   if (first_piece) {
     t.next = b + from * esize;
     t.end = from < near_stop ? b + near_stop * esize : t.next;
-    evograd_trickle_lines(&t, 1 << 30);
+    evograd_trickle_rest(&t);
   }
   t.next = b + near_stop * esize;
   t.end = near_stop < far_stop ? b + far_stop * esize : t.next;
@@ -314,12 +319,12 @@ EVOGRAD_FOR_EACH_STORAGE(EVOGRAD_DEFINE_COMBINE_ROWS)
         }                                                                                      \
       } else {                                                                                 \
         EVOGRAD_FILL_##T(s, p.tile, p.b0, p.b1, eps);                                          \
-        evograd_trickle_lines(&src_ahead, 1 << 30);                                            \
-        evograd_trickle_lines(&dst_ahead, 1 << 30);                                            \
+        evograd_trickle_rest(&src_ahead);                                                     \
+        evograd_trickle_rest(&dst_ahead);                                                     \
         for (i = 0; i < p.n; ++i) dst[done + i] = EVOGRAD_PLUS_EPS_##T(src[done + i], e[i]);   \
       }                                                                                        \
-      evograd_trickle_lines(&src_ahead, 1 << 30);                                              \
-      evograd_trickle_lines(&dst_ahead, 1 << 30);                                              \
+      evograd_trickle_rest(&src_ahead);                                                       \
+      evograd_trickle_rest(&dst_ahead);                                                       \
       done += p.n;                                                                             \
     }                                                                                          \
   }                                                                                            \
@@ -342,8 +347,8 @@ EVOGRAD_FOR_EACH_STORAGE(EVOGRAD_DEFINE_COMBINE_ROWS)
       evograd_trickle dst_ahead =                                                              \
           evograd_trickle_ahead(dst, done + p.n, n, (int64_t)sizeof *dst, 1, done == 0);       \
       if (gauss || population > EVOGRAD_SIGN_CHUNK) {                                         \
-        evograd_trickle_lines(&src_ahead, 1 << 30);                                            \
-        evograd_trickle_lines(&dst_ahead, 1 << 30);                                            \
+        evograd_trickle_rest(&src_ahead);                                                     \
+        evograd_trickle_rest(&dst_ahead);                                                     \
       }                                                                                        \
       if (gauss) {                                                                             \
         for (i = 0; i < p.n; ++i) acc[i] = 0.0;                                                \
@@ -366,8 +371,8 @@ EVOGRAD_FOR_EACH_STORAGE(EVOGRAD_DEFINE_COMBINE_ROWS)
         evograd_sign_rows(noise, 0, (int)population, p.tile, bits);                            \
         EVOGRAD_LOCAL(combine_rows_##T)(src + done, dst + done, p.at, p.n, (int)population, c, bits, \
                                         &src_ahead, &dst_ahead);                               \
-        evograd_trickle_lines(&src_ahead, 1 << 30);                                            \
-        evograd_trickle_lines(&dst_ahead, 1 << 30);                                            \
+        evograd_trickle_rest(&src_ahead);                                                     \
+        evograd_trickle_rest(&dst_ahead);                                                     \
         done += p.n;                                                                           \
         continue;                                                                              \
       } else {                                                                                 \
@@ -416,7 +421,7 @@ EVOGRAD_FOR_EACH_STORAGE(EVOGRAD_DEFINE_COMBINE_ROWS)
       int i;                                                                                   \
       evograd_trickle ahead =                                                                  \
           evograd_trickle_ahead(src, done + p.n, readable, (int64_t)sizeof *src, 0, fresh && !done); \
-      if (gauss) evograd_trickle_lines(&ahead, 1 << 30);                                       \
+      if (gauss) evograd_trickle_rest(&ahead);                                                \
       if (!gauss && EVOGRAD_IS_F32_##T) {                                                      \
         const double mag = (double)(evograd_eps_##T)noise->sigma;                              \
         for (k = 0; k < kn; k += EVOGRAD_SIGN_CHUNK) {                                         \
@@ -437,7 +442,7 @@ EVOGRAD_FOR_EACH_STORAGE(EVOGRAD_DEFINE_COMBINE_ROWS)
                                      (uint64_t)odd1 << 63, mag, &ahead);                       \
           }                                                                                    \
         }                                                                                      \
-        evograd_trickle_lines(&ahead, 1 << 30);                                                \
+        evograd_trickle_rest(&ahead);                                                         \
       } else if (!gauss) {                                                                     \
         /* v * eps = +-(v * |rounded sigma|): one product per element for all k */             \
         const double mag = (double)(evograd_eps_##T)noise->sigma;                              \
@@ -454,7 +459,7 @@ EVOGRAD_FOR_EACH_STORAGE(EVOGRAD_DEFINE_COMBINE_ROWS)
                                      (int)(32 * sizeof *src / 64));                            \
           }                                                                                    \
         }                                                                                      \
-        evograd_trickle_lines(&ahead, 1 << 30);                                                \
+        evograd_trickle_rest(&ahead);                                                         \
       } else {                                                                                 \
       for (i = 0; i < p.n; ++i) v[i] = EVOGRAD_TO_D_##T(src[done + i]);                        \
       for (k = 0; k < kn; ++k) {                                                               \

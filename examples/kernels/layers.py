@@ -20,6 +20,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -116,8 +117,8 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "driver").mkdir(exist_ok=True)
-    exe = build_driver(args.library.resolve(), args.out.resolve() / "driver")
+    work = Path(tempfile.mkdtemp(prefix="evograd_layers_"))  # the driver binary: not a result
+    exe = build_driver(args.library.resolve(), work)
     rows = []
     jobs = [(lg, k) for lg in args.log2_sizes for k in KERNELS]
     for lg, kernel in tqdm(jobs, desc="kernels", dynamic_ncols=True):
