@@ -290,7 +290,11 @@ def run(args):
     if args.resume:
         if ckpt is None:
             raise SystemExit("--resume needs --checkpoint PATH")
-        agreed = common_iteration(checkpoint.iterations(ckpt), world)
+        kept = checkpoint.iterations(ckpt)
+        agreed = common_iteration(kept, world)
+        if agreed is None and kept:
+            print(f"rank {rank}: no checkpoint iteration is held by every process (this one holds "
+                  f"{sorted(kept)}); starting afresh", file=sys.stderr)
         if agreed is not None:
             start, extra = checkpoint.load(ckpt, saved, agreed)
             times[:], losses[:], curve[:], snapshots[:] = (extra["times"], extra["losses"], extra["curve"],

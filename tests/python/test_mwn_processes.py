@@ -76,13 +76,16 @@ def descendants(pid):
 
 
 def kill_after_first_checkpoint(world, args, ckpt):
-    """Starts the run, waits for its first checkpoint, then SIGKILLs every
-    process of it at once (the workers first, so none outlives the kill)."""
-    first = ckpt if world == 1 else Path(f"{ckpt}.rank{world - 1}")
+    """Starts the run, waits until every process has written its first
+    checkpoint (waiting for one rank's file only raced: the others could be
+    killed just before writing theirs, leaving nothing common to resume
+    from), then SIGKILLs every process of it at once (the workers first, so
+    none outlives the kill)."""
+    files = [ckpt] if world == 1 else [Path(f"{ckpt}.rank{r}") for r in range(world)]
     proc = subprocess.Popen(command(world, args), env=env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
+    while not all(f.exists() for f in files) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.005)
     for pid in descendants(proc.pid) + [proc.pid]:
         try:
