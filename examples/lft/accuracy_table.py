@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Trains each LFT method and writes the held-out-domain accuracy table
-(JSON and Markdown) that the README quotes.
+(JSON and Markdown) that docs/results.md quotes.
 
     .venv/bin/python examples/lft/accuracy_table.py --out results/lft_accuracy
 """

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Trains each MetaXL method for several seeds and writes the target-language
-F1 table (JSON and Markdown) that the README quotes.
+F1 table (JSON and Markdown) that docs/results.md quotes.
 
     .venv/bin/python examples/metaxl/f1_table.py --seeds 0 1 2 --out results/metaxl_f1
 """

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Runs MWN training for each method x noise rate x seed and writes the test
-accuracy table (JSON and Markdown) that the README quotes.
+accuracy table (JSON and Markdown) that docs/results.md quotes.
 
     .venv/bin/python examples/mwn/accuracy_table.py --iterations 500 --out results/mwn_accuracy
 """

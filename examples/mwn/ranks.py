@@ -119,9 +119,9 @@ def _worker(rank, world, port, cfg, out_dir):
         for p in vnet.parameters():
             p.grad = None
         if method == "evograd":
-            before = meta._par.collectives.bytes_sent
+            before = meta.exchange.collectives.bytes_sent
             meta.step(lambda: weighted_loss(ddp(x), y, vnet), lambda: F.cross_entropy(ddp(xm), ym))
-            return meta._par.collectives.bytes_sent - before
+            return meta.exchange.collectives.bytes_sent - before
         before = MeanOverRanks.sent
         train = weighted_loss(fast_forward(model, params, x), y, vnet)
         local = torch.autograd.grad(train, params, create_graph=True)

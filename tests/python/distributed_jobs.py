@@ -101,13 +101,13 @@ def job_data_step(rank, world):
                    (shard(xv, rank, world), shard(yv, rank, world)))
         meta = evograd.EvoGrad(model, hyper, population=3, sigma=1e-3, temperature=0.05,
                                seed=11, parallel="data")
-        before = meta._par.collectives.bytes_sent
+        before = meta.exchange.collectives.bytes_sent
         r = meta.step(lambda: train_loss(model, hyper, *batches[0]),
                       lambda: val_loss(model, hyper, *batches[1]))
         out[hidden] = {"grad": torch.cat([p.grad.reshape(-1) for p in hyper.parameters()]),
                        "losses": r.losses, "val": r.val_loss, "seed": r.seed,
-                       "step_bytes": meta._par.collectives.bytes_sent - before,
-                       "step_calls": meta._par.collectives.calls}
+                       "step_bytes": meta.exchange.collectives.bytes_sent - before,
+                       "step_calls": meta.exchange.collectives.calls}
     return out
 
 

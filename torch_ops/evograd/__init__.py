@@ -1,6 +1,6 @@
 """evograd: EvoGrad meta-learning hypergradients as PyTorch operators.
 
-``torch.ops.evograd.*`` are loaded on import. See README.md for the API.
+``torch.ops.evograd.*`` are loaded on import. See docs/api.md for the API.
 """
 from . import _library
 from .ops import (check_perturbable, combine, combine_into, loss_cotangent, perturb,

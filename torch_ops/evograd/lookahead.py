@@ -29,6 +29,7 @@ from typing import List, Optional
 
 import torch
 
+from . import closures
 from .base_values import BaseValues, Paused
 
 
@@ -60,8 +61,7 @@ def _write(snap, base, direction, scale: float):
             torch.add(b, d, alpha=scale, out=t)
 
 
-def hypergradient(meta, snap, rng, train_loss_fn, val_loss_fn, alpha: float, step: float,
-                  check_loss, split_aux):
+def hypergradient(meta, snap, rng, train_loss_fn, val_loss_fn, alpha: float, step: float):
     """Runs the estimator; returns (parts to add to each lambda's .grad or
     None, train losses [at theta, +, -], val loss at theta', its tensor, aux).
     ``rng`` is replayed before each training evaluation: the difference must
@@ -75,7 +75,7 @@ def hypergradient(meta, snap, rng, train_loss_fn, val_loss_fn, alpha: float, ste
     rng.replay()
     with base_values:
         loss = train_loss_fn()
-    base_loss = check_loss(loss, "training")
+    base_loss = closures.check_loss(loss, "training")
     if not loss.requires_grad:
         raise ValueError("the training loss does not depend on the parameters or hyperparameters")
     inner = _zeros_for_none(torch.autograd.grad(loss.reshape(()), params, allow_unused=True),
@@ -87,8 +87,8 @@ def hypergradient(meta, snap, rng, train_loss_fn, val_loss_fn, alpha: float, ste
     del inner
     snap.restore_buffers()
     with Paused():
-        val, aux = split_aux(val_loss_fn())
-    value = check_loss(val, "validation")
+        val, aux = closures.split_aux(val_loss_fn())
+    value = closures.check_loss(val, "validation")
     if not val.requires_grad:
         raise ValueError("the validation loss does not depend on the parameters")
     grads = torch.autograd.grad(val.reshape(()), list(params) + list(hyper), allow_unused=True)
@@ -122,8 +122,8 @@ def hypergradient(meta, snap, rng, train_loss_fn, val_loss_fn, alpha: float, ste
             rng.replay()
             with base_values:
                 loss = train_loss_fn()
-            losses.append(check_loss(loss, "training"))
-            sides.append(meta._loss_gradient(loss))
+            losses.append(closures.check_loss(loss, "training"))
+            sides.append(closures.hyper_gradient(loss, hyper, meta.allow_unused))
             del loss
     parts: List[Optional[torch.Tensor]] = []
     factor = -alpha * length / (2.0 * step)

@@ -26,7 +26,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-from . import ops
+from . import ops, parallel
 
 
 # Looked up once. Any exception means "not there": Debian's torch 1.13 on
@@ -212,6 +212,59 @@ class Layout:
                         raise ValueError("evograd: FSDP is accumulating a gradient (gradient "
                                          "sync off in an earlier backward); finish that update "
                                          "before the meta-step")
+
+    # ---- what differs for sharded rows, so that the step never asks --------
+
+    @property
+    def lockstep(self) -> bool:
+        """Every rank takes every backward (FSDP's are collective), even one
+        of a loss that is not finite here; errors wait for the exchange."""
+        return self.sharded
+
+    def exchange(self, plain: "parallel.Local") -> "parallel.Local":
+        """The exchange over this layout, once every rank is known to be built
+        alike: sharded rows make the ranks' projections parts of one sum
+        rather than copies to average, and must tile every tensor."""
+        if not self.sharded:
+            return plain
+        extents = torch.tensor(self.extents(), dtype=torch.int64).reshape(-1)
+        check_tiling(plain.collectives.all_gather(extents), self.owners)
+        return parallel.ShardedData(plain.collectives)
+
+    def before_step(self):
+        if self.sharded:
+            self.check_reduction()
+
+    def replicas(self) -> List[torch.Tensor]:
+        """The perturbed tensors that every rank holds whole (shards differ by design)."""
+        return [] if self.sharded else self.owners
+
+    def require_whole(self, what: str):
+        if self.sharded:
+            raise ValueError(f"{what} does not run on FSDP-sharded parameters")
+
+    def gradient(self, val: torch.Tensor, hyperparams):
+        """d val / d (views, lambda): one autograd.grad, or FSDP's own
+        backward, whose reduce-scatter leaves each rank its rows of the
+        gradient averaged over ranks (the snapshot puts the parameters'
+        ``.grad`` back; lambda's is read and put back here)."""
+        if not self.sharded:
+            grads = torch.autograd.grad(val.reshape(()), self.owners + list(hyperparams),
+                                        allow_unused=True)
+            n = len(self.owners)
+            return ([g if g is not None else torch.zeros_like(p)
+                     for g, p in zip(grads[:n], self.owners)], list(grads[n:]))
+        before = [h.grad for h in hyperparams]
+        for h in hyperparams:
+            h.grad = None
+        try:
+            val.reshape(()).backward()
+            hyper = [h.grad for h in hyperparams]
+        finally:
+            for h, g in zip(hyperparams, before):
+                h.grad = g
+            self.reshard()
+        return self.local_gradients(), hyper
 
     def local_gradients(self) -> List[torch.Tensor]:
         """After FSDP's backward: each view's gradient (zeros where unused)."""

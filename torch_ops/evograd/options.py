@@ -1,0 +1,111 @@
+"""The meta-step's options, read from ``options.def``: the one table both
+languages expand (C++ includes it into ``evograd::Options``). From it come
+each value's check, what ranks agree on and what a checkpoint records; a
+row's C++ spelling of "unset" (``""``, ``{}``) is Python's ``None``."""
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+_ROW = re.compile(r"^EVOGRAD_OPTION\((\w+), ([\w:<>]+), (.+?), (ANY|AT_LEAST_2|POSITIVE|NONNEGATIVE|"
+                  r"CHOICES\(.*?\)), (BOTH|PYTHON), ([A-Z_ |]+)\)$")
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    kind: str                       # "int", "float", "str", "bool"
+    optional: bool                  # None allowed (a c10::optional, or "" among the choices)
+    default: Any
+    rule: str                       # ANY, AT_LEAST_2, POSITIVE, NONNEGATIVE or CHOICES
+    choices: Optional[Tuple[Any, ...]]
+    python_only: bool
+    agreed: bool
+    saved: bool
+
+
+_KINDS = {"int64_t": "int", "double": "float", "std::string": "str", "bool": "bool"}
+
+
+def _literal(token: str, kind: str):
+    if token in ("{}", '""'):
+        return None
+    if kind == "str":
+        return token.strip('"')
+    if kind == "bool":
+        return {"true": True, "false": False}[token]
+    return int(token) if kind == "int" else float(token)
+
+
+def _parse(text: str) -> Tuple[Option, ...]:
+    rows = []
+    for line in text.splitlines():
+        if not line.startswith("EVOGRAD_OPTION("):
+            continue
+        m = _ROW.match(line.strip())
+        if m is None:
+            raise RuntimeError(f"options.def: a row this reader cannot parse: {line!r}")
+        name, ctype, default, rule, where, flags = m.groups()
+        optional = ctype.startswith("c10::optional<")
+        kind = _KINDS[ctype[len("c10::optional<"):-1] if optional else ctype]
+        choices = None
+        if rule.startswith("CHOICES"):
+            choices = tuple(_literal(c.strip(), "str") for c in rule[8:-1].split(","))
+            optional = None in choices
+            rule = "CHOICES"
+        rows.append(Option(name, kind, optional, _literal(default, kind), rule, choices,
+                           where == "PYTHON", "AGREED" in flags, "SAVED" in flags))
+    return tuple(rows)
+
+
+SPEC_FILE = Path(__file__).with_name("options.def")
+OPTIONS: Tuple[Option, ...] = _parse(SPEC_FILE.read_text())
+BY_NAME: Dict[str, Option] = {o.name: o for o in OPTIONS}
+
+
+def check(name: str, value):
+    """``value`` as option ``name`` holds it, or TypeError/ValueError."""
+    o = BY_NAME[name]
+    if value is None and o.optional:
+        return None
+    if o.kind == "bool":
+        return bool(value)
+    if o.choices:
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{name} must be one of {o.choices}, got {type(value).__name__}")
+        if value not in o.choices:
+            raise ValueError(f"{name} must be one of {o.choices}, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            (o.kind == "int" and not isinstance(value, int)):
+        raise TypeError(f"{name} must be {'an int' if o.kind == 'int' else 'a float'}, "
+                        f"got {type(value).__name__}")
+    value = int(value) if o.kind == "int" else float(value)
+    bad = {"AT_LEAST_2": lambda v: v < 2, "POSITIVE": lambda v: not (math.isfinite(v) and v > 0),
+           "NONNEGATIVE": lambda v: not (math.isfinite(v) and v >= 0)}.get(o.rule, lambda v: False)
+    if bad(value):
+        need = {"AT_LEAST_2": ">= 2", "POSITIVE": "finite and > 0", "NONNEGATIVE": "finite and >= 0"}
+        raise ValueError(f"{name} must be {need[o.rule]}, got {value}")
+    return value
+
+
+def agreed(values: Dict[str, Any]) -> Dict[str, float]:
+    """What ranks compare, as float64: each AGREED option (a choice as its
+    index among the choices)."""
+    out = {}
+    for o in OPTIONS:
+        if o.agreed:
+            v = values[o.name]
+            out[o.name] = float(o.choices.index(v) if o.choices else v)
+    return out
+
+
+def saved(values: Dict[str, Any]) -> Dict[str, Any]:
+    """The SAVED options, as a checkpoint records them."""
+    return {o.name: values[o.name] for o in OPTIONS if o.saved}
+
+
+def with_defaults(recorded: Dict[str, Any]) -> Dict[str, Any]:
+    """A checkpoint's options with the rows it predates read as their defaults."""
+    return {**{o.name: o.default for o in OPTIONS if o.saved}, **recorded}
