@@ -14,6 +14,7 @@
 
 #include <math.h>
 
+#include "evograd/evograd.h" /* evograd_noise_kind: the registry of kinds */
 #include "gauss_math.h"
 #include "philox.h"
 
@@ -21,18 +22,18 @@ typedef struct evograd_noise_stream {
   uint32_t key0, key1;   /* seed */
   uint32_t stream;       /* candidate (or antithetic pair) index */
   double scale;          /* +sigma or -sigma (antithetic partner) */
-  int gauss;
+  evograd_noise_kind kind;
 } evograd_noise_stream;
 
 EVOGRAD_HD evograd_noise_stream evograd_make_stream(uint64_t seed, double sigma,
-                                                    int gauss, int antithetic,
+                                                    evograd_noise_kind kind, int antithetic,
                                                     int64_t k) {
   evograd_noise_stream s;
   s.key0 = (uint32_t)seed;
   s.key1 = (uint32_t)(seed >> 32);
   s.stream = (uint32_t)(antithetic ? (k >> 1) : k);
   s.scale = (antithetic && (k & 1)) ? -sigma : sigma;
-  s.gauss = gauss;
+  s.kind = kind;
   return s;
 }
 
@@ -70,14 +71,20 @@ EVOGRAD_HD uint32_t evograd_sign_word(const evograd_noise_stream *s, uint64_t w)
  * s.scale). Gaussian |z| is at most about 6.7 (u in (0, 1) at 2^-32). */
 EVOGRAD_HD void evograd_noise_quad(const evograd_noise_stream *s, uint64_t q,
                                    double z[4]) {
-  if (!s->gauss) {
-    const uint32_t bits = evograd_sign_word(s, q >> 3) >> (4 * (q & 7));
-    int j;
-    for (j = 0; j < 4; ++j) z[j] = evograd_sign_of_bit((bits >> j) & 1u);
-  } else {
-    const evograd_u32x4 c = evograd_noise_words(s, q);
-    evograd_box_muller(c.v[0], c.v[1], &z[0], &z[1]);
-    evograd_box_muller(c.v[2], c.v[3], &z[2], &z[3]);
+  switch (s->kind) {
+    case EVOGRAD_NOISE_GAUSS: {
+      const evograd_u32x4 c = evograd_noise_words(s, q);
+      evograd_box_muller(c.v[0], c.v[1], &z[0], &z[1]);
+      evograd_box_muller(c.v[2], c.v[3], &z[2], &z[3]);
+      break;
+    }
+    case EVOGRAD_NOISE_SIGN:
+    default: { /* the C ABI's checks admit only registered kinds */
+      const uint32_t bits = evograd_sign_word(s, q >> 3) >> (4 * (q & 7));
+      int j;
+      for (j = 0; j < 4; ++j) z[j] = evograd_sign_of_bit((bits >> j) & 1u);
+      break;
+    }
   }
 }
 

@@ -18,7 +18,7 @@ evograd_status evograd_noise_values(const evograd_noise *noise, int64_t k,
   if (n > INT64_MAX - first || first + n > INT64_MAX - noise->first) return EVOGRAD_ERR_SIZE_OVERFLOW;
   first += noise->first; /* a list index, now global */
   /* z only: sigma scales nothing here, but the antithetic sign applies. */
-  s = evograd_make_stream(noise->seed, 1.0, noise->kind == EVOGRAD_NOISE_GAUSS,
+  s = evograd_make_stream(noise->seed, 1.0, noise->kind,
                           noise->antithetic, k);
   while (j < n) {
     const int64_t g = first + j;

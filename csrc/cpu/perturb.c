@@ -17,7 +17,7 @@ evograd_status evograd_perturb(evograd_dtype dtype, const evograd_span *spans,
   if ((st = eg_check_perturb(dtype, spans, n_spans, noise, k, &total)) != EVOGRAD_OK) return st;
   if ((st = eg_check_range(range, total, 0, &begin, &end)) != EVOGRAD_OK) return st;
 
-  s = evograd_make_stream(noise->seed, noise->sigma, noise->kind == EVOGRAD_NOISE_GAUSS,
+  s = evograd_make_stream(noise->seed, noise->sigma, noise->kind,
                           noise->antithetic, k);
   evograd_walk_init(&walk, spans, n_spans, begin, end);
   while (evograd_walk_next(&walk, &seg))

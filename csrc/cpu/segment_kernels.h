@@ -59,10 +59,26 @@ typedef float evograd_eps_bf16;
 #define EVOGRAD_FILL_f32(s, t, b0, b1, eps) EVOGRAD_FILL_FLOAT(s, t, b0, b1, eps)
 #define EVOGRAD_FILL_f16(s, t, b0, b1, eps) EVOGRAD_FILL_FLOAT(s, t, b0, b1, eps)
 #define EVOGRAD_FILL_bf16(s, t, b0, b1, eps) EVOGRAD_FILL_FLOAT(s, t, b0, b1, eps)
-#define EVOGRAD_FILL_FLOAT(s, t, b0, b1, eps)                                 \
-  ((s)->gauss ? evograd_gauss_tile_f(s, t, b0, b1, eps) : evograd_sign_tile_f(s, t, b0, b1, eps))
-#define EVOGRAD_FILL_f64(s, t, b0, b1, eps)                                   \
-  ((s)->gauss ? evograd_gauss_tile_d(s, t, b0, b1, eps) : evograd_sign_tile_d(s, t, b0, b1, eps))
+#define EVOGRAD_FILL_FLOAT(s, t, b0, b1, eps) evograd_fill_tile_f(s, t, b0, b1, eps)
+#define EVOGRAD_FILL_f64(s, t, b0, b1, eps) evograd_fill_tile_d(s, t, b0, b1, eps)
+
+/* A tile of noise, by kind (the one place the CPU kernels dispatch on it). */
+static inline void evograd_fill_tile_f(const evograd_noise_stream *s, uint64_t t, int b0, int b1,
+                                       float *eps) {
+  switch (s->kind) {
+    case EVOGRAD_NOISE_GAUSS: evograd_gauss_tile_f(s, t, b0, b1, eps); break;
+    case EVOGRAD_NOISE_SIGN:
+    default: evograd_sign_tile_f(s, t, b0, b1, eps); break;
+  }
+}
+static inline void evograd_fill_tile_d(const evograd_noise_stream *s, uint64_t t, int b0, int b1,
+                                       double *eps) {
+  switch (s->kind) {
+    case EVOGRAD_NOISE_GAUSS: evograd_gauss_tile_d(s, t, b0, b1, eps); break;
+    case EVOGRAD_NOISE_SIGN:
+    default: evograd_sign_tile_d(s, t, b0, b1, eps); break;
+  }
+}
 
 /* A segment in tile-sized pieces: piece [g, g + n) lies in tile t, at
  * offset `at` of it, and its noise batches are [b0, b1). */
@@ -247,269 +263,59 @@ static inline void evograd_project_pair_f32(double *lane0, double *lane1, const 
 /* dst[i] = src[i] + sum_k +-c[k] for the indices at .. at+n-1 of a tile,
  * one chunk of candidates: the sums stay in registers and go straight to
  * the output, with no buffer pass. */
-#define EVOGRAD_DEFINE_COMBINE_ROWS(T)                                                           \
-  static void EVOGRAD_LOCAL(combine_rows_##T)(const evograd_elem_##T *src, evograd_elem_##T *dst, \
-                                              int at, int n, int kc, const uint64_t *c,          \
-                                              uint32_t bits[][EVOGRAD_ROWS], evograd_trickle *src_ahead, \
-                                              evograd_trickle *dst_ahead) {                      \
-    const int lines_per_row = (int)(32 * sizeof *src / 64);                                      \
-    int i = 0, k, j;                                                                             \
-    for (; i < n; ++i) {                                                                         \
-      double a = 0.0;                                                                            \
-      if ((at + i) % 32 == 0 && i + 32 <= n) break;                                              \
-      for (k = 0; k < kc; ++k)                                                                   \
-        a += evograd_signed_at(c[k], bits[k], at + i);                                           \
-      dst[i] = EVOGRAD_FROM_D_##T(EVOGRAD_TO_D_##T(src[i]) + a);                                 \
-    }                                                                                            \
-    for (; i + 32 <= n; i += 32) {                                                               \
-      double sum[32];                                                                            \
-      evograd_row_sums(sum, kc, c, &bits[0][(at + i) / 32], EVOGRAD_ROWS);                       \
-      for (j = 0; j < 32; ++j) dst[i + j] = EVOGRAD_FROM_D_##T(EVOGRAD_TO_D_##T(src[i + j]) + sum[j]); \
-      evograd_trickle_lines(src_ahead, lines_per_row);                                           \
-      evograd_trickle_lines(dst_ahead, lines_per_row);                                           \
-    }                                                                                            \
-    for (; i < n; ++i) {                                                                         \
-      double a = 0.0;                                                                            \
-      for (k = 0; k < kc; ++k)                                                                   \
-        a += evograd_signed_at(c[k], bits[k], at + i);                                           \
-      dst[i] = EVOGRAD_FROM_D_##T(EVOGRAD_TO_D_##T(src[i]) + a);                                 \
-    }                                                                                            \
-  }
-EVOGRAD_FOR_EACH_STORAGE(EVOGRAD_DEFINE_COMBINE_ROWS)
+
 #undef EVOGRAD_DEFINE_COMBINE_ROWS
 
-#define EVOGRAD_DEFINE_SEGMENT_KERNELS(T)                                                      \
-  static void EVOGRAD_LOCAL(perturb_##T)(const void *src_, void *dst_, int64_t global,         \
-                                         int64_t n, const evograd_noise_stream *s) {          \
-    const evograd_elem_##T *src = (const evograd_elem_##T *)src_;                           \
-    evograd_elem_##T *dst = (evograd_elem_##T *)dst_;                                       \
-    int64_t done = 0;                                                                          \
-    while (done < n) {                                                                         \
-      const evograd_tile_piece p = evograd_piece_at(global + done, n - done);                  \
-      evograd_eps_##T eps[EVOGRAD_TILE];                                                       \
-      const evograd_eps_##T *e = eps + p.at;                                                   \
-      evograd_trickle src_ahead =                                                              \
-          evograd_trickle_ahead(src, done + p.n, n, (int64_t)sizeof *src, 0, done == 0);       \
-      evograd_trickle dst_ahead =                                                              \
-          evograd_trickle_ahead(dst, done + p.n, n, (int64_t)sizeof *dst, 1, done == 0);       \
-      const int lines_per_row = (int)(32 * sizeof *src / 64);                                  \
-      int i = 0, j;                                                                            \
-      if (!s->gauss && EVOGRAD_IS_F32_##T) {                                                   \
-        /* the signs straight from the Philox words, whole rows at a time */                   \
-        uint32_t w[4][EVOGRAD_PHILOX_LANES];                                                   \
-        const float plus = (float)s->scale;                                                    \
-        evograd_philox_lanes(s, p.tile * EVOGRAD_PHILOX_LANES, w);                             \
-        for (; i < p.n; i = j) {                                                               \
-          const int row = (p.at + i) / 32, end = (row + 1) * 32 - p.at;                        \
-          const uint32_t word = w[row % 4][row / 4];                                           \
-          j = end < p.n ? end : p.n;                                                           \
-          if ((p.at + i) % 32 == 0 && j - i == 32) {                                           \
-            evograd_row_plus_signed_f32((const float *)(const void *)(src + done + i),         \
-                                        (float *)(void *)(dst + done + i), word, plus);        \
-            evograd_trickle_lines(&src_ahead, lines_per_row);                                  \
-            evograd_trickle_lines(&dst_ahead, lines_per_row);                                  \
-          } else {                                                                             \
-            float row_src[32], row_dst[32];                                                    \
-            const int at = (p.at + i) % 32;                                                    \
-            memset(row_src, 0, sizeof row_src);                                                \
-            memcpy(row_src + at, (const void *)(src + done + i), (size_t)(j - i) * sizeof(float)); \
-            evograd_row_plus_signed_f32(row_src, row_dst, word, plus);                         \
-            memcpy((void *)(dst + done + i), row_dst + at, (size_t)(j - i) * sizeof(float));   \
-          }                                                                                    \
-        }                                                                                      \
-      } else {                                                                                 \
-        EVOGRAD_FILL_##T(s, p.tile, p.b0, p.b1, eps);                                          \
-        evograd_trickle_rest(&src_ahead);                                                     \
-        evograd_trickle_rest(&dst_ahead);                                                     \
-        for (i = 0; i < p.n; ++i) dst[done + i] = EVOGRAD_PLUS_EPS_##T(src[done + i], e[i]);   \
-      }                                                                                        \
-      evograd_trickle_rest(&src_ahead);                                                       \
-      evograd_trickle_rest(&dst_ahead);                                                       \
-      done += p.n;                                                                             \
-    }                                                                                          \
-  }                                                                                            \
-                                                                                               \
-  static void EVOGRAD_LOCAL(combine_##T)(const void *src_, void *dst_, int64_t global,         \
-                                         int64_t n, const evograd_noise *noise,               \
-                                         const double *weights, int64_t population) {         \
-    const evograd_elem_##T *src = (const evograd_elem_##T *)src_;                           \
-    evograd_elem_##T *dst = (evograd_elem_##T *)dst_;                                       \
-    const int gauss = noise->kind == EVOGRAD_NOISE_GAUSS;                                      \
-    int64_t done = 0, k;                                                                       \
-    while (done < n) {                                                                         \
-      const evograd_tile_piece p = evograd_piece_at(global + done, n - done);                  \
-      evograd_eps_##T eps[EVOGRAD_TILE];                                                       \
-      double acc[EVOGRAD_TILE];                                                                \
-      const evograd_eps_##T *e = eps + p.at;                                                   \
-      int i;                                                                                   \
-      evograd_trickle src_ahead =                                                              \
-          evograd_trickle_ahead(src, done + p.n, n, (int64_t)sizeof *src, 0, done == 0);       \
-      evograd_trickle dst_ahead =                                                              \
-          evograd_trickle_ahead(dst, done + p.n, n, (int64_t)sizeof *dst, 1, done == 0);       \
-      if (gauss || population > EVOGRAD_SIGN_CHUNK) {                                         \
-        evograd_trickle_rest(&src_ahead);                                                     \
-        evograd_trickle_rest(&dst_ahead);                                                     \
-      }                                                                                        \
-      if (gauss) {                                                                             \
-        for (i = 0; i < p.n; ++i) acc[i] = 0.0;                                                \
-        for (k = 0; k < population; ++k) {                                                     \
-          const evograd_noise_stream s =                                                       \
-              evograd_make_stream(noise->seed, noise->sigma, 1, noise->antithetic, k);         \
-          const double w = weights[k];                                                         \
-          EVOGRAD_FILL_##T(&s, p.tile, p.b0, p.b1, eps);                                       \
-          for (i = 0; i < p.n; ++i) acc[i] += w * (double)e[i];                                \
-        }                                                                                      \
-      } else if (population <= EVOGRAD_SIGN_CHUNK) {                                           \
-        /* one chunk of candidates: sums and stores in one pass over the piece */              \
-        uint32_t bits[EVOGRAD_SIGN_CHUNK][EVOGRAD_ROWS];                                       \
-        uint64_t c[EVOGRAD_SIGN_CHUNK];                                                        \
-        for (k = 0; k < population; ++k) {                                                     \
-          const evograd_noise_stream s =                                                       \
-              evograd_make_stream(noise->seed, noise->sigma, 0, noise->antithetic, k);         \
-          c[k] = evograd_bits_of(weights[k] * (double)(evograd_eps_##T)s.scale);               \
-        }                                                                                      \
-        evograd_sign_rows(noise, 0, (int)population, p.tile, bits);                            \
-        EVOGRAD_LOCAL(combine_rows_##T)(src + done, dst + done, p.at, p.n, (int)population, c, bits, \
-                                        &src_ahead, &dst_ahead);                               \
-        evograd_trickle_rest(&src_ahead);                                                     \
-        evograd_trickle_rest(&dst_ahead);                                                     \
-        done += p.n;                                                                           \
-        continue;                                                                              \
-      } else {                                                                                 \
-        /* w_k * eps = +-(w_k * rounded sigma): the product is the same */                    \
-        for (i = 0; i < p.n; ++i) acc[i] = 0.0;                                                \
-        for (k = 0; k < population; k += EVOGRAD_SIGN_CHUNK) {                                 \
-          const int kc = (int)(population - k < EVOGRAD_SIGN_CHUNK ? population - k            \
-                                                                   : EVOGRAD_SIGN_CHUNK);      \
-          uint32_t bits[EVOGRAD_SIGN_CHUNK][EVOGRAD_ROWS];                                     \
-          uint64_t c[EVOGRAD_SIGN_CHUNK];                                                      \
-          int kk;                                                                              \
-          for (kk = 0; kk < kc; ++kk) {                                                        \
-            const evograd_noise_stream s =                                                     \
-                evograd_make_stream(noise->seed, noise->sigma, 0, noise->antithetic, k + kk);  \
-            const evograd_eps_##T one = (evograd_eps_##T)s.scale;                               \
-            c[kk] = evograd_bits_of(weights[k + kk] * (double)one);                            \
-          }                                                                                    \
-          evograd_sign_rows(noise, k, kc, p.tile, bits);                                       \
-          evograd_add_signed(acc, p.at, p.n, kc, c, bits);                                     \
-        }                                                                                      \
-      }                                                                                        \
-      for (i = 0; i < p.n; ++i)                                                                \
-        dst[done + i] = EVOGRAD_FROM_D_##T(EVOGRAD_TO_D_##T(src[done + i]) + acc[i]);          \
-      done += p.n;                                                                             \
-    }                                                                                          \
-  }                                                                                            \
-                                                                                               \
-  /* lanes[k * EVOGRAD_PROJECT_LANES + (g % EVOGRAD_PROJECT_LANES)] += v[g] * eps_k[g]. */    \
-  static void EVOGRAD_LOCAL(project_##T)(const void *src_, int64_t global, int64_t n,          \
-                                         int64_t readable, int fresh,                          \
-                                         const evograd_noise *noise, int64_t k0, int64_t kn,  \
-                                         double *lanes) {                                      \
-    const evograd_elem_##T *src = (const evograd_elem_##T *)src_;                           \
-    const int gauss = noise->kind == EVOGRAD_NOISE_GAUSS;                                      \
-    int64_t done = 0, k;                                                                       \
-    while (done < n) {                                                                         \
-      const evograd_tile_piece p = evograd_piece_at(global + done, n - done);                  \
-      evograd_eps_##T eps[EVOGRAD_TILE];                                                       \
-      double v[EVOGRAD_TILE];                                                                  \
-      const evograd_eps_##T *e = eps + p.at;                                                   \
-      /* the piece as head (up to a lane boundary), whole lane rows, tail */                   \
-      const int head0 = (EVOGRAD_PROJECT_LANES - p.at % EVOGRAD_PROJECT_LANES) %              \
-                        EVOGRAD_PROJECT_LANES;                                                 \
-      const int head = head0 < p.n ? head0 : p.n;                                              \
-      const int rows = (p.n - head) / EVOGRAD_PROJECT_LANES;                                   \
-      int i;                                                                                   \
-      evograd_trickle ahead =                                                                  \
-          evograd_trickle_ahead(src, done + p.n, readable, (int64_t)sizeof *src, 0, fresh && !done); \
-      if (gauss) evograd_trickle_rest(&ahead);                                                \
-      if (!gauss && EVOGRAD_IS_F32_##T) {                                                      \
-        const double mag = (double)(evograd_eps_##T)noise->sigma;                              \
-        for (k = 0; k < kn; k += EVOGRAD_SIGN_CHUNK) {                                         \
-          const int kc = (int)(kn - k < EVOGRAD_SIGN_CHUNK ? kn - k : EVOGRAD_SIGN_CHUNK);     \
-          uint32_t bits[EVOGRAD_SIGN_CHUNK][EVOGRAD_ROWS];                                     \
-          int kk;                                                                              \
-          evograd_sign_rows(noise, k0 + k, kc, p.tile, bits);                                  \
-          for (kk = 0; kk < kc; kk += 2) {                                                     \
-            const int pair = kk + 1 < kc;                                                      \
-            double scratch[EVOGRAD_PROJECT_LANES];                                             \
-            const int odd0 = noise->antithetic && ((k0 + k + kk) & 1);                         \
-            const int odd1 = pair && noise->antithetic && ((k0 + k + kk + 1) & 1);             \
-            if (!pair) memset(scratch, 0, sizeof scratch);                                     \
-            evograd_project_pair_f32(lanes + (k + kk) * EVOGRAD_PROJECT_LANES,                 \
-                                     pair ? lanes + (k + kk + 1) * EVOGRAD_PROJECT_LANES : scratch, \
-                                     (const float *)(const void *)(src + done), p.at, p.n,     \
-                                     bits[kk], bits[pair ? kk + 1 : kk], (uint64_t)odd0 << 63, \
-                                     (uint64_t)odd1 << 63, mag, &ahead);                       \
-          }                                                                                    \
-        }                                                                                      \
-        evograd_trickle_rest(&ahead);                                                         \
-      } else if (!gauss) {                                                                     \
-        /* v * eps = +-(v * |rounded sigma|): one product per element for all k */             \
-        const double mag = (double)(evograd_eps_##T)noise->sigma;                              \
-        for (i = 0; i < p.n; ++i) v[i] = EVOGRAD_TO_D_##T(src[done + i]) * mag;                \
-        for (k = 0; k < kn; k += EVOGRAD_SIGN_CHUNK) {                                         \
-          const int kc = (int)(kn - k < EVOGRAD_SIGN_CHUNK ? kn - k : EVOGRAD_SIGN_CHUNK);     \
-          uint32_t bits[EVOGRAD_SIGN_CHUNK][EVOGRAD_ROWS];                                     \
-          int kk;                                                                              \
-          evograd_sign_rows(noise, k0 + k, kc, p.tile, bits);                                  \
-          for (kk = 0; kk < kc; ++kk) {                                                        \
-            const int odd = noise->antithetic && ((k0 + k + kk) & 1);                          \
-            evograd_lanes_add_signed(lanes + (k + kk) * EVOGRAD_PROJECT_LANES, p.at, p.n, v,   \
-                                     bits[kk], (uint64_t)odd << 63, &ahead,                    \
-                                     (int)(32 * sizeof *src / 64));                            \
-          }                                                                                    \
-        }                                                                                      \
-        evograd_trickle_rest(&ahead);                                                         \
-      } else {                                                                                 \
-      for (i = 0; i < p.n; ++i) v[i] = EVOGRAD_TO_D_##T(src[done + i]);                        \
-      for (k = 0; k < kn; ++k) {                                                               \
-        const evograd_noise_stream s =                                                         \
-            evograd_make_stream(noise->seed, noise->sigma, gauss, noise->antithetic, k0 + k);  \
-        double *lane = lanes + k * EVOGRAD_PROJECT_LANES;                                      \
-        double acc[EVOGRAD_PROJECT_LANES];                                                     \
-        int r, j;                                                                              \
-        EVOGRAD_FILL_##T(&s, p.tile, p.b0, p.b1, eps);                                         \
-        for (i = 0; i < head; ++i)                                                             \
-          lane[(p.at + i) % EVOGRAD_PROJECT_LANES] += v[i] * (double)e[i];                     \
-        memcpy(acc, lane, sizeof acc);                                                         \
-        for (r = 0; r < rows; ++r) {                                                           \
-          const double *vr = v + head + r * EVOGRAD_PROJECT_LANES;                             \
-          const evograd_eps_##T *er = e + head + r * EVOGRAD_PROJECT_LANES;                    \
-          for (j = 0; j < EVOGRAD_PROJECT_LANES; ++j) acc[j] += vr[j] * (double)er[j];         \
-        }                                                                                      \
-        memcpy(lane, acc, sizeof acc);                                                         \
-        for (i = head + rows * EVOGRAD_PROJECT_LANES; i < p.n; ++i)                            \
-          lane[(p.at + i) % EVOGRAD_PROJECT_LANES] += v[i] * (double)e[i];                     \
-      }                                                                                        \
-      }                                                                                        \
-      done += p.n;                                                                             \
-    }                                                                                          \
-  }
-EVOGRAD_FOR_EACH_STORAGE(EVOGRAD_DEFINE_SEGMENT_KERNELS)
-#undef EVOGRAD_DEFINE_SEGMENT_KERNELS
+
+/* Each storage type's kernels (segment_kernels_typed.h). */
+#define EVOGRAD_T f32
+#include "segment_kernels_typed.h"
+#undef EVOGRAD_T
+#define EVOGRAD_T f64
+#include "segment_kernels_typed.h"
+#undef EVOGRAD_T
+#define EVOGRAD_T f16
+#include "segment_kernels_typed.h"
+#undef EVOGRAD_T
+#define EVOGRAD_T bf16
+#include "segment_kernels_typed.h"
+#undef EVOGRAD_T
 
 static void EVOGRAD_LOCAL(perturb)(evograd_dtype dtype, const void *src, void *dst,
                                    int64_t global, int64_t n, const evograd_noise_stream *s) {
-#define EVOGRAD_CALL(T) EVOGRAD_LOCAL(perturb_##T)(src, dst, global, n, s)
-  EVOGRAD_DTYPE_SWITCH(dtype, EVOGRAD_CALL)
-#undef EVOGRAD_CALL
+  switch (dtype) {
+    case EVOGRAD_FLOAT32: EVOGRAD_LOCAL(perturb_f32)(src, dst, global, n, s); break;
+    case EVOGRAD_FLOAT64: EVOGRAD_LOCAL(perturb_f64)(src, dst, global, n, s); break;
+    case EVOGRAD_FLOAT16: EVOGRAD_LOCAL(perturb_f16)(src, dst, global, n, s); break;
+    case EVOGRAD_BFLOAT16: EVOGRAD_LOCAL(perturb_bf16)(src, dst, global, n, s); break;
+  }
 }
 
 static void EVOGRAD_LOCAL(combine)(evograd_dtype dtype, const void *src, void *dst,
                                    int64_t global, int64_t n, const evograd_noise *noise,
                                    const double *weights, int64_t population) {
-#define EVOGRAD_CALL(T) EVOGRAD_LOCAL(combine_##T)(src, dst, global, n, noise, weights, population)
-  EVOGRAD_DTYPE_SWITCH(dtype, EVOGRAD_CALL)
-#undef EVOGRAD_CALL
+  switch (dtype) {
+    case EVOGRAD_FLOAT32: EVOGRAD_LOCAL(combine_f32)(src, dst, global, n, noise, weights, population); break;
+    case EVOGRAD_FLOAT64: EVOGRAD_LOCAL(combine_f64)(src, dst, global, n, noise, weights, population); break;
+    case EVOGRAD_FLOAT16: EVOGRAD_LOCAL(combine_f16)(src, dst, global, n, noise, weights, population); break;
+    case EVOGRAD_BFLOAT16: EVOGRAD_LOCAL(combine_bf16)(src, dst, global, n, noise, weights, population); break;
+  }
 }
 
 static void EVOGRAD_LOCAL(project)(evograd_dtype dtype, const void *src, int64_t global,
                                    int64_t n, int64_t readable, int fresh, const evograd_noise *noise,
                                    int64_t k0, int64_t kn,
                                    double *lanes) {
-#define EVOGRAD_CALL(T) EVOGRAD_LOCAL(project_##T)(src, global, n, readable, fresh, noise, k0, kn, lanes)
-  EVOGRAD_DTYPE_SWITCH(dtype, EVOGRAD_CALL)
-#undef EVOGRAD_CALL
+  switch (dtype) {
+    case EVOGRAD_FLOAT32: EVOGRAD_LOCAL(project_f32)(src, global, n, readable, fresh, noise, k0, kn,
+                                                       lanes); break;
+    case EVOGRAD_FLOAT64: EVOGRAD_LOCAL(project_f64)(src, global, n, readable, fresh, noise, k0, kn,
+                                                       lanes); break;
+    case EVOGRAD_FLOAT16: EVOGRAD_LOCAL(project_f16)(src, global, n, readable, fresh, noise, k0, kn,
+                                                       lanes); break;
+    case EVOGRAD_BFLOAT16: EVOGRAD_LOCAL(project_bf16)(src, global, n, readable, fresh, noise, k0, kn,
+                                                       lanes); break;
+  }
 }
 
 const evograd_cpu_kernels EVOGRAD_JOIN(evograd_cpu_kernels_, EVOGRAD_ISA) = {

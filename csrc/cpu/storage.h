@@ -1,7 +1,6 @@
 /* The storage types: each read and written as double, one element at a time
- * (through float_codec.h for the 16-bit ones), as the tests' references do;
- * and the macros that define one kernel per type and switch on a dtype. The
- * kernels' own vectorisable element types and codec: segment_kernels.h,
+ * (through float_codec.h for the 16-bit ones), as the tests' references do.
+ * The kernels' own vectorisable element types and codec: segment_kernels.h,
  * half_bits.h. */
 #ifndef EVOGRAD_CPU_STORAGE_H
 #define EVOGRAD_CPU_STORAGE_H
@@ -35,15 +34,4 @@ static inline double evograd_load_f64(const void *p, int64_t i) {
 static inline void evograd_store_f64(void *p, int64_t i, double v) {
   ((double *)p)[i] = v;
 }
-/* M(T) for each storage tag: one kernel definition per storage type. */
-#define EVOGRAD_FOR_EACH_STORAGE(M) M(f32) M(f64) M(f16) M(bf16)
-
-#define EVOGRAD_DTYPE_SWITCH(dtype, CALL)                                     \
-  switch (dtype) {                                                           \
-    case EVOGRAD_FLOAT32: CALL(f32); break;                                  \
-    case EVOGRAD_FLOAT64: CALL(f64); break;                                  \
-    case EVOGRAD_FLOAT16: CALL(f16); break;                                  \
-    case EVOGRAD_BFLOAT16: CALL(bf16); break;                                \
-  }
-
 #endif

@@ -62,15 +62,15 @@ __global__ void perturb_kernel(const __grid_constant__ LaunchArgs a, int64_t tot
 
 template <typename T>
 __global__ void combine_kernel(const __grid_constant__ LaunchArgs a, int64_t total,
-                               int64_t population, uint64_t seed, double sigma, int gauss,
-                               int antithetic, int64_t first) {
+                               int64_t population, uint64_t seed, double sigma,
+                               evograd_noise_kind kind, int antithetic, int64_t first) {
   const DeviceSpan* spans = spans_of(a);
   const double* weights = weights_of(a);
   const int64_t quads = (total + 3) / 4;
   for (int64_t q = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; q < quads;
        q += (int64_t)gridDim.x * blockDim.x)
     evograd_cuda::combine_quad<T>(spans, a.n_spans, total, weights, population, seed, sigma,
-                                  gauss, antithetic, first, (uint64_t)q);
+                                  kind, antithetic, first, (uint64_t)q);
 }
 
 // One CUDA block per EVOGRAD_PROJECT_BLOCK elements, kProjectChunk candidates
@@ -80,7 +80,7 @@ __global__ void combine_kernel(const __grid_constant__ LaunchArgs a, int64_t tot
 template <typename T>
 __global__ void project_blocks_kernel(const __grid_constant__ LaunchArgs a, int64_t total,
                                       int64_t population, uint64_t seed, double sigma,
-                                      int gauss, int antithetic, int64_t first,
+                                      evograd_noise_kind kind, int antithetic, int64_t first,
                                       double* block_sums) {
   __shared__ double partial[kProjectChunk][kThreads];
   const DeviceSpan* spans = spans_of(a);
@@ -92,7 +92,7 @@ __global__ void project_blocks_kernel(const __grid_constant__ LaunchArgs a, int6
     const int kn = population - k0 < kProjectChunk ? (int)(population - k0) : kProjectChunk;
     double sums[kProjectChunk] = {0.0, 0.0, 0.0, 0.0};
     for (int64_t q = begin / 4 + t; 4 * q < end; q += kThreads)
-      evograd_cuda::project_quad<T>(spans, n_spans, end, seed, sigma, gauss, antithetic, first,
+      evograd_cuda::project_quad<T>(spans, n_spans, end, seed, sigma, kind, antithetic, first,
                                     k0, kn, (uint64_t)q, sums);
     for (int c = 0; c < kProjectChunk; ++c) partial[c][t] = sums[c];
     __syncthreads();
@@ -217,8 +217,7 @@ evograd_status evograd_cuda_perturb(evograd_dtype dtype, const evograd_span* spa
   if ((st = prepare(spans, n_spans, nullptr, 0, 0, workspace, workspace_bytes, s, &a, &rest)) !=
       EVOGRAD_OK)
     return st;
-  const auto ns = evograd_make_stream(noise->seed, noise->sigma,
-                                      noise->kind == EVOGRAD_NOISE_GAUSS, noise->antithetic, k);
+  const auto ns = evograd_make_stream(noise->seed, noise->sigma, noise->kind, noise->antithetic, k);
   const int grid = grid_for((total + 3) / 4);
   evograd_cuda::with_storage_type(dtype, [&](auto tag) {
     perturb_kernel<decltype(tag)><<<grid, kThreads, 0, s>>>(a, total, ns, noise->first);
@@ -243,11 +242,10 @@ evograd_status evograd_cuda_combine(evograd_dtype dtype, const evograd_span* spa
   if ((st = prepare(spans, n_spans, weights, population, 0, workspace, workspace_bytes, s, &a,
                     &rest)) != EVOGRAD_OK)
     return st;
-  const int gauss = noise->kind == EVOGRAD_NOISE_GAUSS;
   const int grid = grid_for((total + 3) / 4);
   evograd_cuda::with_storage_type(dtype, [&](auto tag) {
     combine_kernel<decltype(tag)><<<grid, kThreads, 0, s>>>(
-        a, total, population, noise->seed, noise->sigma, gauss, noise->antithetic, noise->first);
+        a, total, population, noise->seed, noise->sigma, noise->kind, noise->antithetic, noise->first);
   });
   return cudaGetLastError() == cudaSuccess ? EVOGRAD_OK : EVOGRAD_ERR_DEVICE;
 }
@@ -269,12 +267,11 @@ evograd_status evograd_cuda_project(evograd_dtype dtype, const evograd_span* spa
   if ((st = prepare(spans, n_spans, nullptr, population, (size_t)(nblocks * population),
                     workspace, workspace_bytes, s, &a, &d_sums)) != EVOGRAD_OK)
     return st;
-  const int gauss = noise->kind == EVOGRAD_NOISE_GAUSS;
   if (nblocks > 0) {
     evograd_cuda::with_storage_type(dtype, [&](auto tag) {
       project_blocks_kernel<decltype(tag)><<<(unsigned)nblocks, kThreads, 0, s>>>(
-          a, total, population, noise->seed, noise->sigma, gauss, noise->antithetic, noise->first,
-          d_sums);
+          a, total, population, noise->seed, noise->sigma, noise->kind, noise->antithetic,
+          noise->first, d_sums);
     });
   }
   project_finish_kernel<<<grid_for(population), kThreads, 0, s>>>(d_sums, nblocks, population,

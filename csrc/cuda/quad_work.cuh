@@ -207,7 +207,7 @@ struct QuadNoise {
   }
 
   EVOGRAD_HD void values(uint64_t q, N eps[4]) const {
-    if (!s.gauss) {
+    if (s.kind == EVOGRAD_NOISE_SIGN) {
       const uint32_t bits = sign_bits(q);
       for (int l = 0; l < 4; ++l) eps[l] = ((bits >> l) & 1u) ? -step : step;
     } else {
@@ -220,7 +220,7 @@ struct QuadNoise {
 
   // out[l] = f[l] * (double)eps[l], bit for bit (f * -x is -(f * x)).
   EVOGRAD_HD void scaled(uint64_t q, const double f[4], double out[4]) const {
-    if (!s.gauss) {
+    if (s.kind == EVOGRAD_NOISE_SIGN) {
       const uint32_t bits = sign_bits(q);
       for (int l = 0; l < 4; ++l) {
         const double m = f[l] * step_d;
@@ -251,11 +251,11 @@ EVOGRAD_HD void perturb_quad(const DeviceSpan* spans, int n_spans, int64_t total
 template <typename T>
 EVOGRAD_HD void combine_quad(const DeviceSpan* spans, int n_spans, int64_t total,
                                   const double* weights, int64_t population, uint64_t seed,
-                                  double sigma, int gauss, int antithetic, int64_t first,
-                                  uint64_t q) {
+                                  double sigma, evograd_noise_kind kind, int antithetic,
+                                  int64_t first, uint64_t q) {
   double acc[4] = {0.0, 0.0, 0.0, 0.0};
   for (int64_t k = 0; k < population; ++k) {
-    const QuadNoise<T> noise(evograd_make_stream(seed, sigma, gauss, antithetic, k), first);
+    const QuadNoise<T> noise(evograd_make_stream(seed, sigma, kind, antithetic, k), first);
     const double w[4] = {weights[k], weights[k], weights[k], weights[k]};
     double term[4];
     noise.scaled(q, w, term);
@@ -272,7 +272,7 @@ EVOGRAD_HD void combine_quad(const DeviceSpan* spans, int n_spans, int64_t total
 // the candidates k0 .. k0+kn-1, products in double, in element order.
 template <typename T>
 EVOGRAD_HD void project_quad(const DeviceSpan* spans, int n_spans, int64_t end,
-                                  uint64_t seed, double sigma, int gauss, int antithetic,
+                                  uint64_t seed, double sigma, evograd_noise_kind kind, int antithetic,
                                   int64_t first, int64_t k0, int kn, uint64_t q,
                                   double sums[kProjectChunk]) {
   const QuadPlace p = place_quad<T>(spans, n_spans, end, q, false);
@@ -281,7 +281,7 @@ EVOGRAD_HD void project_quad(const DeviceSpan* spans, int n_spans, int64_t end,
   double g[4];
   for (int l = 0; l < 4; ++l) g[l] = l < p.count ? Elem<T>::wide(v[l]) : 0.0;
   for (int c = 0; c < kn; ++c) {
-    const QuadNoise<T> noise(evograd_make_stream(seed, sigma, gauss, antithetic, k0 + c), first);
+    const QuadNoise<T> noise(evograd_make_stream(seed, sigma, kind, antithetic, k0 + c), first);
     double term[4];
     noise.scaled(q, g, term);
     for (int l = 0; l < 4; ++l)

@@ -39,47 +39,31 @@
 
 namespace evograd {
 
+// The options, declared once in options.def (installed beside this header and
+// read by Python too): population, sigma, temperature, noise ("sign" or
+// "gauss"), antithetic, seed (unset: derived from the default CPU generator's
+// seed without drawing from it), seed_schedule ("mixed" or "consecutive"),
+// scale ("" or "t1t2": the part through the candidates times tau * inner_lr /
+// (sigma^2 * c), c = 1 - 1/K or 1 with antithetic noise), inner_lr (>= 0),
+// common_random_numbers (one torch RNG state replayed for every candidate),
+// nonfinite ("raise" or "drop"), parallel ("", "data" or "candidates": every
+// rank builds alike, checked at construction, and steps together; a step
+// sends K + K + N float64 values plus three failure counts). Their meaning is
+// documented once, in Python's evograd.EvoGrad. Rows marked PYTHON there
+// (estimator, fd_step, allow_unused, check_replicas) are the options this API
+// does not offer.
+#define EVOGRAD_MEMBER_BOTH(type, name, value) type name = value;
+#define EVOGRAD_MEMBER_PYTHON(type, name, value)
+#define EVOGRAD_OPTION(name, type, value, rule, where, flags) EVOGRAD_MEMBER_##where(type, name, value)
 struct Options {
-  int64_t population = 2;
-  double sigma = 1e-3;
-  double temperature = 0.05;
-  std::string noise = "sign";  // "sign" (Rademacher) or "gauss"
-  bool antithetic = false;
-  // Base seed; step t uses step_seed(seed, t, seed_schedule). Unset: derived
-  // from the default CPU generator's seed (torch::manual_seed) and how many
-  // meta-learners this process made before, without drawing from it.
-  c10::optional<int64_t> seed;
-  // "mixed" (unrelated seeds per step and per base) or "consecutive" (seed + t,
-  // evograd's first rule, to reproduce results recorded with it).
-  std::string seed_schedule = "mixed";
-  // "" (EvoGrad's own hypergradient) or "t1t2": the part through the
-  // candidates is multiplied by tau * inner_lr / (sigma^2 * c), c = 1 - 1/K
-  // (1 with antithetic noise), so that for small sigma its expectation is the
-  // one-step unrolled (T1-T2) hypergradient for inner learning rate inner_lr.
-  std::string scale;
-  c10::optional<double> inner_lr;
-  // Every candidate's closure sees the same torch RNG state (dropout masks,
-  // random augmentation): differences between candidate losses then come from
-  // the weights alone, which lowers the variance of the hypergradient.
-  bool common_random_numbers = false;
-  // A candidate whose training loss is NaN/inf: "raise" (an error, the model
-  // restored) or "drop" (weight exactly 0, its lambda-gradient ignored; an
-  // error only if every candidate is non-finite).
-  std::string nonfinite = "raise";
-  // Several processes, as Python's parallel=: "" (one process), "data"
-  // (each rank's closures see its shard of the batch; losses, projections
-  // and the lambda-gradient are averaged over ranks) or "candidates" (the
-  // same batches everywhere; rank r evaluates candidates k = r, r + world,
-  // ...). Every rank must build its EvoGrad alike (checked at construction:
-  // a mismatch is a c10::ValueError on every rank) and call step together;
-  // rank 0's base seed is used. A step sends K + K + N float64 values (N:
-  // hyperparameter elements) plus three failure counts; an error on one
-  // rank is an error on every rank, not a hang.
-  std::string parallel;
+#include "evograd/options.def"
 #if EVOGRAD_HAS_C10D
   c10::intrusive_ptr<c10d::ProcessGroup> process_group;  // needed with parallel
 #endif
 };
+#undef EVOGRAD_OPTION
+#undef EVOGRAD_MEMBER_BOTH
+#undef EVOGRAD_MEMBER_PYTHON
 
 struct StepResult {
   double val_loss;        // validation loss at theta*

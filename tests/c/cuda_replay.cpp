@@ -24,7 +24,7 @@ std::vector<DeviceSpan> table(const evograd_span* spans, size_t n_spans, int64_t
 }
 
 evograd_noise_stream stream(const evograd_noise& n, int64_t k) {
-  return evograd_make_stream(n.seed, n.sigma, n.kind == EVOGRAD_NOISE_GAUSS, n.antithetic, k);
+  return evograd_make_stream(n.seed, n.sigma, n.kind, n.antithetic, k);
 }
 
 template <typename T>
@@ -38,10 +38,9 @@ void perturb_t(const std::vector<DeviceSpan>& t, int64_t total, const evograd_no
 template <typename T>
 void combine_t(const std::vector<DeviceSpan>& t, int64_t total, const evograd_noise& n,
                const double* w, int64_t population) {
-  const int gauss = n.kind == EVOGRAD_NOISE_GAUSS;
   for (int64_t q = 0; q < (total + 3) / 4; ++q)
     evograd_cuda::combine_quad<T>(t.data(), (int)t.size(), total, w, population, n.seed, n.sigma,
-                                  gauss, n.antithetic, n.first, (uint64_t)q);
+                                  n.kind, n.antithetic, n.first, (uint64_t)q);
 }
 
 // project_blocks_kernel, one block after another, its threads in turn, then
@@ -49,7 +48,6 @@ void combine_t(const std::vector<DeviceSpan>& t, int64_t total, const evograd_no
 template <typename T>
 void project_t(const std::vector<DeviceSpan>& t, int64_t total, const evograd_noise& n,
                int64_t population, double* out) {
-  const int gauss = n.kind == EVOGRAD_NOISE_GAUSS;
   const int64_t nblocks = (total + EVOGRAD_PROJECT_BLOCK - 1) / EVOGRAD_PROJECT_BLOCK;
   std::vector<double> block_sums(nblocks * population);
   std::vector<double> partial(kProjectChunk * kBlockThreads);
@@ -62,7 +60,7 @@ void project_t(const std::vector<DeviceSpan>& t, int64_t total, const evograd_no
       for (int th = 0; th < kBlockThreads; ++th) {
         double sums[kProjectChunk] = {0.0, 0.0, 0.0, 0.0};
         for (int64_t q = begin / 4 + th; 4 * q < end; q += kBlockThreads)
-          evograd_cuda::project_quad<T>(t.data(), (int)t.size(), end, n.seed, n.sigma, gauss,
+          evograd_cuda::project_quad<T>(t.data(), (int)t.size(), end, n.seed, n.sigma, n.kind,
                                         n.antithetic, n.first, k0, kn, (uint64_t)q, sums);
         for (int c = 0; c < kProjectChunk; ++c) partial[c * kBlockThreads + th] = sums[c];
       }

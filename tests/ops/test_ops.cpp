@@ -250,6 +250,57 @@ TEST(CppApi, SeedsScaleAndDefaultSeedMatchPython) {
   EXPECT_NE(a.seed(), b.seed());
 }
 
+// The options' checks come from options.def's rules, with Python's messages.
+TEST(CppApi, OptionsAreCheckedByTheirRows) {
+  auto p = torch::zeros({3}, torch::kFloat64).requires_grad_(true);
+  auto lam = torch::zeros({1}, torch::kFloat64).requires_grad_(true);
+  auto message = [&](const evograd::Options& o) -> std::string {
+    try {
+      evograd::EvoGrad({p}, {lam}, o);
+    } catch (const c10::ValueError& e) {
+      return e.what_without_backtrace();
+    }
+    return "";
+  };
+  evograd::Options o;
+  o.noise = "uniform";
+  EXPECT_NE(message(o).find("noise must be one of ('sign', 'gauss'), got 'uniform'"), std::string::npos);
+  o = evograd::Options();
+  o.population = 1;
+  EXPECT_NE(message(o).find("population must be >= 2"), std::string::npos);
+  o = evograd::Options();
+  o.parallel = "pipeline";
+  EXPECT_NE(message(o).find("parallel must be one of (None, 'data', 'candidates')"), std::string::npos);
+  o = evograd::Options();
+  o.scale = "t1t2";
+  o.inner_lr = -1.0;
+  EXPECT_NE(message(o).find("inner_lr must be finite and >= 0"), std::string::npos);
+  o.inner_lr = 0.0;  // a warm-up's first step, as in Python
+  EXPECT_EQ(message(o), "");
+  EXPECT_EQ(evograd::EvoGrad({p}, {lam}, o).hypergradient_scale(), 0.0);
+}
+
+// The inner learning rate follows a schedule: a checkpoint restores it.
+TEST(CppApi, CheckpointRestoresTheInnerLearningRate) {
+  auto p = torch::zeros({3}, torch::kFloat64).requires_grad_(true);
+  auto lam = torch::zeros({1}, torch::kFloat64).requires_grad_(true);
+  evograd::Options o;
+  o.scale = "t1t2";
+  o.inner_lr = 0.1;
+  evograd::EvoGrad saved({p}, {lam}, o);
+  std::stringstream buffer;
+  torch::serialize::OutputArchive out;
+  saved.save(out);
+  out.save_to(buffer);
+  o.inner_lr = 0.4;
+  evograd::EvoGrad resumed({p}, {lam}, o);
+  torch::serialize::InputArchive in;
+  in.load_from(buffer);
+  resumed.load(in);
+  EXPECT_EQ(*resumed.options().inner_lr, 0.1);
+  EXPECT_EQ(resumed.hypergradient_scale(), saved.hypergradient_scale());
+}
+
 TEST(CppApi, BadInputRaisesAndLeavesModelUntouched) {
   auto net = std::make_shared<Net>();
   auto lam = torch::tensor({0.3}, torch::kFloat64).requires_grad_(true);

@@ -179,7 +179,7 @@ TEST(Parallel, MismatchedOptionsAreAnErrorOnEveryRank) {
     if (r == 1) o.sigma = -1.0;
     evograd::EvoGrad meta(*p.model, p.hyper(), o);
   });
-  EXPECT_NE(errors[1].find("sigma must be > 0"), std::string::npos) << errors[1];
+  EXPECT_NE(errors[1].find("sigma must be finite and > 0"), std::string::npos) << errors[1];
   EXPECT_NE(errors[0].find("could not be built on rank(s) 1"), std::string::npos) << errors[0];
 }
 

@@ -10,90 +10,22 @@
 #include <utility>
 
 #include "exchange.h"
+#include "options.h"
+#include "restorer.h"
+#include "seeds.h"
+#include "tensors.h"
 #include "handles.h"
 #include "library.h"
 
 namespace evograd {
-namespace detail {
-
-// Everything step() changes about the model, put back on scope exit.
-class Restorer {
- public:
-  Restorer(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& buffers)
-      : params_(params), buffers_(buffers) {
-    torch::NoGradGuard no_grad;
-    for (const auto& p : params_) {
-      saved_.push_back(p.detach().clone());
-      grads_.push_back(p.grad());
-      flags_.push_back(p.requires_grad());
-    }
-    for (const auto& b : buffers_) saved_buffers_.push_back(b.detach().clone());
-    // Closures that call backward() must not touch the caller's gradients.
-    for (auto& p : params_) p.mutable_grad() = torch::Tensor();
-  }
-  const std::vector<torch::Tensor>& saved() const { return saved_; }
-  void restore_buffers() {
-    torch::NoGradGuard no_grad;
-    for (size_t i = 0; i < buffers_.size(); ++i) buffers_[i].copy_(saved_buffers_[i]);
-  }
-  void set_requires_grad(bool on) {
-    for (auto& p : params_) p.requires_grad_(on);
-  }
-  ~Restorer() {
-    torch::NoGradGuard no_grad;
-    for (size_t i = 0; i < params_.size(); ++i) {
-      params_[i].requires_grad_(flags_[i]);
-      params_[i].copy_(saved_[i]);
-      params_[i].mutable_grad() = grads_[i];
-    }
-    restore_buffers();
-  }
-
- private:
-  std::vector<torch::Tensor> params_, buffers_;
-  std::vector<torch::Tensor> saved_, grads_, saved_buffers_;
-  std::vector<bool> flags_;
-};
-
-}  // namespace detail
 
 namespace {
 
 using detail::Restorer;
-
-bool same_tensor(const torch::Tensor& a, const torch::Tensor& b) {
-  return a.defined() && b.defined() && a.is_same(b);
-}
-
-// Torch RNG states (CPU, and each CUDA device the parameters use), so every
-// candidate can replay the same random numbers.
-class RngSnapshot {
- public:
-  explicit RngSnapshot(const std::vector<torch::Tensor>& params) {
-    gens_.push_back(at::detail::getDefaultCPUGenerator());
-    for (const auto& p : params) {
-      if (!p.is_cuda()) continue;
-      auto g = at::globalContext().defaultGenerator(p.device());
-      bool seen = false;
-      for (const auto& h : gens_) seen = seen || h == g;
-      if (!seen) gens_.push_back(g);
-    }
-    for (auto& g : gens_) {
-      std::lock_guard<std::mutex> lock(g.mutex());
-      states_.push_back(g.get_state());
-    }
-  }
-  void replay() {
-    for (size_t i = 0; i < gens_.size(); ++i) {
-      std::lock_guard<std::mutex> lock(gens_[i].mutex());
-      gens_[i].set_state(states_[i]);
-    }
-  }
-
- private:
-  std::vector<at::Generator> gens_;
-  std::vector<torch::Tensor> states_;
-};
+using detail::RngSnapshot;
+using detail::jit_tensors;
+using detail::restored_buffers;
+using detail::split_module;
 
 double checked_loss(const torch::Tensor& loss, const char* which, bool allow_nonfinite = false) {
   TORCH_CHECK_TYPE(loss.defined(), "evograd: the ", which, " loss closure returned an undefined tensor");
@@ -132,58 +64,6 @@ void check_sigma_resolution(const std::vector<torch::Tensor>& params, double sig
 // temperatures above the best gets weight 0 and cotangent 0, bit for bit.
 constexpr double kDropGap = 800.0;
 
-bool contains(const std::vector<torch::Tensor>& list, const torch::Tensor& t) {
-  for (const auto& x : list)
-    if (same_tensor(t, x)) return true;
-  return false;
-}
-
-// Buffers to restore, each once, less those that share storage with a
-// perturbed tensor (restored as such) or a hyperparameter.
-std::vector<torch::Tensor> restored_buffers(const std::vector<torch::Tensor>& buffers,
-                                            const std::vector<torch::Tensor>& perturbed,
-                                            const std::vector<torch::Tensor>& hyper) {
-  std::vector<torch::Tensor> kept;
-  for (const auto& b : buffers) {
-    bool skip = !b.defined() || contains(kept, b);
-    for (const auto* list : {&perturbed, &hyper})
-      for (const auto& t : *list) skip = skip || (t.defined() && b.numel() && b.is_alias_of(t));
-    if (!skip) kept.push_back(b);
-  }
-  return kept;
-}
-
-// What a step perturbs in a module and what it restores, as Python's
-// EvoGrad does: each floating tensor that requires grad, parameter or buffer
-// (MetaModule weights), once (tied weights are listed once per use), except
-// the hyperparameters; the other buffers, each once, are restored.
-struct ModuleTensors {
-  std::vector<torch::Tensor> perturbed, restored;
-};
-
-ModuleTensors split_module(const std::vector<torch::Tensor>& params,
-                           const std::vector<torch::Tensor>& buffers,
-                           const std::vector<torch::Tensor>& hyper) {
-  ModuleTensors out;
-  for (const auto* list : {&params, &buffers})
-    for (const auto& t : *list)
-      if (t.defined() && t.is_floating_point() && t.requires_grad() && !contains(hyper, t) &&
-          !contains(out.perturbed, t))
-        out.perturbed.push_back(t);
-  out.restored = restored_buffers(buffers, out.perturbed, hyper);
-  return out;
-}
-
-std::vector<torch::Tensor> jit_tensors(const torch::jit::Module& m, bool params) {
-  std::vector<torch::Tensor> out;
-  if (params) {
-    for (const auto& p : m.parameters()) out.push_back(p);
-  } else {
-    for (const auto& b : m.buffers()) out.push_back(b);
-  }
-  return out;
-}
-
 }  // namespace
 
 // A call into the operator library: linking this API therefore keeps that
@@ -192,54 +72,19 @@ const char* built_for_torch() { return evograd_ops::built_for_torch(); }
 
 namespace {
 
-constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ULL;
-
-// SplitMix64's finaliser: a bijection of the 64-bit integers.
-uint64_t mix64(uint64_t x) {
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-  return x ^ (x >> 31);
-}
-
-// As Python's evograd.seeds.default_base_seed: the generator's seed, not a draw.
-int64_t default_base_seed() {
-  static std::atomic<uint64_t> instances{0};
-  const uint64_t seed = at::detail::getDefaultCPUGenerator().current_seed();
-  return static_cast<int64_t>(mix64(seed ^ mix64(instances.fetch_add(1) * kGolden)));
-}
-
-}  // namespace
-
-int64_t step_seed(int64_t base, int64_t step, const std::string& schedule) {
-  const uint64_t b = static_cast<uint64_t>(base), t = static_cast<uint64_t>(step);
-  if (schedule == "consecutive") return static_cast<int64_t>((b + t) & 0x7fffffffffffffffULL);
-  TORCH_CHECK_VALUE(schedule == "mixed", "evograd: seed schedule must be 'mixed' or ",
-                    "'consecutive', got '", schedule, "'");
-  return static_cast<int64_t>(mix64(b + t * kGolden));
-}
-
-namespace {
-
-// What every rank's EvoGrad must agree on (parallel), by name.
+// What every rank's EvoGrad must agree on (parallel), by name: the AGREED
+// rows of options.def, then what the tensors and scale come to.
 std::vector<std::pair<std::string, double>> agreed_fields(const EvoGrad& e) {
-  const auto& o = e.options();
   int64_t params = 0, hyper = 0;
   for (const auto& p : e.params()) params += p.numel();
   for (const auto& h : e.hyperparams()) hyper += h.numel();
-  return {{"population", static_cast<double>(o.population)},
-          {"sigma", o.sigma},
-          {"temperature", o.temperature},
-          {"noise", o.noise == "gauss" ? 1.0 : 0.0},
-          {"antithetic", o.antithetic ? 1.0 : 0.0},
-          {"nonfinite", o.nonfinite == "drop" ? 1.0 : 0.0},
-          {"seed_schedule", o.seed_schedule == "consecutive" ? 1.0 : 0.0},
-          {"hypergradient scale", e.hypergradient_scale()},
-          {"common_random_numbers", o.common_random_numbers ? 1.0 : 0.0},
-          {"parallel", static_cast<double>(detail::parallel_index(o.parallel))},
-          {"number of parameter tensors", static_cast<double>(e.params().size())},
-          {"number of parameter elements", static_cast<double>(params)},
-          {"number of hyperparameter tensors", static_cast<double>(e.hyperparams().size())},
-          {"number of hyperparameter elements", static_cast<double>(hyper)}};
+  auto out = detail::agreed_options(e.options());
+  out.insert(out.end(), {{"hypergradient scale", e.hypergradient_scale()},
+                         {"number of parameter tensors", static_cast<double>(e.params().size())},
+                         {"number of parameter elements", static_cast<double>(params)},
+                         {"number of hyperparameter tensors", static_cast<double>(e.hyperparams().size())},
+                         {"number of hyperparameter elements", static_cast<double>(hyper)}});
+  return out;
 }
 
 }  // namespace
@@ -260,14 +105,22 @@ EvoGrad::EvoGrad(std::vector<torch::Tensor> params, std::vector<torch::Tensor> h
   seed_ = exchange_->broadcast_seed(seed_);  // every rank draws rank 0's noise
 }
 
+namespace {
+
+// tau * inner_lr / (sigma^2 * c) with scale "t1t2", c = 1 - 1/K (1 with antithetic noise).
+double t1t2_scale(const Options& o) {
+  if (o.scale != "t1t2") return 1.0;
+  const double c = o.antithetic ? 1.0 : 1.0 - 1.0 / o.population;
+  return o.temperature * *o.inner_lr / (o.sigma * o.sigma * c);
+}
+
+}  // namespace
+
 void EvoGrad::build(std::vector<torch::Tensor> buffers) {
   buffers_ = restored_buffers(buffers, params_, hyper_);
   validate();
-  if (options_.scale == "t1t2") {
-    const double c = options_.antithetic ? 1.0 : 1.0 - 1.0 / options_.population;
-    scale_ = options_.temperature * *options_.inner_lr / (options_.sigma * options_.sigma * c);
-  }
-  seed_ = options_.seed.has_value() ? *options_.seed : default_base_seed();
+  scale_ = t1t2_scale(options_);
+  seed_ = options_.seed.has_value() ? *options_.seed : detail::default_base_seed();
 }
 
 int64_t EvoGrad::bytes_sent() const { return exchange_->bytes_sent(); }
@@ -292,27 +145,11 @@ EvoGrad::EvoGrad(const torch::jit::Module& model, std::vector<torch::Tensor> hyp
 
 void EvoGrad::validate() const {
   const auto& o = options_;
-  TORCH_CHECK_VALUE(o.population >= 2, "evograd: population must be >= 2, got ", o.population);
-  TORCH_CHECK_VALUE(!o.antithetic || o.population % 2 == 0,
-                    "evograd: antithetic noise needs an even population, got ", o.population);
-  TORCH_CHECK_VALUE(std::isfinite(o.sigma) && o.sigma > 0, "evograd: sigma must be > 0, got ",
-                    o.sigma);
-  TORCH_CHECK_VALUE(std::isfinite(o.temperature) && o.temperature > 0,
-                    "evograd: temperature must be > 0, got ", o.temperature);
-  TORCH_CHECK_VALUE(o.noise == "sign" || o.noise == "gauss", "evograd: unknown noise '",
-                    o.noise, "'; expected 'sign' or 'gauss'");
-  TORCH_CHECK_VALUE(o.seed_schedule == "mixed" || o.seed_schedule == "consecutive",
-                    "evograd: seed_schedule must be 'mixed' or 'consecutive', got '",
-                    o.seed_schedule, "'");
-  TORCH_CHECK_VALUE(o.nonfinite == "raise" || o.nonfinite == "drop",
-                    "evograd: nonfinite must be 'raise' or 'drop', got '", o.nonfinite, "'");
-  TORCH_CHECK_VALUE(o.scale.empty() || o.scale == "t1t2",
-                    "evograd: scale must be empty or 't1t2', got '", o.scale, "'");
+  detail::check_options(o);  // each option's rule, from options.def
   TORCH_CHECK_VALUE(o.scale == "t1t2" || !o.inner_lr.has_value(),
                     "evograd: inner_lr is used only with scale 't1t2'");
-  TORCH_CHECK_VALUE(o.scale.empty() ||
-                        (o.inner_lr.has_value() && std::isfinite(*o.inner_lr) && *o.inner_lr > 0),
-                    "evograd: scale 't1t2' needs inner_lr, the model's learning rate (> 0)");
+  TORCH_CHECK_VALUE(o.scale.empty() || o.inner_lr.has_value(),
+                    "evograd: scale 't1t2' needs inner_lr, the model's learning rate");
   TORCH_CHECK_VALUE(!params_.empty(), "evograd: no tensor to perturb (a module's parameters, "
                     "or buffers with requires_grad, other than the hyperparameters)");
   TORCH_CHECK_VALUE(!hyper_.empty(), "evograd: no hyperparameters");
@@ -467,25 +304,21 @@ void EvoGrad::accumulate_hypergradient(const Candidates& candidates,
 
 namespace {
 
-// The options a checkpoint records, by name, in Python's state_dict spelling.
+// What a checkpoint records and compares: the SAVED rows of options.def and
+// the tensors' sizes, in Python's state_dict spelling.
 std::vector<std::pair<std::string, c10::IValue>> option_values(const EvoGrad& e) {
-  const auto& o = e.options();
   int64_t params = 0, hyper = 0;
   for (const auto& p : e.params()) params += p.numel();
   for (const auto& h : e.hyperparams()) hyper += h.numel();
-  return {{"population", o.population},
-          {"sigma", o.sigma},
-          {"temperature", o.temperature},
-          {"noise", o.noise},
-          {"antithetic", o.antithetic},
-          {"seed_schedule", o.seed_schedule},
-          {"scale", o.scale},
-          {"inner_lr", o.inner_lr.has_value() ? c10::IValue(*o.inner_lr) : c10::IValue()},
-          {"nonfinite", o.nonfinite},
-          {"common_random_numbers", o.common_random_numbers},
-          {"parallel", o.parallel.empty() ? c10::IValue() : c10::IValue(o.parallel)},
-          {"parameter_elements", params},
-          {"hyperparameter_elements", hyper}};
+  auto out = detail::saved_options(e.options());
+  out.emplace_back("parameter_elements", params);
+  out.emplace_back("hyperparameter_elements", hyper);
+  return out;
+}
+
+// Checkpoints of evograd 0.2.x wrote "" where an option was unset.
+c10::IValue normalised(c10::IValue v) {
+  return v.isString() && v.toStringRef().empty() ? c10::IValue() : v;
 }
 
 }  // namespace
@@ -494,20 +327,23 @@ void EvoGrad::save(torch::serialize::OutputArchive& archive) const {
   archive.write("format", c10::IValue(int64_t{1}));
   archive.write("seed", c10::IValue(seed_));
   archive.write("steps_taken", c10::IValue(step_));
+  // As in Python: the inner learning rate follows a schedule, so it is
+  // restored on load, not compared.
+  if (options_.inner_lr.has_value()) archive.write("inner_lr", c10::IValue(*options_.inner_lr));
   for (const auto& kv : option_values(*this)) archive.write("option_" + kv.first, kv.second);
 }
 
 void EvoGrad::load(torch::serialize::InputArchive& archive) {
-  c10::IValue format, seed, steps;
+  c10::IValue format, seed, steps, lr;
   TORCH_CHECK_VALUE(archive.try_read("format", format) && format.isInt() && format.toInt() == 1,
                     "evograd: not an EvoGrad checkpoint (no format 1)");
   std::string diff;
   for (const auto& kv : option_values(*this)) {
     c10::IValue saved;
-    // Checkpoints of evograd 0.2.0 (one process only) record no "parallel".
     const bool found = archive.try_read("option_" + kv.first, saved);
-    TORCH_CHECK_VALUE(found || kv.first == "parallel", "evograd: the checkpoint has no option ",
-                      kv.first);
+    const bool size = kv.first == "parameter_elements" || kv.first == "hyperparameter_elements";
+    TORCH_CHECK_VALUE(found || !size, "evograd: the checkpoint has no ", kv.first);
+    saved = found ? normalised(saved) : detail::default_option(kv.first);  // a row it predates
     if (!(saved == kv.second)) {
       std::ostringstream s;
       s << (diff.empty() ? "" : "; ") << kv.first << ": saved " << saved << ", here "
@@ -520,6 +356,12 @@ void EvoGrad::load(torch::serialize::InputArchive& archive) {
   archive.read("steps_taken", steps);
   TORCH_CHECK_VALUE(seed.isInt() && steps.isInt() && steps.toInt() >= 0,
                     "evograd: a checkpoint needs an int seed and a non-negative steps_taken");
+  // evograd 0.2.x recorded the rate among the options.
+  const bool has_lr = archive.try_read("inner_lr", lr) || archive.try_read("option_inner_lr", lr);
+  if (has_lr && lr.isDouble() && options_.inner_lr.has_value()) {
+    options_.inner_lr = lr.toDouble();
+    scale_ = t1t2_scale(options_);
+  }
   seed_ = seed.toInt();
   step_ = steps.toInt();
 }

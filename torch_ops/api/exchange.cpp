@@ -3,6 +3,8 @@
 #include <cmath>
 #include <sstream>
 
+#include "options.h"
+
 namespace evograd {
 namespace detail {
 
@@ -25,14 +27,6 @@ std::vector<torch::Tensor> Exchange::hypergradient(std::vector<torch::Tensor> pa
 
 void Exchange::agree(const std::vector<std::pair<std::string, double>>&, std::exception_ptr own) {
   if (own) std::rethrow_exception(own);
-}
-
-int64_t parallel_index(const std::string& parallel) {
-  if (parallel.empty()) return 0;
-  if (parallel == "data") return 1;
-  if (parallel == "candidates") return 2;
-  TORCH_CHECK_VALUE(false, "evograd: parallel must be \"\", \"data\" or \"candidates\", got '",
-                    parallel, "'");
 }
 
 #if EVOGRAD_HAS_C10D
@@ -213,7 +207,7 @@ class CandidateParallel : public Collective {
 #endif  // EVOGRAD_HAS_C10D
 
 std::shared_ptr<Exchange> make_exchange(const Options& options) {
-  const int64_t kind = parallel_index(options.parallel);
+  const int64_t kind = choice_index("parallel", options.parallel);  // 0: one process
 #if EVOGRAD_HAS_C10D
   if (kind == 0) {
     TORCH_CHECK_VALUE(!options.process_group, "evograd: process_group is used only with "

@@ -61,8 +61,6 @@ class Exchange {
 // an unknown name or a missing process group.
 std::shared_ptr<Exchange> make_exchange(const Options& options);
 
-// The index of options.parallel among "", "data", "candidates".
-int64_t parallel_index(const std::string& parallel);
 
 }  // namespace detail
 }  // namespace evograd

@@ -8,6 +8,7 @@
 //   weights:  the softmax(-l/tau) Jacobian-vector product.
 // The other ops are not differentiable: their outputs never require grad.
 #include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 #include <torch/version.h>
@@ -20,9 +21,17 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// Non-tensor arguments after the tensors: each needs an (undefined) gradient.
-constexpr size_t kPerturbScalars = 6;  // seed, k, sigma, noise, antithetic, offset
-constexpr size_t kCombineScalars = 6;  // temperature, seed, sigma, noise, antithetic, offset
+// How many non-tensor arguments an op takes after its tensors, read from its
+// schema (schemas.cpp): each gets an (undefined) gradient.
+size_t scalars_of(const char* op) {
+  const auto& schema = c10::Dispatcher::singleton().findSchemaOrThrow(op, "").schema();
+  size_t n = 0;
+  for (const auto& a : schema.arguments()) {
+    const auto kind = a.type()->kind();
+    n += kind != c10::TypeKind::TensorType && kind != c10::TypeKind::ListType;
+  }
+  return n;
+}
 
 // K, the number of candidate losses. Under torch.compile(dynamic=True) the
 // losses' size is symbolic; project needs a concrete K, so this specialises
@@ -37,16 +46,16 @@ int64_t population(const at::Tensor& losses) {
 
 class PerturbFunction : public torch::autograd::Function<PerturbFunction> {
  public:
-  static variable_list forward(AutogradContext* ctx, at::TensorList params,
+  static variable_list forward(AutogradContext*, at::TensorList params,
                                int64_t seed, int64_t k, double sigma, std::string noise,
                                bool antithetic, int64_t offset) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    ctx->saved_data["n"] = static_cast<int64_t>(params.size());
     return handles::perturb()
         .call(params, seed, k, sigma, noise, antithetic, offset);
   }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    grads.resize(grads.size() + kPerturbScalars);
+  static variable_list backward(AutogradContext*, variable_list grads) {
+    static const size_t scalars = scalars_of("evograd::perturb");
+    grads.resize(grads.size() + scalars);
     return grads;
   }
 };
@@ -86,7 +95,8 @@ class CombineFunction : public torch::autograd::Function<CombineFunction> {
     }
     variable_list result = grads;  // identity for params
     result.push_back(d_losses);
-    result.resize(result.size() + kCombineScalars);
+    static const size_t scalars = scalars_of("evograd::combine");
+    result.resize(result.size() + scalars);
     return result;
   }
 };

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace evograd_ops {
@@ -171,15 +172,19 @@ evograd_noise make_noise(const char* op, int64_t seed, double sigma,
   TORCH_CHECK_VALUE(offset >= 0, "evograd.", op,
                     ": offset (the global index of the list's first element) must be >= 0, got ",
                     offset);
+  // The kinds' names, in the order of options.def's CHOICES for noise.
+  static const std::pair<const char*, evograd_noise_kind> kinds[] = {
+      {"sign", EVOGRAD_NOISE_SIGN}, {"gauss", EVOGRAD_NOISE_GAUSS}};
   evograd_noise n{};
-  if (noise == "sign") {
-    n.kind = EVOGRAD_NOISE_SIGN;
-  } else if (noise == "gauss") {
-    n.kind = EVOGRAD_NOISE_GAUSS;
-  } else {
-    TORCH_CHECK_VALUE(false, "evograd.", op, ": unknown noise '", std::string(noise),
-                      "'; expected 'sign' or 'gauss'");
+  bool known = false;
+  for (const auto& kind : kinds) {
+    if (noise == kind.first) {
+      n.kind = kind.second;
+      known = true;
+    }
   }
+  TORCH_CHECK_VALUE(known, "evograd.", op, ": unknown noise '", std::string(noise),
+                    "'; expected 'sign' or 'gauss'");
   n.seed = static_cast<uint64_t>(seed);
   n.sigma = sigma;
   n.antithetic = antithetic ? 1 : 0;

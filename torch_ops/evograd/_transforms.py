@@ -10,9 +10,21 @@ and ``combine`` are the identity for ``params``, ``combine``'s ``losses``
 receive ``loss_cotangent(losses, project(g))``, ``weights`` the softmax JVP.
 The vmap rules call the op once per batch entry.
 """
+import inspect
+
 import torch
 
 _ops = torch.ops.evograd
+
+
+def _scalars(op: str):
+    """The names of an operator's non-tensor arguments, in schema order: what
+    the Functions below take first (their tensors come last, as ``*params``)."""
+    args = getattr(_ops, op).default._schema.arguments
+    return tuple(a.name for a in args if "Tensor" not in str(a.type))
+
+
+_PERTURB, _COMBINE = _scalars("perturb"), _scalars("combine")
 
 
 def transforms_active() -> bool:
@@ -41,7 +53,7 @@ def _vmap_loop(call, in_dims, args, n_out):
 
 
 class Perturb(torch.autograd.Function):
-    """``params + eps_k``; ``args[:6]`` = (seed, k, sigma, noise, antithetic, offset)."""
+    """``params + eps_k``; the scalars first, in the schema's order."""
 
     @staticmethod
     def forward(seed, k, sigma, noise, antithetic, offset, *params):
@@ -53,17 +65,17 @@ class Perturb(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):
-        return (None,) * 6 + grads
+        return (None,) * len(_PERTURB) + grads
 
     @staticmethod
     def vmap(info, in_dims, seed, k, sigma, noise, antithetic, offset, *params):
         def one(*ps):
             return Perturb.apply(seed, k, sigma, noise, antithetic, offset, *ps)
-        return _vmap_loop(one, in_dims[6:], params, len(params))
+        return _vmap_loop(one, in_dims[len(_PERTURB):], params, len(params))
 
 
 class Combine(torch.autograd.Function):
-    """theta*; ``losses`` first, then (temperature, seed, sigma, noise, antithetic, offset)."""
+    """theta*; ``losses`` first, then the scalars in the schema's order."""
 
     @staticmethod
     def forward(losses, temperature, seed, sigma, noise, antithetic, offset, *params):
@@ -72,9 +84,9 @@ class Combine(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        losses, temperature, seed, sigma, noise, antithetic, offset = inputs[:7]
+        losses = inputs[0]
         ctx.save_for_backward(losses)
-        ctx.args = (temperature, seed, sigma, noise, antithetic, offset)
+        ctx.args = inputs[1:1 + len(_COMBINE)]
 
     @staticmethod
     def backward(ctx, *grads):
@@ -84,13 +96,13 @@ class Combine(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             c = _ops.project(list(grads), seed, losses.shape[0], sigma, noise, antithetic, offset)
             d_losses = _ops.loss_cotangent(losses, c, temperature)
-        return (d_losses,) + (None,) * 6 + grads
+        return (d_losses,) + (None,) * len(_COMBINE) + grads
 
     @staticmethod
     def vmap(info, in_dims, losses, temperature, seed, sigma, noise, antithetic, offset, *params):
         def one(l, *ps):
             return Combine.apply(l, temperature, seed, sigma, noise, antithetic, offset, *ps)
-        dims = (in_dims[0],) + tuple(in_dims[7:])
+        dims = (in_dims[0],) + tuple(in_dims[1 + len(_COMBINE):])
         return _vmap_loop(one, dims, (losses,) + params, len(params))
 
 
@@ -116,3 +128,16 @@ class Weights(torch.autograd.Function):
         outs, dims = _vmap_loop(lambda l: (Weights.apply(l, temperature),), in_dims[:1],
                                 (losses,), 1)
         return outs[0], dims[0]
+
+
+def _check_against_schemas():
+    """The Functions' scalar arguments are the schemas' (a renamed or added
+    argument fails at import, not as a silently shifted slice)."""
+    for fn, skip, want in ((Perturb.forward, 0, _PERTURB), (Combine.forward, 1, _COMBINE)):
+        names = [p.name for p in inspect.signature(fn).parameters.values()
+                 if p.kind is p.POSITIONAL_OR_KEYWORD][skip:]
+        if tuple(names) != want:
+            raise RuntimeError(f"evograd._transforms: {fn.__qualname__} takes {names}, the schema {want}")
+
+
+_check_against_schemas()

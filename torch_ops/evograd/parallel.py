@@ -3,7 +3,7 @@
 The noise is a pure function of (seed, candidate, element index), so every
 rank rebuilds every candidate by itself: a step exchanges only K losses, K
 projections and the N-element lambda-gradient, never anything the size of
-the model. Three strategies share one interface:
+the model. Four exchanges share one interface:
 
 * ``Local``: one process, nothing exchanged.
 * ``DataParallel`` (``parallel="data"``): each rank's closures see its shard
@@ -161,23 +161,24 @@ class DataParallel(_Exchanging):
         local = torch.tensor(values if own is None else [0.0] * len(values), dtype=torch.float64)
         return (self._reduce(local, own, "the candidates' training losses") / self.world).tolist()
 
-    # Each rank projects the whole gradient of its own loss: the objective's
-    # projections are the mean of the ranks'.
-    projections_are_parts = False
-
     def projections(self, c, val, own):
         local = (torch.cat([c.detach().to(torch.float64).cpu(), torch.tensor([val], dtype=torch.float64)])
                  if own is None else torch.zeros(c.numel() + 1, dtype=torch.float64))
         total = self._reduce(local, own, "the validation gradient")
-        projections = total[:-1] if self.projections_are_parts else total[:-1] / self.world
-        return projections.to(c.dtype), total[-1].item() / self.world
+        return self._projections(total[:-1]).to(c.dtype), total[-1].item() / self.world
+
+    def _projections(self, summed: torch.Tensor) -> torch.Tensor:
+        # Each rank projects the whole gradient of its own loss: the
+        # objective's projections are the mean of the ranks'.
+        return summed / self.world
 
 
 class ShardedData(DataParallel):
     """Data-parallel over FSDP shards: the ranks' projections are parts of one
     sum (each over its own rows of the rank-averaged gradient)."""
 
-    projections_are_parts = True
+    def _projections(self, summed):
+        return summed  # each rank's is a part of one sum over rows
 
     def resolution(self, counts, own):
         local = torch.tensor(counts if own is None else (0, 0), dtype=torch.float64)

@@ -26,7 +26,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-from . import ops, parallel
+from . import ops, parallel, tensors
 
 
 # Looked up once. Any exception means "not there": Debian's torch 1.13 on
@@ -238,6 +238,11 @@ class Layout:
     def replicas(self) -> List[torch.Tensor]:
         """The perturbed tensors that every rank holds whole (shards differ by design)."""
         return [] if self.sharded else self.owners
+
+    def bystanders(self, owner, hyperparams) -> List[torch.Tensor]:
+        """The owner's tensors a step freezes (none for FSDP, whose
+        parameters are all perturbed and whose forwards own their state)."""
+        return [] if self.sharded else tensors.bystanders(owner, self.owners, hyperparams)
 
     def require_whole(self, what: str):
         if self.sharded:

@@ -11,7 +11,6 @@ when a closure raises. The options are declared in ``options.def``; the
 phases, the snapshot and the checkpoint live in modules of their own.
 """
 import contextlib
-import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional, Union
 
@@ -213,8 +212,7 @@ class EvoGrad:
         # with the hyperparameters: the operator layer's one check.
         ops.check_perturbable(self._layout.views, self.hyperparams)
         self.inner_lr = given["inner_lr"]
-        self._bystanders = tensors.bystanders(None if self._layout.sharded else owner,
-                                              self.params, self.hyperparams)
+        self._bystanders = self._layout.bystanders(owner, self.hyperparams)
         seed = options.check("seed", given["seed"])
         self.seed = default_base_seed() if seed is None else seed
         self.steps_taken = 0
