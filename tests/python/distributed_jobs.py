@@ -1,4 +1,4 @@
-"""What each rank runs in the torch.distributed tests (test_distributed.py),
+"""What each rank runs in the torch.distributed tests (test_parallel.py, ranks.py),
 importable by torch.multiprocessing's spawn and runnable as a script (the
 checkpoint/resume jobs, which the tests really kill with SIGKILL).
 

@@ -1,4 +1,4 @@
-"""What each rank runs in test_fsdp.py: EvoGrad over a model sharded by
+"""What each rank runs in test_shards.py: EvoGrad over a model sharded by
 FSDP2's fully_shard (gloo on the CPU, float64, uneven row shards)."""
 import torch
 from torch import nn

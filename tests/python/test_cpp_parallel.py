@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from test_distributed import run_ranks
+from ranks import run_ranks
 
 ROOT = Path(__file__).resolve().parents[2]
 N_HYPER, AGREED_FIELDS = 4, 14

@@ -291,3 +291,19 @@ def test_check_perturbable_is_the_sharing_check_the_meta_steps_use():
     # The same sweep as perturb_into's check: what it refuses, that refuses.
     with pytest.raises(ValueError, match="share memory"):
         ops.perturb_into([a, a], [a, a], 0, 0, 0.1, "sign", False)
+
+
+def test_python_wrappers_take_the_schemas_arguments():
+    """The operators' signatures are written once, in schemas.cpp: each
+    Python wrapper takes the same arguments, in order, with the same defaults."""
+    import inspect
+    # The one deliberate difference: Python checks a parameter list alone.
+    python_defaults = {("check_perturbable", "hyperparams"): ()}
+    for name in ("perturb", "perturb_into", "combine", "combine_into", "weights", "project",
+                 "loss_cotangent", "check_perturbable"):
+        schema = getattr(torch.ops.evograd, name).default._schema
+        params = list(inspect.signature(getattr(evograd, name)).parameters.values())
+        assert [p.name for p in params] == [a.name for a in schema.arguments], name
+        for p, a in zip(params, schema.arguments):
+            want = inspect.Parameter.empty if a.default_value is None else a.default_value
+            assert p.default == python_defaults.get((name, p.name), want), (name, p.name)

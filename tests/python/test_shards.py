@@ -10,7 +10,7 @@ import torch.distributed as dist
 
 import evograd
 import fsdp_jobs
-from test_distributed import run_ranks
+from ranks import run_ranks
 
 try:
     from torch.distributed.fsdp import fully_shard  # noqa: F401
