@@ -22,7 +22,6 @@
 #include "lane_vectors.h"
 #include "noise_tile.h"
 #include "signed_rows.h"
-#include "storage.h"
 
 #define EVOGRAD_JOIN2(a, b) a##b
 #define EVOGRAD_JOIN(a, b) EVOGRAD_JOIN2(a, b)

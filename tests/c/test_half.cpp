@@ -12,7 +12,7 @@
 
 extern "C" {
 #include "cpu/half_bits.h"
-#include "cpu/storage.h"
+#include "common/float_codec.h"
 #include "evograd/evograd.h"
 }
 

@@ -6,7 +6,7 @@
 #include <stdio.h>
 
 #include "cpu/isa.h"
-#include "cpu/storage.h"
+#include "storage.h"
 #include "input.h"
 
 #define FZ_REQUIRE(cond)                                                   \

@@ -1,9 +1,8 @@
-/* The storage types: each read and written as double, one element at a time
- * (through float_codec.h for the 16-bit ones), as the tests' references do.
- * The kernels' own vectorisable element types and codec: segment_kernels.h,
- * half_bits.h. */
-#ifndef EVOGRAD_CPU_STORAGE_H
-#define EVOGRAD_CPU_STORAGE_H
+/* The fuzzers' view of the storage types: each element read and written as
+ * double, one at a time (through float_codec.h for the 16-bit ones), apart
+ * from the kernels' own vectorised types (csrc/cpu/segment_kernels.h). */
+#ifndef EVOGRAD_FUZZ_STORAGE_H
+#define EVOGRAD_FUZZ_STORAGE_H
 
 #include <stdint.h>
 #include <string.h>
