@@ -118,7 +118,8 @@ class EvoGrad:
                  parallel: Optional[str] = None, process_group=None,
                  check_replicas: bool = False, allow_unused: bool = False,
                  estimator: str = "evograd", fd_step: Optional[float] = None):
-        given = {name: value for name, value in locals().items() if name in options.BY_NAME}
+        args = locals()  # every row of options.def is a keyword here (tests/python/test_options.py)
+        given = {name: args[name] for name in options.BY_NAME}
         self.estimator = options.check("estimator", estimator)
         if estimator != "evograd" and parallel is not None:
             raise ValueError(f"estimator={estimator!r} runs in one process; parallel= is for "
