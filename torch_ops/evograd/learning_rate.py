@@ -9,12 +9,7 @@ def checked(name: str, value) -> float:
     """A learning rate: a finite number >= 0 (a one-element tensor is read)."""
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = value.item()
-    if value is None:
-        raise TypeError(f"{name} must be a float, got NoneType")
-    try:
-        return options.check("inner_lr", value)
-    except (TypeError, ValueError) as e:
-        raise type(e)(str(e).replace("inner_lr", name, 1)) from None
+    return options.number(name, value, "float", options.BY_NAME["inner_lr"].rule)
 
 
 def of_optimizer(optimizer: torch.optim.Optimizer) -> float:

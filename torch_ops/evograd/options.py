@@ -77,16 +77,23 @@ def check(name: str, value):
         if value not in o.choices:
             raise ValueError(f"{name} must be one of {o.choices}, got {value!r}")
         return value
+    return number(name, value, o.kind, o.rule)
+
+
+_FAILS = {"AT_LEAST_2": (lambda v: v < 2, ">= 2"),
+          "POSITIVE": (lambda v: not (math.isfinite(v) and v > 0), "finite and > 0"),
+          "NONNEGATIVE": (lambda v: not (math.isfinite(v) and v >= 0), "finite and >= 0")}
+
+
+def number(name: str, value, kind: str = "float", rule: str = "ANY"):
+    """``value`` as an int or float that satisfies ``rule``, or TypeError/ValueError."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            (o.kind == "int" and not isinstance(value, int)):
-        raise TypeError(f"{name} must be {'an int' if o.kind == 'int' else 'a float'}, "
+            (kind == "int" and not isinstance(value, int)):
+        raise TypeError(f"{name} must be {'an int' if kind == 'int' else 'a float'}, "
                         f"got {type(value).__name__}")
-    value = int(value) if o.kind == "int" else float(value)
-    bad = {"AT_LEAST_2": lambda v: v < 2, "POSITIVE": lambda v: not (math.isfinite(v) and v > 0),
-           "NONNEGATIVE": lambda v: not (math.isfinite(v) and v >= 0)}.get(o.rule, lambda v: False)
-    if bad(value):
-        need = {"AT_LEAST_2": ">= 2", "POSITIVE": "finite and > 0", "NONNEGATIVE": "finite and >= 0"}
-        raise ValueError(f"{name} must be {need[o.rule]}, got {value}")
+    value = int(value) if kind == "int" else float(value)
+    if rule in _FAILS and _FAILS[rule][0](value):
+        raise ValueError(f"{name} must be {_FAILS[rule][1]}, got {value}")
     return value
 
 
@@ -99,11 +106,6 @@ def agreed(values: Dict[str, Any]) -> Dict[str, float]:
             v = values[o.name]
             out[o.name] = float(o.choices.index(v) if o.choices else v)
     return out
-
-
-def saved(values: Dict[str, Any]) -> Dict[str, Any]:
-    """The SAVED options, as a checkpoint records them."""
-    return {o.name: values[o.name] for o in OPTIONS if o.saved}
 
 
 def with_defaults(recorded: Dict[str, Any]) -> Dict[str, Any]:

@@ -50,10 +50,9 @@ def check_before_step(meta):
 
 
 def check_replicas(meta):
-    table_of = meta._exchange.collectives.all_gather
     local = torch.cat([parallel_.fingerprint(meta._layout.replicas()),
                        parallel_.fingerprint(meta.hyperparams)])
-    table = table_of(local)
+    table = meta._exchange.collectives.all_gather(local)
     if not torch.equal(table, local.unsqueeze(0).expand_as(table)):
         raise RuntimeError("evograd: the replicas have drifted apart: parameter or "
                            "hyperparameter fingerprints differ across ranks "

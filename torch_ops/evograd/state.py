@@ -7,7 +7,7 @@ from . import options
 
 
 def options_of(meta) -> dict:
-    return {**options.saved({o.name: getattr(meta, o.name) for o in options.OPTIONS if o.saved}),
+    return {**{o.name: getattr(meta, o.name) for o in options.OPTIONS if o.saved},
             **sizes(meta)}
 
 
