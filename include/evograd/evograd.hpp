@@ -18,6 +18,7 @@
 #include <torch/torch.h>
 
 #include <functional>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -44,14 +45,18 @@ namespace evograd {
 // "gauss"), antithetic, seed (unset: derived from the default CPU generator's
 // seed without drawing from it), seed_schedule ("mixed" or "consecutive"),
 // scale ("" or "t1t2": the part through the candidates times tau * inner_lr /
-// (sigma^2 * c), c = 1 - 1/K or 1 with antithetic noise), inner_lr (>= 0),
-// common_random_numbers (one torch RNG state replayed for every candidate),
-// nonfinite ("raise" or "drop"), parallel ("", "data" or "candidates": every
-// rank builds alike, checked at construction, and steps together; a step
-// sends K + K + N float64 values plus three failure counts). Their meaning is
-// documented once, in Python's evograd.EvoGrad. Rows marked PYTHON there
-// (estimator, fd_step, allow_unused, check_replicas) are the options this API
-// does not offer.
+// (sigma^2 * c), c = 1 - 1/K or 1 with antithetic noise), inner_lr (>= 0;
+// may change between steps), common_random_numbers (one torch RNG state
+// replayed for every candidate), nonfinite ("raise" or "drop"), parallel
+// ("", "data" or "candidates": every rank builds alike, checked at
+// construction, and steps together; a step sends K + K + N float64 values
+// plus three failure counts), estimator ("evograd", the paper's, or
+// "lookahead": T1-T2's hypergradient by a central finite difference of
+// length fd_step, unset: sqrt(eps) * max(1, |theta|), along the validation
+// gradient after the inner step; needs inner_lr), allow_unused (a
+// hyperparameter no loss uses keeps its .grad instead of raising). Their
+// meaning is documented once, in Python's evograd.EvoGrad. The one row
+// marked PYTHON there (check_replicas) is an option this API does not offer.
 #define EVOGRAD_MEMBER_BOTH(type, name, value) type name = value;
 #define EVOGRAD_MEMBER_PYTHON(type, name, value)
 #define EVOGRAD_OPTION(name, type, value, rule, where, flags) EVOGRAD_MEMBER_##where(type, name, value)
@@ -65,13 +70,34 @@ struct Options {
 #undef EVOGRAD_MEMBER_BOTH
 #undef EVOGRAD_MEMBER_PYTHON
 
+// The estimators, as options.def's estimator row lists them ("evograd" first).
+std::vector<std::string> estimators();
+
+// Below this effective sample size the weights are (numerically) one-hot and
+// the step's hypergradient is ~0: such a step is reported and warned about.
+constexpr double kCollapseEss = 1.01;
+
 struct StepResult {
-  double val_loss;        // validation loss at theta*
-  torch::Tensor losses;   // [K] candidate training losses (float64; dropped ones NaN/inf)
+  double val_loss;        // validation loss at theta* (lookahead: at theta')
+  // [K] candidate training losses (float64; dropped ones NaN/inf); lookahead:
+  // the training loss at theta, theta' + s u and theta' - s u.
+  torch::Tensor losses;
   torch::Tensor weights;  // [K] softmax(-losses / temperature); 0 for dropped candidates
   int64_t seed;           // the noise seed this step used
   int64_t dropped = 0;    // candidates with a non-finite loss (nonfinite = "drop")
+  torch::Tensor val_loss_tensor;  // val_loss as the closure's tensor, detached
+  // Effective sample size of the weights, 1 / sum(w_k^2), in [1, K] (NaN for
+  // lookahead); collapsed: ess < kCollapseEss or all candidate losses equal,
+  // so the estimate is ~0 (the step warns).
+  double ess = std::numeric_limits<double>::quiet_NaN();
+  bool collapsed = false;
 };
+
+// T1-T2's detach() for closures: t.detach(), except inside a lookahead
+// step's evaluations away from theta, where the n-th call returns what the
+// n-th call returned at theta (MWN detaches the per-example cost it feeds
+// its weighting net: a value at theta, as the official step means it).
+torch::Tensor detached(const torch::Tensor& t);
 
 namespace detail {
 class Restorer;
@@ -99,8 +125,14 @@ class EvoGrad {
           Options options = Options());
 
   // One meta-step: accumulates d val_loss / d lambda into each
-  // hyperparameter's .grad() and leaves the model as it found it.
-  StepResult step(const LossFn& train_loss, const LossFn& val_loss);
+  // hyperparameter's .grad() and leaves the model as it found it. inner_lr,
+  // if given, becomes options().inner_lr from this step on (a schedule).
+  StepResult step(const LossFn& train_loss, const LossFn& val_loss,
+                  c10::optional<double> inner_lr = c10::nullopt);
+
+  // The inner learning rate of the next steps (scale "t1t2" or estimator
+  // "lookahead"; a c10::ValueError otherwise or for a value < 0).
+  void set_inner_lr(double inner_lr);
 
   // Checkpoints, as torch::optim's save/load: the base seed, the steps
   // taken and the options. load() continues from the saved run's next step
@@ -112,7 +144,7 @@ class EvoGrad {
   // Payload bytes this process has handed to collectives (0 in one process).
   int64_t bytes_sent() const;
   int64_t seed() const { return seed_; }
-  // 1, or the "t1t2" factor tau * inner_lr / (sigma^2 * c).
+  // 1, or the "t1t2" factor tau * inner_lr / (sigma^2 * c) (evograd estimator).
   double hypergradient_scale() const { return scale_; }
   const std::vector<torch::Tensor>& buffers() const { return buffers_; }
   const Options& options() const { return options_; }
@@ -131,11 +163,13 @@ class EvoGrad {
     double loss;
     torch::Tensor projections;          // [K] c_k = <d val / d theta at theta*, eps_k>
     std::vector<torch::Tensor> hyper;   // the direct term d val / d lambda (may be undefined)
+    torch::Tensor tensor;               // the loss, detached (the ranks' mean with parallel)
   };
   Candidates evaluate_candidates(detail::Restorer& restore, const LossFn& train_loss,
                                  int64_t seed) const;
   Validation validation_gradient(detail::Restorer& restore, const LossFn& val_loss,
                                  const torch::Tensor& losses, int64_t seed) const;
+  StepResult lookahead_step(const LossFn& train_loss, const LossFn& val_loss, int64_t seed);
   void build(std::vector<torch::Tensor> buffers);
   void accumulate_hypergradient(const Candidates& candidates, const Validation& validation,
                                 int64_t seed);
@@ -144,6 +178,7 @@ class EvoGrad {
   std::vector<torch::Tensor> params_;
   std::vector<torch::Tensor> hyper_;
   std::vector<torch::Tensor> buffers_;
+  std::vector<torch::Tensor> bystanders_;  // a module's other tensors, frozen during a step
   Options options_;
   int64_t seed_ = 0;
   int64_t step_ = 0;

@@ -6,6 +6,7 @@ successful step, or the error type and a fragment both languages' messages
 share. test_ops.cpp runs the same rows through ``evograd::EvoGrad`` on the
 same scripted model and data, and must reproduce them bit for bit.
 """
+import warnings
 from dataclasses import dataclass
 from typing import Dict
 
@@ -29,6 +30,11 @@ class Scenario:
     poison: bool = False         # candidates that raise l1.weight[0, 0] get a NaN loss
     unused: bool = False         # a second hyperparameter the training loss ignores
     dropout: bool = False        # random layer, with common random numbers
+    estimator: str = "evograd"
+    scale: str = "none"          # "none" or "t1t2"
+    inner_lr: float = -1.0       # -1: not given
+    fd_step: float = 0.0         # 0: not given (the default step)
+    allow_unused: bool = False
     expect: str = "ok"           # "ok", or "<ErrorType>:<message fragment>"
 
 
@@ -42,6 +48,21 @@ TABLE = [
     Scenario("unused_hyperparameter", unused=True,
              expect="ValueError:does not depend on hyperparameter 2"),
     Scenario("dropout_common_random_numbers", population=3, dropout=True),
+    Scenario("unused_hyperparameter_allowed", unused=True, allow_unused=True),
+    Scenario("collapsed_weights", temperature=1e-5, sigma=0.05),
+    Scenario("t1t2_scale", scale="t1t2", inner_lr=0.1, antithetic=True, population=4),
+    Scenario("lookahead_float64", estimator="lookahead", inner_lr=0.1),
+    Scenario("lookahead_float32_dropout", dtype="float32", estimator="lookahead", inner_lr=0.05,
+             dropout=True),
+    Scenario("lookahead_fd_step", estimator="lookahead", inner_lr=0.1, fd_step=1e-4),
+    Scenario("lookahead_inner_lr_zero", estimator="lookahead", inner_lr=0.0),
+    Scenario("lookahead_unused_allowed", estimator="lookahead", inner_lr=0.1, unused=True,
+             allow_unused=True),
+    Scenario("lookahead_unused_raises", estimator="lookahead", inner_lr=0.1, unused=True,
+             expect="ValueError:does not depend on hyperparameter 2"),
+    Scenario("lookahead_needs_inner_lr", estimator="lookahead",
+             expect="ValueError:needs inner_lr"),
+    Scenario("inner_lr_unused", inner_lr=0.1, expect="ValueError:inner_lr is used only with"),
 ]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
@@ -107,17 +128,29 @@ def run(s: Scenario, model_path: str, d: Dict[str, torch.Tensor]) -> Dict[str, t
     meta = evograd.EvoGrad(params, [decay] + hyper, population=s.population, sigma=s.sigma,
                            temperature=s.temperature, noise=s.noise, antithetic=s.antithetic,
                            seed=s.seed, nonfinite=s.nonfinite, buffers=buffers,
-                           common_random_numbers=s.dropout)
+                           common_random_numbers=s.dropout, estimator=s.estimator,
+                           scale=None if s.scale == "none" else s.scale,
+                           inner_lr=None if s.inner_lr < 0 else s.inner_lr,
+                           fd_step=s.fd_step or None, allow_unused=s.allow_unused)
     torch.manual_seed(RNG_SEED)
-    r = meta.step(lambda: model.train_loss(x, y, logits, s.poison, s.dropout),
-                  lambda: model.val_loss(xv, yv, s.dropout))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = meta.step(lambda: model.train_loss(x, y, logits, s.poison, s.dropout),
+                      lambda: model.val_loss(xv, yv, s.dropout))
     assert all(torch.equal(b, c) for b, c in zip(buffers, before)), "buffers restored"
-    return {"losses": r.losses, "weights": r.weights, "grad_decay": decay.grad,
-            "grad_logits": logits.grad, "val": torch.tensor([r.val_loss], dtype=torch.float64),
-            "dropped": torch.tensor([r.dropped])}
+    assert r.collapsed == any("collapsed" in str(w.message) for w in caught), "warned iff collapsed"
+    out = {"losses": r.losses, "weights": r.weights, "grad_decay": decay.grad,
+           "grad_logits": logits.grad, "val": torch.tensor([r.val_loss], dtype=torch.float64),
+           "val_tensor": r.val_loss_tensor, "dropped": torch.tensor([r.dropped]),
+           "ess": torch.tensor([r.ess], dtype=torch.float64),
+           "collapsed": torch.tensor([int(r.collapsed)])}
+    if s.unused:  # allowed: the unused hyperparameter keeps its (absent) .grad
+        out["unused_has_grad"] = torch.tensor([int(hyper[1].grad is not None)])
+    return out
 
 
 def table_line(s: Scenario) -> str:
     fields = [s.name, s.dtype, s.noise, s.population, int(s.antithetic), s.sigma, s.temperature,
-              s.seed, s.nonfinite, int(s.poison), int(s.unused), int(s.dropout), s.expect]
+              s.seed, s.nonfinite, int(s.poison), int(s.unused), int(s.dropout), s.estimator,
+              s.scale, s.inner_lr, s.fd_step, int(s.allow_unused), s.expect]
     return " ".join(repr(f) if isinstance(f, float) else str(f) for f in fields)

@@ -337,10 +337,10 @@ TEST(CppApi, BadInputRaisesAndLeavesModelUntouched) {
 // The scenario table of scenarios.py, replayed through the C++ EvoGrad: the
 // same outcome as Python's, and on success the same numbers, bit for bit.
 struct Scenario {
-  std::string name, dtype, noise, nonfinite, expect;
+  std::string name, dtype, noise, nonfinite, estimator, scale, expect;
   int64_t population = 2, seed = 0;
-  double sigma = 0, temperature = 0;
-  int antithetic = 0, poison = 0, unused = 0, dropout = 0;
+  double sigma = 0, temperature = 0, inner_lr = -1, fd_step = 0;
+  int antithetic = 0, poison = 0, unused = 0, dropout = 0, allow_unused = 0;
 };
 
 std::vector<Scenario> scenario_table() {
@@ -351,7 +351,8 @@ std::vector<Scenario> scenario_table() {
     std::istringstream f(line);
     Scenario s;
     f >> s.name >> s.dtype >> s.noise >> s.population >> s.antithetic >> s.sigma >>
-        s.temperature >> s.seed >> s.nonfinite >> s.poison >> s.unused >> s.dropout;
+        s.temperature >> s.seed >> s.nonfinite >> s.poison >> s.unused >> s.dropout >>
+        s.estimator >> s.scale >> s.inner_lr >> s.fd_step >> s.allow_unused;
     std::getline(f >> std::ws, s.expect);
     table.push_back(s);
   }
@@ -376,7 +377,7 @@ void expect_identical(const torch::Tensor& a, const torch::Tensor& b, const std:
 TEST(CppApi, ScenarioTableMatchesPython) {
   auto e = expected();
   auto table = scenario_table();
-  ASSERT_GE(table.size(), 7u);
+  ASSERT_GE(table.size(), 18u);
   for (const auto& s : table) {
     SCOPED_TRACE(s.name);
     const auto dtype = dtype_named(s.dtype);
@@ -412,9 +413,14 @@ TEST(CppApi, ScenarioTableMatchesPython) {
     opt.seed = s.seed;
     opt.nonfinite = s.nonfinite;
     opt.common_random_numbers = s.dropout;
-    evograd::EvoGrad meta(params, hyper, opt, buffers);
-    torch::manual_seed(1234);  // scenarios.RNG_SEED
+    opt.estimator = s.estimator;
+    if (s.scale != "none") opt.scale = s.scale;
+    if (s.inner_lr >= 0) opt.inner_lr = s.inner_lr;
+    if (s.fd_step > 0) opt.fd_step = s.fd_step;
+    opt.allow_unused = s.allow_unused;
     auto step = [&] {
+      evograd::EvoGrad meta(params, hyper, opt, buffers);
+      torch::manual_seed(1234);  // scenarios.RNG_SEED
       return meta.step(
           [&] {
             return model.run_method("train_loss", x, y, logits, bool(s.poison), bool(s.dropout))
@@ -443,7 +449,12 @@ TEST(CppApi, ScenarioTableMatchesPython) {
       expect_identical(decay.grad(), key("grad_decay"), "grad of log_decay");
       expect_identical(logits.grad(), key("grad_logits"), "grad of logits");
       EXPECT_EQ(r.val_loss, key("val").item<double>());
+      expect_identical(r.val_loss_tensor, key("val_tensor"), "val_loss_tensor");
       EXPECT_EQ(r.dropped, key("dropped").item<int64_t>());
+      expect_identical(torch::tensor({r.ess}, torch::kDouble), key("ess"), "ess");
+      EXPECT_EQ(int64_t{r.collapsed}, key("collapsed").item<int64_t>());
+      if (s.unused)
+        EXPECT_EQ(int64_t{hyper[2].grad().defined()}, key("unused_has_grad").item<int64_t>());
     }
     for (size_t i = 0; i < buffers.size(); ++i) EXPECT_TRUE(torch::equal(buffers[i], before[i]));
   }

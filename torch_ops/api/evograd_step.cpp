@@ -9,7 +9,9 @@
 #include <tuple>
 #include <utility>
 
+#include "closures.h"
 #include "exchange.h"
+#include "lookahead.h"
 #include "options.h"
 #include "restorer.h"
 #include "seeds.h"
@@ -21,24 +23,12 @@ namespace evograd {
 
 namespace {
 
+using detail::checked_loss;
 using detail::Restorer;
 using detail::RngSnapshot;
 using detail::jit_tensors;
 using detail::restored_buffers;
 using detail::split_module;
-
-double checked_loss(const torch::Tensor& loss, const char* which, bool allow_nonfinite = false) {
-  TORCH_CHECK_TYPE(loss.defined(), "evograd: the ", which, " loss closure returned an undefined tensor");
-  TORCH_CHECK_VALUE(loss.numel() == 1, "evograd: the ", which,
-                    " loss must be a scalar, got shape ", loss.sizes());
-  TORCH_CHECK_TYPE(loss.is_floating_point(), "evograd: the ", which,
-                   " loss must be floating point, got ", loss.scalar_type());
-  const double v = loss.detach().to(torch::kCPU, torch::kDouble).item<double>();
-  TORCH_CHECK_VALUE(allow_nonfinite || std::isfinite(v), "evograd: the ", which,
-                    " loss is not finite (", v, "); option nonfinite = \"drop\" skips such "
-                    "candidates");
-  return v;
-}
 
 // Raises when sigma is below the storage resolution of every perturbed
 // element (all candidates would equal theta: a zero hypergradient), warns
@@ -92,6 +82,9 @@ std::vector<std::pair<std::string, double>> agreed_fields(const EvoGrad& e) {
 EvoGrad::EvoGrad(std::vector<torch::Tensor> params, std::vector<torch::Tensor> hyperparams,
                  Options options, std::vector<torch::Tensor> buffers)
     : params_(std::move(params)), hyper_(std::move(hyperparams)), options_(std::move(options)) {
+  TORCH_CHECK_VALUE(options_.estimator == "evograd" || options_.parallel.empty(),
+                    "evograd: estimator '", options_.estimator, "' runs in one process; "
+                    "parallel is for the 'evograd' estimator");
   exchange_ = detail::make_exchange(options_);
   // With parallel, an error here still takes part in the construction-time
   // exchange, so that the other ranks raise too instead of waiting.
@@ -107,11 +100,23 @@ EvoGrad::EvoGrad(std::vector<torch::Tensor> params, std::vector<torch::Tensor> h
 
 namespace {
 
-// tau * inner_lr / (sigma^2 * c) with scale "t1t2", c = 1 - 1/K (1 with antithetic noise).
+// tau * inner_lr / (sigma^2 * c) with scale "t1t2" (and the paper's
+// estimator), c = 1 - 1/K (1 with antithetic noise).
 double t1t2_scale(const Options& o) {
-  if (o.scale != "t1t2") return 1.0;
+  if (o.scale != "t1t2" || o.estimator != "evograd") return 1.0;
   const double c = o.antithetic ? 1.0 : 1.0 - 1.0 / o.population;
   return o.temperature * *o.inner_lr / (o.sigma * o.sigma * c);
+}
+
+// Whether the options use inner_lr, and that it is given where they do.
+void check_inner_lr(const Options& o) {
+  const char* needed_by = o.estimator == "lookahead" ? "estimator 'lookahead'"
+                          : o.scale == "t1t2"        ? "scale 't1t2'"
+                                                     : nullptr;
+  TORCH_CHECK_VALUE(needed_by || !o.inner_lr.has_value(),
+                    "evograd: inner_lr is used only with scale 't1t2' or estimator 'lookahead'");
+  TORCH_CHECK_VALUE(!needed_by || o.inner_lr.has_value(), "evograd: ", needed_by,
+                    " needs inner_lr, the model's learning rate");
 }
 
 }  // namespace
@@ -127,7 +132,16 @@ int64_t EvoGrad::bytes_sent() const { return exchange_->bytes_sent(); }
 
 EvoGrad::EvoGrad(std::vector<torch::Tensor> params, std::vector<torch::Tensor> hyperparams,
                  Options options, const torch::nn::Module& module)
-    : EvoGrad(std::move(params), std::move(hyperparams), std::move(options), module.buffers()) {}
+    : EvoGrad(std::move(params), std::move(hyperparams), std::move(options), module.buffers()) {
+  // The module's other tensors that require grad (an encoder below a
+  // perturbed head) are frozen during a step, as in Python.
+  auto owned = module.parameters();
+  for (const auto& b : module.buffers()) owned.push_back(b);
+  for (const auto& t : owned)
+    if (t.requires_grad() && t.is_leaf() && !detail::contains(params_, t) &&
+        !detail::contains(hyper_, t) && !detail::contains(bystanders_, t))
+      bystanders_.push_back(t);
+}
 
 EvoGrad::EvoGrad(torch::nn::Module& model, std::vector<torch::Tensor> hyperparams,
                  Options options)
@@ -146,10 +160,7 @@ EvoGrad::EvoGrad(const torch::jit::Module& model, std::vector<torch::Tensor> hyp
 void EvoGrad::validate() const {
   const auto& o = options_;
   detail::check_options(o);  // each option's rule, from options.def
-  TORCH_CHECK_VALUE(o.scale == "t1t2" || !o.inner_lr.has_value(),
-                    "evograd: inner_lr is used only with scale 't1t2'");
-  TORCH_CHECK_VALUE(o.scale.empty() || o.inner_lr.has_value(),
-                    "evograd: scale 't1t2' needs inner_lr, the model's learning rate");
+  check_inner_lr(o);
   TORCH_CHECK_VALUE(!params_.empty(), "evograd: no tensor to perturb (a module's parameters, "
                     "or buffers with requires_grad, other than the hyperparameters)");
   TORCH_CHECK_VALUE(!hyper_.empty(), "evograd: no hyperparameters");
@@ -187,18 +198,12 @@ EvoGrad::Candidates EvoGrad::evaluate_candidates(detail::Restorer& restore, cons
       {
         torch::NoGradGuard no_grad;
         evograd_ops::handles::perturb_into()
-            .call(restore.saved(), params_, seed, k, o.sigma, o.noise, o.antithetic, 0);
+            .call(restore.saved(), restore.targets(), seed, k, o.sigma, o.noise, o.antithetic, 0);
       }
       auto loss = train_loss();
       losses[k] = checked_loss(loss, "training", o.nonfinite == "drop");
       if (!std::isfinite(losses[k])) continue;
-      TORCH_CHECK_VALUE(loss.requires_grad(),
-                        "evograd: the training loss does not depend on the hyperparameters");
-      auto g = torch::autograd::grad({loss.reshape({})}, hyper_, {}, false, false, true);
-      for (size_t j = 0; j < g.size(); ++j)
-        TORCH_CHECK_VALUE(g[j].defined(), "evograd: the training loss does not depend on "
-                          "hyperparameter ", j);
-      c.dloss_dhyper[k] = std::move(g);
+      c.dloss_dhyper[k] = detail::hyper_gradient(loss, hyper_, o.allow_unused);
     }
   } catch (...) {
     own = std::current_exception();
@@ -240,12 +245,13 @@ EvoGrad::Validation EvoGrad::validation_gradient(detail::Restorer& restore, cons
     {
       torch::NoGradGuard no_grad;  // theta* into the parameters' storage
       evograd_ops::handles::combine_into()
-          .call(restore.saved(), losses, params_, o.temperature, seed, o.sigma, o.noise,
-                o.antithetic, 0);
+          .call(restore.saved(), losses, restore.targets(), o.temperature, seed, o.sigma,
+                o.noise, o.antithetic, 0);
     }
     restore.set_requires_grad(true);
     auto val = val_loss();
     v.loss = checked_loss(val, "validation");
+    v.tensor = val.detach();
     TORCH_CHECK_VALUE(val.requires_grad(),
                       "evograd: the validation loss does not depend on the parameters");
     std::vector<torch::Tensor> inputs = params_;
@@ -262,6 +268,8 @@ EvoGrad::Validation EvoGrad::validation_gradient(detail::Restorer& restore, cons
   }
   if (!v.projections.defined()) v.projections = torch::zeros({o.population}, torch::kDouble);
   std::tie(v.projections, v.loss) = exchange_->projections(v.projections, v.loss, own);
+  if (v.tensor.defined() && !o.parallel.empty())  // the ranks' mean
+    v.tensor = torch::full({}, v.loss, v.tensor.options());
   return v;
 }
 
@@ -269,6 +277,7 @@ void EvoGrad::accumulate_hypergradient(const Candidates& candidates,
                                        const Validation& validation, int64_t seed) {
   const auto& o = options_;
   std::vector<torch::Tensor> parts;
+  std::vector<bool> used;
   std::exception_ptr own;
   try {
     auto cot = evograd_ops::handles::loss_cotangent().call(candidates.losses,
@@ -278,106 +287,117 @@ void EvoGrad::accumulate_hypergradient(const Candidates& candidates,
     const double* cv = cot_host.data_ptr<double>();
     for (size_t j = 0; j < hyper_.size(); ++j) {
       auto total = torch::zeros_like(hyper_[j]);
-      for (int64_t k = 0; k < o.population; ++k)
-        if (!candidates.dloss_dhyper[k].empty())
-          total.add_(candidates.dloss_dhyper[k][j], cv[k] * scale_);
-      if (validation.hyper[j].defined() && exchange_->adds_direct_term())
+      bool touched = false;
+      for (int64_t k = 0; k < o.population; ++k) {
+        const auto& dloss = candidates.dloss_dhyper[k];
+        if (dloss.empty() || !dloss[j].defined()) continue;
+        total.add_(dloss[j], cv[k] * scale_);
+        touched = true;
+      }
+      if (validation.hyper[j].defined() && exchange_->adds_direct_term()) {
         total.add_(validation.hyper[j]);
+        touched = true;
+      }
       parts.push_back(total);
+      used.push_back(touched);
     }
   } catch (...) {
     own = std::current_exception();
     parts.clear();
     for (const auto& h : hyper_) parts.push_back(torch::zeros_like(h));
+    used.assign(hyper_.size(), true);
   }
   parts = exchange_->hypergradient(std::move(parts), own);
-  torch::NoGradGuard no_grad;
-  for (size_t j = 0; j < hyper_.size(); ++j) {
-    auto& hg = hyper_[j].mutable_grad();
-    if (hg.defined()) {
-      hg.add_(parts[j]);
-    } else {
-      hg = parts[j];
-    }
-  }
+  // In one process, a hyperparameter nothing used (allow_unused) keeps its .grad.
+  if (o.parallel.empty())
+    for (size_t j = 0; j < parts.size(); ++j)
+      if (!used[j]) parts[j] = torch::Tensor();
+  detail::accumulate(hyper_, parts);
 }
+
 
 namespace {
 
-// What a checkpoint records and compares: the SAVED rows of options.def and
-// the tensors' sizes, in Python's state_dict spelling.
-std::vector<std::pair<std::string, c10::IValue>> option_values(const EvoGrad& e) {
-  int64_t params = 0, hyper = 0;
-  for (const auto& p : e.params()) params += p.numel();
-  for (const auto& h : e.hyperparams()) hyper += h.numel();
-  auto out = detail::saved_options(e.options());
-  out.emplace_back("parameter_elements", params);
-  out.emplace_back("hyperparameter_elements", hyper);
-  return out;
-}
-
-// Checkpoints of evograd 0.2.x wrote "" where an option was unset.
-c10::IValue normalised(c10::IValue v) {
-  return v.isString() && v.toStringRef().empty() ? c10::IValue() : v;
+// (effective sample size, collapsed): one-hot weights, or candidate losses
+// all equal, give a hypergradient of ~0; such a step warns.
+std::pair<double, bool> collapse(const torch::Tensor& reported, const torch::Tensor& losses,
+                                 const torch::Tensor& weights, int64_t step) {
+  const double ess = (weights * weights).sum().reciprocal().item<double>();
+  const auto kept = losses.masked_select(torch::isfinite(reported));
+  const bool equal = kept.numel() > 1 && kept.eq(kept[0]).all().item<bool>();
+  const bool collapsed = ess < kCollapseEss || equal;
+  if (collapsed) {
+    std::ostringstream why;
+    if (equal) {
+      why << "all candidate losses are equal: sigma is below the loss's resolution, e.g. in "
+             "bfloat16";
+    } else {
+      const auto w = weights.to(torch::kCPU, torch::kDouble);
+      why << "weights [";
+      for (int64_t k = 0; k < w.numel(); ++k) why << (k ? ", " : "") << w[k].item<double>();
+      why << "], effective sample size " << ess << " < "
+          << kCollapseEss << ": the loss spread is far above temperature";
+    }
+    TORCH_WARN("evograd: step ", step, " collapsed (", why.str(), "); its hypergradient is ~0. "
+               "Raise temperature or lower sigma (or raise sigma for equal losses)");
+  }
+  return {ess, collapsed};
 }
 
 }  // namespace
 
-void EvoGrad::save(torch::serialize::OutputArchive& archive) const {
-  archive.write("format", c10::IValue(int64_t{1}));
-  archive.write("seed", c10::IValue(seed_));
-  archive.write("steps_taken", c10::IValue(step_));
-  // As in Python: the inner learning rate follows a schedule, so it is
-  // restored on load, not compared.
-  if (options_.inner_lr.has_value()) archive.write("inner_lr", c10::IValue(*options_.inner_lr));
-  for (const auto& kv : option_values(*this)) archive.write("option_" + kv.first, kv.second);
+std::vector<std::string> estimators() { return detail::choices_of("estimator"); }
+
+void EvoGrad::set_inner_lr(double inner_lr) {
+  Options o = options_;
+  o.inner_lr = inner_lr;
+  detail::check_options(o);
+  check_inner_lr(o);
+  options_ = std::move(o);
+  scale_ = t1t2_scale(options_);
 }
 
-void EvoGrad::load(torch::serialize::InputArchive& archive) {
-  c10::IValue format, seed, steps, lr;
-  TORCH_CHECK_VALUE(archive.try_read("format", format) && format.isInt() && format.toInt() == 1,
-                    "evograd: not an EvoGrad checkpoint (no format 1)");
-  std::string diff;
-  for (const auto& kv : option_values(*this)) {
-    c10::IValue saved;
-    const bool found = archive.try_read("option_" + kv.first, saved);
-    const bool size = kv.first == "parameter_elements" || kv.first == "hyperparameter_elements";
-    TORCH_CHECK_VALUE(found || !size, "evograd: the checkpoint has no ", kv.first);
-    saved = found ? normalised(saved) : detail::default_option(kv.first);  // a row it predates
-    if (!(saved == kv.second)) {
-      std::ostringstream s;
-      s << (diff.empty() ? "" : "; ") << kv.first << ": saved " << saved << ", here "
-        << kv.second;
-      diff += s.str();
-    }
-  }
-  TORCH_CHECK_VALUE(diff.empty(), "evograd: the saved EvoGrad had other options: ", diff);
-  archive.read("seed", seed);
-  archive.read("steps_taken", steps);
-  TORCH_CHECK_VALUE(seed.isInt() && steps.isInt() && steps.toInt() >= 0,
-                    "evograd: a checkpoint needs an int seed and a non-negative steps_taken");
-  // evograd 0.2.x recorded the rate among the options.
-  const bool has_lr = archive.try_read("inner_lr", lr) || archive.try_read("option_inner_lr", lr);
-  if (has_lr && lr.isDouble() && options_.inner_lr.has_value()) {
-    options_.inner_lr = lr.toDouble();
-    scale_ = t1t2_scale(options_);
-  }
-  seed_ = seed.toInt();
-  step_ = steps.toInt();
-}
-
-StepResult EvoGrad::step(const LossFn& train_loss, const LossFn& val_loss) {
+StepResult EvoGrad::step(const LossFn& train_loss, const LossFn& val_loss,
+                         c10::optional<double> inner_lr) {
   TORCH_CHECK_VALUE(train_loss && val_loss, "evograd: step needs two loss closures");
+  if (inner_lr.has_value()) set_inner_lr(*inner_lr);
   const int64_t seed = step_seed(seed_, step_, options_.seed_schedule);
-  check_sigma_resolution(params_, options_.sigma);
   torch::AutoGradMode grad_on(true);
-  Restorer restore(params_, buffers_);
-  auto candidates = evaluate_candidates(restore, train_loss, seed);
-  auto weights = evograd_ops::handles::weights().call(candidates.losses, options_.temperature);
-  auto validation = validation_gradient(restore, val_loss, candidates.losses, seed);
-  accumulate_hypergradient(candidates, validation, seed);
+  if (options_.estimator == "lookahead") return lookahead_step(train_loss, val_loss, seed);
+  check_sigma_resolution(params_, options_.sigma);
+  Candidates candidates;
+  Validation validation;
+  torch::Tensor weights;
+  {
+    Restorer restore(params_, buffers_, bystanders_);
+    candidates = evaluate_candidates(restore, train_loss, seed);
+    weights = evograd_ops::handles::weights().call(candidates.losses, options_.temperature);
+    validation = validation_gradient(restore, val_loss, candidates.losses, seed);
+    accumulate_hypergradient(candidates, validation, seed);
+  }
   ++step_;
-  return {validation.loss, candidates.reported, weights.detach(), seed, candidates.dropped};
+  weights = weights.detach();
+  const auto ess = collapse(candidates.reported, candidates.losses, weights, step_ - 1);
+  return {validation.loss, candidates.reported, weights, seed, candidates.dropped,
+          validation.tensor, ess.first, ess.second};
+}
+
+StepResult EvoGrad::lookahead_step(const LossFn& train_loss, const LossFn& val_loss,
+                                   int64_t seed) {
+  const double alpha = *options_.inner_lr;
+  const double step = options_.fd_step.has_value() ? *options_.fd_step
+                                                   : detail::default_fd_step(params_);
+  detail::Lookahead r;
+  {
+    Restorer restore(params_, buffers_, bystanders_);
+    RngSnapshot rng(params_);
+    r = detail::lookahead(params_, hyper_, restore, rng, train_loss, val_loss, alpha, step,
+                          options_.allow_unused);
+  }
+  detail::accumulate(hyper_, r.parts);
+  ++step_;
+  return {r.val_loss, torch::tensor(r.losses, torch::kDouble), torch::zeros({0}, torch::kDouble),
+          seed, 0, r.val_tensor};
 }
 
 }  // namespace evograd

@@ -135,6 +135,8 @@ c10::IValue default_option(const std::string& name) {
   return c10::IValue();
 }
 
+std::vector<std::string> choices_of(const std::string& name) { return rule_of(name).choices; }
+
 int64_t choice_index(const std::string& name, const std::string& value) {
   const Rule rule = rule_of(name);
   check(name.c_str(), value, rule);

@@ -23,6 +23,9 @@ std::vector<std::pair<std::string, c10::IValue>> saved_options(const Options& op
 // A SAVED row's value in a checkpoint that predates it.
 c10::IValue default_option(const std::string& name);
 
+// Option `name`'s choices, in options.def's order.
+std::vector<std::string> choices_of(const std::string& name);
+
 // Where `value` sits among option `name`'s choices (a c10::ValueError if not).
 int64_t choice_index(const std::string& name, const std::string& value);
 

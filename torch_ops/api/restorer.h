@@ -11,24 +11,44 @@ namespace evograd {
 namespace detail {
 
 // Everything step() changes about the model, put back on scope exit.
+//
+// The step writes values through variable_data() aliases (Python's .data),
+// which share the storage but not the autograd version counter: every value
+// is put back bit for bit before step() returns, so a graph the caller
+// recorded before the step (LFT's auxiliary loss) stays valid and exact.
 class Restorer {
  public:
-  Restorer(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& buffers)
+  Restorer(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& buffers,
+           const std::vector<torch::Tensor>& bystanders = {})
       : params_(params), buffers_(buffers) {
     torch::NoGradGuard no_grad;
     for (const auto& p : params_) {
+      targets_.push_back(p.variable_data());
       saved_.push_back(p.detach().clone());
       grads_.push_back(p.grad());
       flags_.push_back(p.requires_grad());
     }
-    for (const auto& b : buffers_) saved_buffers_.push_back(b.detach().clone());
+    for (const auto& b : buffers_) {
+      buffer_targets_.push_back(b.variable_data());
+      saved_buffers_.push_back(b.detach().clone());
+    }
     // Closures that call backward() must not touch the caller's gradients.
     for (auto& p : params_) p.mutable_grad() = torch::Tensor();
+    // Tensors neither perturbed nor hyperparameters (an encoder below a
+    // perturbed head) record nothing during the step.
+    for (const auto& t : bystanders)
+      if (t.requires_grad()) frozen_.push_back(t);
+    for (auto& t : frozen_) t.requires_grad_(false);
   }
+  Restorer(const Restorer&) = delete;
+  Restorer& operator=(const Restorer&) = delete;
+
   const std::vector<torch::Tensor>& saved() const { return saved_; }
+  // Where the step writes the parameters' values.
+  const std::vector<torch::Tensor>& targets() const { return targets_; }
   void restore_buffers() {
     torch::NoGradGuard no_grad;
-    for (size_t i = 0; i < buffers_.size(); ++i) buffers_[i].copy_(saved_buffers_[i]);
+    for (size_t i = 0; i < buffers_.size(); ++i) buffer_targets_[i].copy_(saved_buffers_[i]);
   }
   void set_requires_grad(bool on) {
     for (auto& p : params_) p.requires_grad_(on);
@@ -37,14 +57,16 @@ class Restorer {
     torch::NoGradGuard no_grad;
     for (size_t i = 0; i < params_.size(); ++i) {
       params_[i].requires_grad_(flags_[i]);
-      params_[i].copy_(saved_[i]);
+      targets_[i].copy_(saved_[i]);
       params_[i].mutable_grad() = grads_[i];
     }
+    for (auto& t : frozen_) t.requires_grad_(true);
     restore_buffers();
   }
 
  private:
-  std::vector<torch::Tensor> params_, buffers_;
+  std::vector<torch::Tensor> params_, buffers_, frozen_;
+  std::vector<torch::Tensor> targets_, buffer_targets_;
   std::vector<torch::Tensor> saved_, grads_, saved_buffers_;
   std::vector<bool> flags_;
 };

@@ -1,0 +1,37 @@
+// The "lookahead" estimator in C++: T1-T2's one-step unrolled hypergradient
+// by a central finite difference along the validation gradient after the
+// inner step, the same passes and numbers as Python's evograd/lookahead.py
+// (whose docstring and docs/design.md derive it).
+#pragma once
+
+#include <vector>
+
+#include "evograd/evograd.hpp"
+#include "restorer.h"
+
+namespace evograd {
+namespace detail {
+
+struct Lookahead {
+  std::vector<torch::Tensor> parts;  // to add to each lambda's .grad (undefined: leave it)
+  std::vector<double> losses;        // training losses at theta, theta' + s u, theta' - s u
+  double val_loss = 0.0;             // at theta'
+  torch::Tensor val_tensor;          // the same, as the closure's tensor, detached
+};
+
+// The 2-norm of a list of tensors, summed in float64 a million elements at a
+// time (a float64 copy of a whole large tensor would be the step's peak).
+double norm(const std::vector<torch::Tensor>& tensors);
+
+// sqrt(eps) * max(1, |theta|) for the parameters' dtype.
+double default_fd_step(const std::vector<torch::Tensor>& params);
+
+// Runs the estimator's passes on the restorer's parameters; `rng` is replayed
+// before each training pass, so the difference sees one draw of dropout.
+Lookahead lookahead(const std::vector<torch::Tensor>& params,
+                    const std::vector<torch::Tensor>& hyper, Restorer& restore,
+                    RngSnapshot& rng, const LossFn& train_loss, const LossFn& val_loss,
+                    double alpha, double step, bool allow_unused);
+
+}  // namespace detail
+}  // namespace evograd
