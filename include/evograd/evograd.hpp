@@ -54,9 +54,12 @@ namespace evograd {
 // "lookahead": T1-T2's hypergradient by a central finite difference of
 // length fd_step, unset: sqrt(eps) * max(1, |theta|), along the validation
 // gradient after the inner step; needs inner_lr), allow_unused (a
-// hyperparameter no loss uses keeps its .grad instead of raising). Their
-// meaning is documented once, in Python's evograd.EvoGrad. The one row
-// marked PYTHON there (check_replicas) is an option this API does not offer.
+// hyperparameter no loss uses keeps its .grad instead of raising),
+// check_replicas (with parallel: each step first compares the exact bits of
+// the parameters and lambda across ranks, 4 int64 gathered, and throws if
+// they differ). Their meaning is documented once, in Python's
+// evograd.EvoGrad; a row marked PYTHON there would be an option this API
+// does not offer (there is none).
 #define EVOGRAD_MEMBER_BOTH(type, name, value) type name = value;
 #define EVOGRAD_MEMBER_PYTHON(type, name, value)
 #define EVOGRAD_OPTION(name, type, value, rule, where, flags) EVOGRAD_MEMBER_##where(type, name, value)

@@ -13,16 +13,23 @@
 namespace {
 
 // The lambda-gradient, then the bytes this rank sent (construction and step).
+// drift is added to the first weight on rank 1 after construction (a replica
+// that drifted apart, for check_replicas to catch).
 torch::Tensor step(const std::string& parallel, const std::string& group, int64_t population,
                    const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& xv,
-                   const torch::Tensor& yv) {
+                   const torch::Tensor& yv, bool check_replicas, double drift) {
   evograd_test::Problem p(16);
   evograd::Options o;
   o.population = population;
   o.seed = 11;
   o.parallel = parallel;
+  o.check_replicas = check_replicas;
   if (!group.empty()) o.process_group = c10d::resolve_process_group(group);
   evograd::EvoGrad meta(*p.model, p.hyper(), o);
+  if (drift != 0.0 && o.process_group && o.process_group->getRank() == 1) {
+    torch::NoGradGuard no_grad;
+    p.model->parameters()[0].view({-1})[0] += drift;
+  }
   meta.step([&] { return p.train_loss(x, y); }, [&] { return p.val_loss(xv, yv); });
   return torch::cat({p.hypergradient(),
                      torch::tensor({static_cast<double>(meta.bytes_sent())}, torch::kDouble)});
@@ -32,5 +39,5 @@ torch::Tensor step(const std::string& parallel, const std::string& group, int64_
 
 TORCH_LIBRARY(evograd_probe, m) {
   m.def("step(str parallel, str group, int population, Tensor x, Tensor y, Tensor xv, "
-        "Tensor yv) -> Tensor", &step);
+        "Tensor yv, bool check_replicas=False, float drift=0.0) -> Tensor", &step);
 }

@@ -11,6 +11,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 
 #include <chrono>
+#include <cmath>
 #include <functional>
 #include <string>
 #include <thread>
@@ -181,6 +182,40 @@ TEST(Parallel, MismatchedOptionsAreAnErrorOnEveryRank) {
   });
   EXPECT_NE(errors[1].find("sigma must be finite and > 0"), std::string::npos) << errors[1];
   EXPECT_NE(errors[0].find("could not be built on rank(s) 1"), std::string::npos) << errors[0];
+}
+
+// check_replicas: one weight one ulp apart on rank 1 is an error on every
+// rank before the step writes anything; equal replicas step as usual.
+TEST(Parallel, DriftedReplicasAreAnErrorWithCheckReplicas) {
+  for (const bool drift : {false, true}) {
+    auto errors = on_ranks(2, [&](int64_t r, c10::intrusive_ptr<c10d::ProcessGroup> group) {
+      Problem p(16);
+      auto o = options(2, "data");
+      o.process_group = group;
+      o.check_replicas = true;
+      evograd::EvoGrad meta(*p.model, p.hyper(), o);
+      auto w = p.model->parameters()[0];
+      if (drift && r == 1) {
+        torch::NoGradGuard no_grad;
+        w[0][0] = std::nextafter(w[0][0].item<double>(), 2.0);
+      }
+      const auto before = w.clone();
+      try {
+        meta.step([&] { return p.train_loss(kTrain.x, kTrain.y); },
+                  [&] { return p.val_loss(kVal.x, kVal.y); });
+      } catch (...) {
+        EXPECT_TRUE(torch::equal(w, before));
+        throw;
+      }
+    });
+    for (const auto& e : errors) {
+      if (drift) {
+        EXPECT_NE(e.find("the replicas have drifted apart"), std::string::npos) << e;
+      } else {
+        EXPECT_EQ(e, "");
+      }
+    }
+  }
 }
 
 TEST(Parallel, NeedsAProcessGroupAndAKnownName) {

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from ranks import run_ranks
 
 ROOT = Path(__file__).resolve().parents[2]
-N_HYPER, AGREED_FIELDS = 4, 14
+N_HYPER, AGREED_FIELDS = 4, 15
 
 
 def probe_library():
@@ -43,14 +43,15 @@ def rows(t, rank, world):
     return t[rank * n:(rank + 1) * n]
 
 
-def step(parallel, population, rank=0, world=1):
+def step(parallel, population, rank=0, world=1, check_replicas=False, drift=0.0):
     if not hasattr(torch.ops.evograd_probe, "step"):
         torch.ops.load_library(str(probe_library()))
     group = dist.group.WORLD.group_name if parallel else ""
     x, y, xv, yv = data()
     if parallel == "data":
         x, y, xv, yv = (rows(t, rank, world) for t in (x, y, xv, yv))
-    out = torch.ops.evograd_probe.step(parallel, group, population, x, y, xv, yv)
+    out = torch.ops.evograd_probe.step(parallel, group, population, x, y, xv, yv,
+                                       check_replicas, drift)
     return out[:-1], int(out[-1])
 
 
@@ -60,6 +61,18 @@ def job_data_3(rank, world):
 
 def job_candidates_4(rank, world):
     return step("candidates", 4, rank, world)
+
+
+def job_check_replicas(rank, world):
+    """Equal replicas step as usual; one weight moved by 1e-12 on rank 1 is
+    an error on every rank (caught: the job reports the message)."""
+    ok = step("data", 3, rank, world, check_replicas=True)
+    try:
+        step("data", 3, rank, world, check_replicas=True, drift=1e-12)
+        drifted = "no error"
+    except RuntimeError as e:
+        drifted = str(e)
+    return ok, drifted
 
 
 def bytes_expected(population, projections=True):
@@ -87,3 +100,11 @@ def test_cpp_candidate_parallel_equals_the_single_process_step(tmp_path):
     for grad, sent in run_ranks("test_cpp_parallel.job_candidates_4", 2, tmp_path):
         torch.testing.assert_close(grad, want, rtol=0, atol=1e-12 * (1 + float(want.abs().max())))
         assert sent == bytes_expected(4, projections=False)
+
+
+def test_cpp_check_replicas_catches_a_drifted_replica(tmp_path):
+    want, _ = step("", 3)
+    for (grad, sent), drifted in run_ranks("test_cpp_parallel.job_check_replicas", 2, tmp_path):
+        torch.testing.assert_close(grad, want, rtol=0, atol=1e-10)
+        assert sent == bytes_expected(3) + 8 * 4  # the fingerprints: 4 int64 gathered
+        assert "the replicas have drifted apart" in drifted, drifted

@@ -77,9 +77,9 @@ def test_rows_the_reader_cannot_parse_are_an_error():
 
 
 def test_the_python_only_rows_are_the_enumerated_differences():
-    """docs/design.md lists them; C++ lacks exactly these."""
+    """docs/design.md lists them (none today); C++ lacks exactly these."""
     only = [o.name for o in options.OPTIONS if o.python_only]
-    assert only == ["check_replicas"]
+    assert only == []
     design = (ROOT / "docs" / "design.md").read_text()
     for name in only:
         assert f"`{name}`" in design, name

@@ -362,6 +362,7 @@ StepResult EvoGrad::step(const LossFn& train_loss, const LossFn& val_loss,
   TORCH_CHECK_VALUE(train_loss && val_loss, "evograd: step needs two loss closures");
   if (inner_lr.has_value()) set_inner_lr(*inner_lr);
   const int64_t seed = step_seed(seed_, step_, options_.seed_schedule);
+  if (options_.check_replicas) exchange_->check_replicas(params_, hyper_);
   torch::AutoGradMode grad_on(true);
   if (options_.estimator == "lookahead") return lookahead_step(train_loss, val_loss, seed);
   check_sigma_resolution(params_, options_.sigma);

@@ -32,6 +32,27 @@ void Exchange::agree(const std::vector<std::pair<std::string, double>>&, std::ex
 #if EVOGRAD_HAS_C10D
 namespace {
 
+// Two int64 numbers that change when any element's bits do: the sum of the
+// elements' bit patterns and their sum weighted by 2i + 1, both wrapping
+// mod 2^64 (the numbers Python's evograd.parallel.fingerprint gives).
+torch::Tensor fingerprint(const std::vector<torch::Tensor>& tensors) {
+  torch::NoGradGuard no_grad;
+  auto sum = torch::zeros({2}, torch::kLong);
+  int64_t offset = 0;
+  for (const auto& t : tensors) {
+    auto v = t.detach().contiguous().reshape({-1}).cpu();
+    const auto size = v.element_size();
+    TORCH_CHECK(size == 2 || size == 4 || size == 8, "evograd: no fingerprint for ",
+                v.scalar_type());
+    auto bits = v.view(size == 8 ? torch::kLong : size == 4 ? torch::kInt : torch::kShort)
+                    .to(torch::kLong);
+    auto weight = torch::arange(offset, offset + v.numel(), torch::kLong) * 2 + 1;
+    sum += torch::stack({bits.sum(), (bits * weight).sum()});
+    offset += v.numel();
+  }
+  return sum;
+}
+
 [[noreturn]] void peers_failed(double failed, const char* phase) {
   TORCH_CHECK(false, "evograd: ", static_cast<int64_t>(std::llround(failed)),
               " other rank(s) failed in ", phase,
@@ -77,6 +98,23 @@ class Collective : public Exchange {
       TORCH_CHECK_VALUE(false, "evograd: ", fields[i].first, " differs across ranks (", s.str(),
                         "); every rank must build EvoGrad with the same options and tensors");
     }
+  }
+
+  void check_replicas(const std::vector<torch::Tensor>& params,
+                      const std::vector<torch::Tensor>& hyper) override {
+    auto local = torch::cat({fingerprint(params), fingerprint(hyper)});
+    auto table = all_gather(local);  // [world, 4]
+    if (torch::equal(table, local.unsqueeze(0).expand_as(table))) return;
+    std::ostringstream s;
+    auto t = table.accessor<int64_t, 2>();
+    for (int64_t r = 0; r < world(); ++r) {
+      s << (r ? ", " : "") << "[";
+      for (int64_t i = 0; i < 4; ++i) s << (i ? ", " : "") << t[r][i];
+      s << "]";
+    }
+    TORCH_CHECK(false, "evograd: the replicas have drifted apart: parameter or hyperparameter "
+                "fingerprints differ across ranks (per rank: [", s.str(), "]); every rank must "
+                "start from the same weights and apply the same updates");
   }
 
   int64_t broadcast_seed(int64_t seed) override {

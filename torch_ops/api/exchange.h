@@ -50,6 +50,11 @@ class Exchange {
                      std::exception_ptr own);
   virtual int64_t broadcast_seed(int64_t seed) { return seed; }
 
+  // Before a step (option check_replicas): the exact bits of the parameters
+  // and lambda are the same on every rank, or every rank throws.
+  virtual void check_replicas(const std::vector<torch::Tensor>& params,
+                              const std::vector<torch::Tensor>& hyper) {}
+
   // Payload bytes this process has handed to collectives.
   int64_t bytes_sent() const { return bytes_; }
 
