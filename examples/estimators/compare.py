@@ -20,7 +20,10 @@ Quality (float64): single-step cosine with T1-T2 (mean over --seeds), cosine
 of the mean of 10 and --steps steps, norm ratio of that mean (after the
 documented scale), fraction of collapsed steps. Cost (float32, each method in
 a fresh process): median time per step and peak memory growth, beside a
-plain training step and T1-T2. Prints tables, writes JSON and a plot.
+plain training step, the same step with the gradient of lambda too (the
+least any method that learns lambda computes: for rotation it runs back
+through the whole network to the input) and T1-T2. Prints tables, writes
+JSON and a plot.
 
     .venv/bin/python examples/estimators/compare.py --out results/estimators_cpu
 """
@@ -52,7 +55,7 @@ ESTIMATORS = {  # name -> EvoGrad options (each on T1-T2's scale)
                                antithetic=True, scale="t1t2", common_random_numbers=True),
     "lookahead": dict(estimator="lookahead"),
 }
-COST_METHODS = ("plain", "t1t2", "evograd", "lookahead")
+COST_METHODS = ("plain", "plain+hyper", "t1t2", "evograd", "lookahead")
 ALPHA = 0.1
 
 
@@ -211,15 +214,17 @@ def worker(app, method, repeats):
     model, hyper, train, val, params = build(app, torch.float32)
     partial = len(params) < len(list(model.parameters()))
 
-    def plain():
+    def plain(wrt=()):
         loss = train()
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        grads = torch.autograd.grad(loss, list(params) + list(wrt), allow_unused=True)
         with torch.no_grad():
             for p, g in zip(params, grads):
                 if g is not None:
                     p.sub_(0.0 * g)
     if method == "plain":
         fn = plain
+    elif method == "plain+hyper":
+        fn = lambda: plain(hyper)  # noqa: E731
     elif method == "t1t2":
         names = {id(p): n for n, p in model.named_parameters()}
         keys = [names[id(p)] for p in params]
@@ -277,11 +282,16 @@ def main(argv=None):
               f"{r['collapsed']:9.2f}")
     if cost_rows:
         print(f"\nCost per meta-step (float32, {args.threads} threads; memory: peak growth, fresh process):")
-        print(f"{'app':9} {'method':10} {'seconds':>8} {'x plain':>8} {'MiB':>8} {'x plain':>8}")
+        print(f"{'app':9} {'method':11} {'seconds':>8} {'x plain':>8} {'MiB':>8} {'x plain':>8} "
+              f"{'x plain+hyper':>13}")
         for r in cost_rows:
-            base = next(b for b in cost_rows if b["app"] == r["app"] and b["method"] == "plain")
-            print(f"{r['app']:9} {r['method']:10} {r['seconds']:8.3f} {r['seconds'] / base['seconds']:8.2f} "
-                  f"{r['peak_bytes'] / 2**20:8.1f} {r['peak_bytes'] / max(base['peak_bytes'], 1):8.2f}")
+            def base(method):
+                return next(b for b in cost_rows if b["app"] == r["app"] and b["method"] == method)
+            mib = r["peak_bytes"] / 2**20
+            print(f"{r['app']:9} {r['method']:11} {r['seconds']:8.3f} "
+                  f"{r['seconds'] / base('plain')['seconds']:8.2f} {mib:8.1f} "
+                  f"{r['peak_bytes'] / max(base('plain')['peak_bytes'], 1):8.2f} "
+                  f"{r['peak_bytes'] / max(base('plain+hyper')['peak_bytes'], 1):13.2f}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = dict(torch=torch.__version__, machine=platform.processor() or platform.machine(),

@@ -1,0 +1,47 @@
+"""The estimator benchmark (examples/estimators/compare.py) as a user runs
+it, on its smallest application (rotation), with few steps: every estimator
+is compared with exact T1-T2, every cost row is measured, and the table, JSON
+and plot are written."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(__file__)
+PROGRAM = os.path.join(HERE, "..", "..", "examples", "estimators", "compare.py")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("estimators")
+    done = subprocess.run([sys.executable, PROGRAM, "--apps", "rotation", "--seeds", "2", "--steps", "2",
+                           "--repeats", "1", "--threads", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, done.stdout, json.loads((out / "estimators.json").read_text())
+
+
+def test_every_estimator_is_compared_with_exact_t1t2(run):
+    _, stdout, saved = run
+    rows = {r["estimator"]: r for r in saved["quality"]}
+    assert set(rows) == {"evograd", "evograd-antithetic", "lookahead"}
+    assert all(r["app"] == "rotation" and r["steps"] >= 1 and r["collapsed"] == 0.0 for r in rows.values())
+    # One angle: any estimate is +-T1-T2, so the cosine is +-1 up to rounding.
+    assert all(abs(abs(r["single_cos"]) - 1.0) < 1e-9 for r in rows.values())
+    # Lookahead's central difference in float64 (relative step sqrt(eps)):
+    # truncation O(h^2) and rounding O(eps/h), both near 1e-8 of the norm.
+    assert rows["lookahead"]["norm_ratio"] == pytest.approx(1.0, abs=1e-5)
+    assert "rotation  lookahead" in stdout
+
+
+def test_costs_beside_plain_training_with_and_without_the_hyperparameters(run):
+    out, stdout, saved = run
+    cost = {r["method"]: r for r in saved["cost"]}
+    assert list(cost) == ["plain", "plain+hyper", "t1t2", "evograd", "lookahead"]
+    assert all(r["seconds"] > 0 and r["peak_bytes"] > 0 and r["parameters"] == 61706
+               and r["hyperparameters"] == 1 for r in cost.values())
+    assert "x plain+hyper" in stdout
+    assert saved["meta"]["threads"] == 1 and "compare.py" in saved["meta"]["command"]
+    assert (out / "estimators.png").stat().st_size > 0
