@@ -19,7 +19,8 @@ one-step unrolled hypergradient (T1-T2 by double backward, float64):
 Quality (float64): single-step cosine with T1-T2 (mean over --seeds), cosine
 of the mean of 10 and --steps steps, norm ratio of that mean (after the
 documented scale), fraction of collapsed steps. Cost (float32, each method in
-a fresh process): median time per step and peak memory growth, beside a
+a fresh process, large blocks mmapped so that RSS follows the live tensors):
+median time per step and peak memory growth, beside a
 plain training step, the same step with the gradient of lambda too (the
 least any method that learns lambda computes: for rotation it runs back
 through the whole network to the input) and T1-T2. Prints tables, writes
@@ -251,12 +252,20 @@ def worker(app, method, repeats):
                 parameters=sum(p.numel() for p in params), hyperparameters=sum(h.numel() for h in hyper))
 
 
+# glibc serves blocks above an adaptive threshold from mmap and raises the
+# threshold each time such a block is freed, so the peak RSS of one step
+# depended on what was allocated before (LFT's lookahead step: 1.20x to
+# 1.32x plain in two runs). A fixed threshold returns every large block on
+# free: the peak then follows the live tensors, to 0.1 MiB run to run.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 << 10)}
+
+
 def cost(app, args):
     rows = []
     for method in COST_METHODS:
         out = subprocess.run([sys.executable, __file__, "--worker", app, method, "--repeats",
                               str(args.repeats), "--threads", str(args.threads)],
-                             capture_output=True, text=True, check=True)
+                             capture_output=True, text=True, check=True, env={**os.environ, **MALLOC_ENV})
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return rows
 
@@ -295,7 +304,7 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = dict(torch=torch.__version__, machine=platform.processor() or platform.machine(),
-                threads=args.threads, alpha=ALPHA, seeds=args.seeds, steps=args.steps,
+                threads=args.threads, alpha=ALPHA, seeds=args.seeds, steps=args.steps, cost_env=MALLOC_ENV,
                 command=" ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]))
     saved = out / "estimators.json"
     if saved.exists():  # a part skipped this time keeps its recorded rows
