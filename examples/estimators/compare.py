@@ -19,8 +19,8 @@ one-step unrolled hypergradient (T1-T2 by double backward, float64):
 Quality (float64): single-step cosine with T1-T2 (mean over --seeds), cosine
 of the mean of 10 and --steps steps, norm ratio of that mean (after the
 documented scale), fraction of collapsed steps. Cost (float32, each method in
-a fresh process, large blocks mmapped so that RSS follows the live tensors):
-median time per step and peak memory growth, beside a
+fresh processes): median time per step, and peak memory growth with large
+blocks mmapped so that RSS follows the live tensors, beside a
 plain training step, the same step with the gradient of lambda too (the
 least any method that learns lambda computes: for rotation it runs back
 through the whole network to the input) and T1-T2. Prints tables, writes
@@ -240,33 +240,37 @@ def worker(app, method, repeats):
                                module=model if partial else None, **options)
         fn = lambda: meta.step(train, val)  # noqa: E731
     warnings.simplefilter("ignore")
-    times = []
-    # The first call is inside: peak growth over the built model and data is
-    # then the step's whole working memory (graphs, copies), not what the
-    # allocator still had from a warm-up. Times: the calls after it.
+    # A warm-up step first: the first backward of a process also starts
+    # autograd's threads and torch's lazily built state (40 MiB of MetaXL's
+    # 43), which the meta-step's constructor may already have paid for.
+    fn()
     with PeakMemory("cpu") as mem:
         fn()
-        for _ in range(repeats):
-            times.append(timed(fn, "cpu")[0])
+    times = [timed(fn, "cpu")[0] for _ in range(repeats)]
     return dict(app=app, method=method, seconds=statistics.median(times), peak_bytes=mem.peak_bytes,
-                parameters=sum(p.numel() for p in params), hyperparameters=sum(h.numel() for h in hyper))
+                parameters=sum(p.numel() for p in params), hyperparameters=sum(h.numel() for h in hyper),
+                parameter_bytes=sum(p.numel() * p.element_size() for p in params))
 
 
 # glibc serves blocks above an adaptive threshold from mmap and raises the
 # threshold each time such a block is freed, so the peak RSS of one step
 # depended on what was allocated before (LFT's lookahead step: 1.20x to
 # 1.32x plain in two runs). A fixed threshold returns every large block on
-# free: the peak then follows the live tensors, to 0.1 MiB run to run.
+# free: the peak then follows the live tensors, to 0.1 MiB run to run. It
+# also maps and faults in those blocks at every step (plain LFT: 2.3x the
+# time), so times come from a second process with the default allocator.
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 << 10)}
 
 
 def cost(app, args):
     rows = []
     for method in COST_METHODS:
-        out = subprocess.run([sys.executable, __file__, "--worker", app, method, "--repeats",
-                              str(args.repeats), "--threads", str(args.threads)],
-                             capture_output=True, text=True, check=True, env={**os.environ, **MALLOC_ENV})
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        command = [sys.executable, __file__, "--worker", app, method, "--repeats", str(args.repeats),
+                   "--threads", str(args.threads)]
+        measured = [json.loads(subprocess.run(command, capture_output=True, text=True, check=True,
+                                              env={**os.environ, **env}).stdout.strip().splitlines()[-1])
+                    for env in (MALLOC_ENV, {})]
+        rows.append({**measured[1], "peak_bytes": measured[0]["peak_bytes"]})
     return rows
 
 
@@ -290,17 +294,18 @@ def main(argv=None):
               f"{r['mean10_cos']:10.3f} {r['mean_cos']:11.3f} {r['norm_ratio']:10.3f} "
               f"{r['collapsed']:9.2f}")
     if cost_rows:
-        print(f"\nCost per meta-step (float32, {args.threads} threads; memory: peak growth, fresh process):")
+        print(f"\nCost per meta-step (float32, {args.threads} threads; memory: peak growth over a "
+              f"warmed-up process; extra: over plain, in copies of the parameters):")
         print(f"{'app':9} {'method':11} {'seconds':>8} {'x plain':>8} {'MiB':>8} {'x plain':>8} "
-              f"{'x plain+hyper':>13}")
+              f"{'x plain+hyper':>13} {'extra':>6}")
         for r in cost_rows:
             def base(method):
                 return next(b for b in cost_rows if b["app"] == r["app"] and b["method"] == method)
-            mib = r["peak_bytes"] / 2**20
-            print(f"{r['app']:9} {r['method']:11} {r['seconds']:8.3f} "
-                  f"{r['seconds'] / base('plain')['seconds']:8.2f} {mib:8.1f} "
-                  f"{r['peak_bytes'] / max(base('plain')['peak_bytes'], 1):8.2f} "
-                  f"{r['peak_bytes'] / max(base('plain+hyper')['peak_bytes'], 1):13.2f}")
+            plain = base("plain")
+            print(f"{r['app']:9} {r['method']:11} {r['seconds']:8.3f} {r['seconds'] / plain['seconds']:8.2f} "
+                  f"{r['peak_bytes'] / 2**20:8.1f} {r['peak_bytes'] / max(plain['peak_bytes'], 1):8.2f} "
+                  f"{r['peak_bytes'] / max(base('plain+hyper')['peak_bytes'], 1):13.2f} "
+                  f"{(r['peak_bytes'] - plain['peak_bytes']) / r['parameter_bytes']:6.2f}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = dict(torch=torch.__version__, machine=platform.processor() or platform.machine(),

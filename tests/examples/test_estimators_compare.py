@@ -41,7 +41,7 @@ def test_costs_beside_plain_training_with_and_without_the_hyperparameters(run):
     cost = {r["method"]: r for r in saved["cost"]}
     assert list(cost) == ["plain", "plain+hyper", "t1t2", "evograd", "lookahead"]
     assert all(r["seconds"] > 0 and r["peak_bytes"] > 0 and r["parameters"] == 61706
-               and r["hyperparameters"] == 1 for r in cost.values())
+               and r["hyperparameters"] == 1 and r["parameter_bytes"] == 61706 * 4 for r in cost.values())
     assert "x plain+hyper" in stdout
     assert saved["meta"]["threads"] == 1 and "compare.py" in saved["meta"]["command"]
     assert (out / "estimators.png").stat().st_size > 0
