@@ -65,7 +65,7 @@ def parse_args(argv=None):
     p.add_argument("--apps", nargs="+", default=list(APPS), choices=APPS)
     p.add_argument("--seeds", type=int, default=20, help="single steps for the single-step cosine")
     p.add_argument("--steps", type=int, default=100, help="steps averaged for the mean's cosine")
-    p.add_argument("--repeats", type=int, default=5, help="timed steps per method (cost part)")
+    p.add_argument("--repeats", type=int, default=20, help="timed steps per method (cost part; their median)")
     p.add_argument("--no-cost", action="store_true", help="skip the time and memory part")
     p.add_argument("--no-quality", action="store_true", help="skip the quality part")
     p.add_argument("--threads", type=int, default=2)
