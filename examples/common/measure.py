@@ -13,6 +13,15 @@ import time
 
 import torch
 
+# For a child process whose peak RSS is the measurement. glibc serves blocks
+# above an adaptive threshold from mmap and raises the threshold each time
+# such a block is freed, so one step's peak depended on what was allocated
+# before (an LFT meta-step: 1.20x and 1.32x plain in two runs). A fixed
+# threshold returns every large block on free, and the peak follows the live
+# tensors to 0.1 MiB. It also maps and faults those blocks in at every step
+# (plain LFT: 2.3x the time): time such a process's work elsewhere.
+EXACT_RSS_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 << 10)}
+
 
 def current_rss_bytes() -> int:
     with open("/proc/self/statm") as f:

@@ -46,6 +46,7 @@ from torch.nn import functional as F  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import evograd  # noqa: E402
+from common.measure import EXACT_RSS_ENV, PeakMemory, timed  # noqa: E402
 from evograd.baselines import t1t2_step  # noqa: E402
 
 APPS = ("mwn", "lft", "metaxl", "rotation")
@@ -70,7 +71,7 @@ def parse_args(argv=None):
     p.add_argument("--no-quality", action="store_true", help="skip the quality part")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="results/local/estimators")
-    p.add_argument("--worker", nargs=2, metavar=("APP", "METHOD"), help=argparse.SUPPRESS)
+    p.add_argument("--worker", nargs=3, metavar=("APP", "METHOD", "MEASURE"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -210,8 +211,8 @@ def quality(app, args):
     return rows
 
 
-def worker(app, method, repeats):
-    from common.measure import PeakMemory, timed
+def worker(app, method, measure, repeats):
+    """One method's peak memory growth ("memory") or median time ("time")."""
     model, hyper, train, val, params = build(app, torch.float32)
     partial = len(params) < len(list(model.parameters()))
 
@@ -244,34 +245,24 @@ def worker(app, method, repeats):
     # autograd's threads and torch's lazily built state (40 MiB of MetaXL's
     # 43), which the meta-step's constructor may already have paid for.
     fn()
-    with PeakMemory("cpu") as mem:
-        fn()
-    times = [timed(fn, "cpu")[0] for _ in range(repeats)]
-    return dict(app=app, method=method, seconds=statistics.median(times), peak_bytes=mem.peak_bytes,
-                parameters=sum(p.numel() for p in params), hyperparameters=sum(h.numel() for h in hyper),
-                parameter_bytes=sum(p.numel() * p.element_size() for p in params))
-
-
-# glibc serves blocks above an adaptive threshold from mmap and raises the
-# threshold each time such a block is freed, so the peak RSS of one step
-# depended on what was allocated before (LFT's lookahead step: 1.20x to
-# 1.32x plain in two runs). A fixed threshold returns every large block on
-# free: the peak then follows the live tensors, to 0.1 MiB run to run. It
-# also maps and faults in those blocks at every step (plain LFT: 2.3x the
-# time), so times come from a second process with the default allocator.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 << 10)}
+    row = dict(app=app, method=method, parameters=sum(p.numel() for p in params),
+               hyperparameters=sum(h.numel() for h in hyper),
+               parameter_bytes=sum(p.numel() * p.element_size() for p in params))
+    if measure == "memory":
+        with PeakMemory("cpu") as mem:
+            fn()
+        return dict(row, peak_bytes=mem.peak_bytes)
+    return dict(row, seconds=statistics.median([timed(fn, "cpu")[0] for _ in range(repeats)]))
 
 
 def cost(app, args):
-    rows = []
-    for method in COST_METHODS:
-        command = [sys.executable, __file__, "--worker", app, method, "--repeats", str(args.repeats),
-                   "--threads", str(args.threads)]
-        measured = [json.loads(subprocess.run(command, capture_output=True, text=True, check=True,
-                                              env={**os.environ, **env}).stdout.strip().splitlines()[-1])
-                    for env in (MALLOC_ENV, {})]
-        rows.append({**measured[1], "peak_bytes": measured[0]["peak_bytes"]})
-    return rows
+    """Each method's memory and time, each in a fresh process of its own."""
+    def run(method, measure, env):
+        out = subprocess.run([sys.executable, __file__, "--worker", app, method, measure,
+                              "--repeats", str(args.repeats), "--threads", str(args.threads)],
+                             capture_output=True, text=True, check=True, env={**os.environ, **env})
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    return [{**run(method, "time", {}), **run(method, "memory", EXACT_RSS_ENV)} for method in COST_METHODS]
 
 
 def main(argv=None):
@@ -309,7 +300,8 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = dict(torch=torch.__version__, machine=platform.processor() or platform.machine(),
-                threads=args.threads, alpha=ALPHA, seeds=args.seeds, steps=args.steps, cost_env=MALLOC_ENV,
+                threads=args.threads, alpha=ALPHA, seeds=args.seeds, steps=args.steps,
+                memory_env=EXACT_RSS_ENV,
                 command=" ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]))
     saved = out / "estimators.json"
     if saved.exists():  # a part skipped this time keeps its recorded rows
