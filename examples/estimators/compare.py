@@ -309,6 +309,10 @@ def main(argv=None):
         quality_rows = quality_rows or old.get("quality", [])
         cost_rows = cost_rows or old.get("cost", [])
     saved.write_text(json.dumps(dict(meta=meta, quality=quality_rows, cost=cost_rows), indent=1))
+    apps = [a for a in APPS if any(r["app"] == a for r in quality_rows)]
+    if not apps:  # --no-quality into a new folder: nothing to plot yet
+        print(f"wrote {saved} (no quality rows to plot)")
+        return
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -316,16 +320,16 @@ def main(argv=None):
     names = list(ESTIMATORS)
     for i, name in enumerate(names):
         vals = [next(r["single_cos"] for r in quality_rows if r["app"] == a and r["estimator"] == name)
-                for a in args.apps]
-        ax.bar([j + i * 0.25 for j in range(len(args.apps))], vals, 0.25, label=name)
-    ax.set_xticks([j + 0.25 for j in range(len(args.apps))], args.apps)
+                for a in apps]
+        ax.bar([j + i * 0.25 for j in range(len(apps))], vals, 0.25, label=name)
+    ax.set_xticks([j + 0.25 for j in range(len(apps))], apps)
     ax.set_ylabel("single-step cos with exact T1-T2")
     ax.axhline(0.8, color="grey", lw=0.8, ls="--")
     ax.legend(fontsize=8)
     ax.set_title(f"Estimators at fixed weights (torch {torch.__version__})")
     fig.tight_layout()
     fig.savefig(out / "estimators.png", dpi=120)
-    print(f"wrote {out / 'estimators.json'} and {out / 'estimators.png'}")
+    print(f"wrote {saved} and {out / 'estimators.png'}")
 
 
 if __name__ == "__main__":

@@ -13,14 +13,23 @@ HERE = os.path.dirname(__file__)
 PROGRAM = os.path.join(HERE, "..", "..", "examples", "estimators", "compare.py")
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("estimators")
+def _compare(out, *part):
     done = subprocess.run([sys.executable, PROGRAM, "--apps", "rotation", "--seeds", "2", "--steps", "2",
-                           "--repeats", "1", "--threads", "1", "--out", str(out)],
+                           "--repeats", "1", "--threads", "1", "--out", str(out), *part],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    return out, done.stdout, json.loads((out / "estimators.json").read_text())
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """The two parts one after the other into one folder, as a user re-runs
+    one of them: the second keeps the first's rows."""
+    out = tmp_path_factory.mktemp("estimators")
+    stdout = _compare(out, "--no-quality")
+    assert not (out / "estimators.png").exists() and "no quality rows to plot" in stdout
+    stdout += _compare(out, "--no-cost")
+    return out, stdout, json.loads((out / "estimators.json").read_text())
 
 
 def test_every_estimator_is_compared_with_exact_t1t2(run):
@@ -43,5 +52,5 @@ def test_costs_beside_plain_training_with_and_without_the_hyperparameters(run):
     assert all(r["seconds"] > 0 and r["peak_bytes"] > 0 and r["parameters"] == 61706
                and r["hyperparameters"] == 1 and r["parameter_bytes"] == 61706 * 4 for r in cost.values())
     assert "x plain+hyper" in stdout
-    assert saved["meta"]["threads"] == 1 and "compare.py" in saved["meta"]["command"]
+    assert saved["meta"]["threads"] == 1 and "--no-cost" in saved["meta"]["command"]
     assert (out / "estimators.png").stat().st_size > 0
