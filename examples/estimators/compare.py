@@ -29,6 +29,7 @@ JSON and a plot.
     .venv/bin/python examples/estimators/compare.py --out results/estimators_cpu
 """
 import argparse
+import datetime
 import json
 import os
 import platform
@@ -302,7 +303,13 @@ def main(argv=None):
     meta = dict(torch=torch.__version__, machine=platform.processor() or platform.machine(),
                 threads=args.threads, alpha=ALPHA, seeds=args.seeds, steps=args.steps,
                 memory_env=EXACT_RSS_ENV,
-                command=" ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]))
+                command=" ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
+                date=datetime.date.today().isoformat())
+    # Each row carries the run that measured it: a part skipped by a later
+    # run keeps its rows, which must not take the later run's command.
+    made_by = {k: meta[k] for k in ("command", "date", "torch", "machine", "threads")}
+    quality_rows = [dict(r, **made_by) for r in quality_rows]
+    cost_rows = [dict(r, **made_by) for r in cost_rows]
     saved = out / "estimators.json"
     if saved.exists():  # a part skipped this time keeps its recorded rows
         old = json.loads(saved.read_text())

@@ -11,7 +11,7 @@ separate meta model with `torch.autograd.grad(..., create_graph=True)`,
 would have to all-reduce that P-sized inner gradient with a differentiable
 collective, as done here (`_MeanOverRanks`), and the hypergradient's
 backward then all-reduces another P-sized tensor, plus the N-element
-lambda-gradient. EvoGrad sends K + K + N values (plus three flags).
+lambda-gradient. EvoGrad sends 2K + N + 4 values (docs/api.md lists them).
 
 Bytes are the payloads this process hands to collectives per meta-step,
 counted in the wrappers the meta-steps call (EvoGrad's own counter;

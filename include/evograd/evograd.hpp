@@ -49,8 +49,8 @@ namespace evograd {
 // may change between steps), common_random_numbers (one torch RNG state
 // replayed for every candidate), nonfinite ("raise" or "drop"), parallel
 // ("", "data" or "candidates": every rank builds alike, checked at
-// construction, and steps together; a step sends K + K + N float64 values
-// plus three failure counts), estimator ("evograd", the paper's, or
+// construction, and steps together; a step sends O(K + N) float64 values
+// whatever the model's size, each exchange listed in docs/api.md), estimator ("evograd", the paper's, or
 // "lookahead": T1-T2's hypergradient by a central finite difference of
 // length fd_step, unset: sqrt(eps) * max(1, |theta|), along the validation
 // gradient after the inner step; needs inner_lr), allow_unused (a
@@ -76,14 +76,23 @@ struct Options {
 // The estimators, as options.def's estimator row lists them ("evograd" first).
 std::vector<std::string> estimators();
 
+// The numbers both languages' steps use, from options.def's EVOGRAD_CONSTANT
+// rows (collapse_ess, drop_gap; their reasons are written there).
+namespace constants {
+#define EVOGRAD_CONSTANT(name, type, value) constexpr type name = value;
+#include "evograd/options.def"
+#undef EVOGRAD_CONSTANT
+}  // namespace constants
+
 // Below this effective sample size the weights are (numerically) one-hot and
 // the step's hypergradient is ~0: such a step is reported and warned about.
-constexpr double kCollapseEss = 1.01;
+constexpr double kCollapseEss = constants::collapse_ess;
 
 struct StepResult {
   double val_loss;        // validation loss at theta* (lookahead: at theta')
   // [K] candidate training losses (float64; dropped ones NaN/inf); lookahead:
-  // the training loss at theta, theta' + s u and theta' - s u.
+  // the training loss at theta, theta + s u and theta - s u (at theta alone
+  // when inner_lr or the validation gradient is 0).
   torch::Tensor losses;
   torch::Tensor weights;  // [K] softmax(-losses / temperature); 0 for dropped candidates
   int64_t seed;           // the noise seed this step used
@@ -174,8 +183,7 @@ class EvoGrad {
                                  const torch::Tensor& losses, int64_t seed) const;
   StepResult lookahead_step(const LossFn& train_loss, const LossFn& val_loss, int64_t seed);
   void build(std::vector<torch::Tensor> buffers);
-  void accumulate_hypergradient(const Candidates& candidates, const Validation& validation,
-                                int64_t seed);
+  void accumulate_hypergradient(const Candidates& candidates, const Validation& validation);
   void validate() const;
 
   std::vector<torch::Tensor> params_;

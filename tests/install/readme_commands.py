@@ -99,7 +99,8 @@ def main(work: Path):
     site = Path(subprocess.run([str(vpy), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                capture_output=True, text=True, check=True).stdout.strip())
     torch_lib = site / "torch" / "lib"
-    for f in ("evograd/__init__.py", "evograd/libevograd_ops.so", "evograd/libevograd_ops.json"):
+    for f in ("evograd/__init__.py", "evograd/libevograd_ops.so", "evograd/libevograd_ops.json",
+              "evograd/options.def"):
         check((site / f).is_file(), f"installed {f}")
     dist = next(site.glob("evograd-*.dist-info"), None)
     check(dist is not None, "installed evograd's dist-info")

@@ -2,8 +2,8 @@
 spawned ranks). A probe operator (tests/ops/parallel_probe.cpp, built with
 the C++ suites) takes one C++ step per rank on a group it finds by name in
 c10d's registry: the lambda-gradient equals the C++ single-process step on
-the whole batch, and the bytes are the construction check, then K + K + N
-values and three failure counts per step. (The gloo suite in
+the whole batch, and the bytes are the construction check, then 2K + N + 4
+values per step (K + N + 2 with candidates; docs/api.md). (The gloo suite in
 tests/ops/test_parallel.cpp covers the same path where C++ can build its
 own groups: Debian's LibTorch.)"""
 import os

@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import evograd
+from evograd import options
 
 D = torch.float64
 KW = dict(population=4, sigma=1e-3, temperature=0.5, seed=3)
@@ -128,10 +129,15 @@ def test_inner_lr_follows_an_optimiser_and_its_scheduler():
 def test_other_options_cannot_be_changed_silently():
     model, *_ = problem()
     meta = evograd.EvoGrad(model, MetaVNet(), **KW)
-    for name, value in (("sigma", 0.1), ("temperature", 1.0), ("population", 8),
-                        ("noise", "gauss"), ("scale", "t1t2"), ("hypergradient_scale", 2.0)):
+    # Every row of options.def but inner_lr (seed too: a seed changed on one
+    # rank would silently draw other noise than the others').
+    fixed = [o.name for o in options.OPTIONS if o.name != "inner_lr"]
+    assert "seed" in fixed and len(fixed) == len(options.OPTIONS) - 1
+    for name in fixed + ["params", "hyperparams", "buffers", "hypergradient_scale"]:
+        before = getattr(meta, name)
         with pytest.raises(AttributeError, match=f"EvoGrad.{name} is fixed"):
-            setattr(meta, name, value)
+            setattr(meta, name, before)
+        assert getattr(meta, name) is before
     with pytest.raises(ValueError, match="only with scale='t1t2'"):
         meta.inner_lr = 0.1
     scaled = evograd.EvoGrad(model, MetaVNet(), scale="t1t2", inner_lr=0.1, **KW)

@@ -1,4 +1,4 @@
-"""The meta-step's options exist once, in torch_ops/evograd/options.def: the
+"""The meta-step's options exist once, in include/evograd/options.def: the
 Python constructor's keywords and defaults, and C++'s evograd::Options,
 come from its rows. An option added to one language only fails here, and
 the checks below are shown to catch exactly that."""
@@ -76,13 +76,28 @@ def test_rows_the_reader_cannot_parse_are_an_error():
         options._parse("EVOGRAD_OPTION(sigma, double, 1e-3, SOMETIMES, BOTH, SAVED)\n")
 
 
+def python_only_mismatches(rows, design_text):
+    """The rows marked PYTHON against the line of docs/design.md that
+    enumerates them ("Python-only options: `a`, `b`." or "...: none.")."""
+    line = re.search(r"^Python-only options: (.*)$", design_text, re.M)
+    if line is None:
+        return ["docs/design.md has no 'Python-only options:' line"]
+    listed = re.findall(r"`(\w+)`", line.group(1))
+    marked = [o.name for o in rows if o.python_only]
+    return [f"{n}: marked PYTHON, not listed" for n in marked if n not in listed] + \
+        [f"{n}: listed, not marked PYTHON" for n in listed if n not in marked]
+
+
 def test_the_python_only_rows_are_the_enumerated_differences():
-    """docs/design.md lists them (none today); C++ lacks exactly these."""
-    only = [o.name for o in options.OPTIONS if o.python_only]
-    assert only == []
+    """C++ lacks exactly the rows marked PYTHON, and docs/design.md says which."""
     design = (ROOT / "docs" / "design.md").read_text()
-    for name in only:
-        assert f"`{name}`" in design, name
+    assert python_only_mismatches(options.OPTIONS, design) == []
+    # A row turned Python-only, or a difference documented that is not one, fails.
+    marked = options._parse('EVOGRAD_OPTION(warmup, int64_t, 0, ANY, PYTHON, NONE)\n')
+    assert python_only_mismatches(options.OPTIONS + marked, design) == [
+        "warmup: marked PYTHON, not listed"]
+    listed = design.replace("Python-only options: none.", "Python-only options: `sigma`.")
+    assert python_only_mismatches(options.OPTIONS, listed) == ["sigma: listed, not marked PYTHON"]
 
 
 def test_agreement_sends_a_choice_as_its_index():
@@ -124,3 +139,32 @@ def test_a_checkpoint_from_before_a_row_reads_its_default():
     state["options"]["noise"] = "gauss"
     with pytest.raises(ValueError, match="noise: saved 'gauss', here 'sign'"):
         fresh.load_state_dict(state)
+
+
+def test_the_constants_are_the_rows_in_both_languages():
+    """COLLAPSE_ESS and the drop gap come from options.def's EVOGRAD_CONSTANT
+    rows; C++'s kCollapseEss and kDropGap are expanded from the same rows."""
+    assert options.CONSTANTS == {"collapse_ess": 1.01, "drop_gap": 800.0}
+    assert evograd.step.COLLAPSE_ESS == options.CONSTANTS["collapse_ess"]
+    assert evograd.phases.DROP_GAP == options.CONSTANTS["drop_gap"]
+    text = HPP.read_text()
+    assert "constexpr double kCollapseEss = constants::collapse_ess;" in text
+    step_cpp = (ROOT / "torch_ops" / "api" / "evograd_step.cpp").read_text()
+    assert "constexpr double kDropGap = constants::drop_gap;" in step_cpp
+    with pytest.raises(RuntimeError, match="cannot parse"):
+        options._constants("EVOGRAD_CONSTANT(gap, long double, 1)\n")
+
+
+def test_the_names_of_choices_are_the_rows():
+    """The operators take exactly the noise kinds the noise row lists, and
+    step_seed exactly the schedules of the seed_schedule row."""
+    p = [torch.zeros(4)]
+    for name in options.BY_NAME["noise"].choices:
+        assert evograd.perturb(p, 1, 0, 0.5, noise=name)[0].abs().max() > 0
+    with pytest.raises(ValueError, match="unknown noise 'uniform'"):
+        evograd.perturb(p, 1, 0, 0.5, noise="uniform")
+    assert evograd.seeds.SCHEDULES == options.BY_NAME["seed_schedule"].choices
+    for name in evograd.seeds.SCHEDULES:
+        evograd.step_seed(3, 4, name)
+    with pytest.raises(ValueError, match="seed_schedule must be one of"):
+        evograd.step_seed(3, 4, "linear")

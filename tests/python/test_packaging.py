@@ -37,10 +37,15 @@ def import_isolated(package_parent, cwd, env=None):
                           capture_output=True, text=True, timeout=300)
 
 
-def copy_package(dest: Path) -> Path:
+def copy_package(dest: Path, spec: bool = True) -> Path:
+    """The package as pip installs it: its sources, and the options' table
+    that the install puts beside the library (in a checkout it is read from
+    include/evograd)."""
     dest.mkdir(parents=True)
     shutil.copytree(PACKAGE_SOURCES, dest / "evograd",
                     ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.json"))
+    if spec:
+        shutil.copy(ROOT / "include" / "evograd" / "options.def", dest / "evograd" / "options.def")
     return dest
 
 
@@ -94,6 +99,18 @@ def test_matching_library_inside_the_package_loads(tmp_path):
     r = import_isolated(parent, tmp_path)
     assert r.returncode == 0, r.stderr
     assert str(parent / "evograd" / "libevograd_ops.so") in r.stdout
+
+
+def test_package_without_its_options_table_is_refused(tmp_path):
+    parent = copy_package(tmp_path / "site", spec=False)
+    place_library(parent / "evograd", torch.__version__)
+    r = import_isolated(parent, tmp_path)
+    assert r.returncode != 0 and "ImportError: evograd: options.def not found" in r.stderr
+
+
+def test_the_options_table_is_read_in_place_in_a_checkout():
+    """Not a copy: C++ includes the same file (include/evograd/options.def)."""
+    assert evograd.options.SPEC_FILE == ROOT / "include" / "evograd" / "options.def"
 
 
 def test_build_folder_is_used_only_inside_a_source_checkout(tmp_path):

@@ -1,7 +1,7 @@
 """EvoGrad on several processes (torch.distributed, gloo on the CPU): the
 data-parallel step equals one step on the concatenated batch, the
 candidate-parallel step equals the single-process step, a step sends
-K + K + N values whatever the model's size, DDP replicas stay bit-identical
+2K + N + 4 values whatever the model's size, DDP replicas stay bit-identical
 and DDP's own all-reduce never runs inside a meta-step, errors on one rank
 reach every rank, and a run killed with SIGKILL resumes bit for bit."""
 import os

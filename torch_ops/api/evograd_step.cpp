@@ -50,9 +50,7 @@ void check_sigma_resolution(const std::vector<torch::Tensor>& params, double sig
                " resolution); the hypergradient sees only the rest");
 }
 
-// exp(-x) is exactly 0 in float64 beyond x ~ 745: a loss this many
-// temperatures above the best gets weight 0 and cotangent 0, bit for bit.
-constexpr double kDropGap = 800.0;
+constexpr double kDropGap = constants::drop_gap;
 
 }  // namespace
 
@@ -274,7 +272,7 @@ EvoGrad::Validation EvoGrad::validation_gradient(detail::Restorer& restore, cons
 }
 
 void EvoGrad::accumulate_hypergradient(const Candidates& candidates,
-                                       const Validation& validation, int64_t seed) {
+                                       const Validation& validation) {
   const auto& o = options_;
   std::vector<torch::Tensor> parts;
   std::vector<bool> used;
@@ -374,7 +372,7 @@ StepResult EvoGrad::step(const LossFn& train_loss, const LossFn& val_loss,
     candidates = evaluate_candidates(restore, train_loss, seed);
     weights = evograd_ops::handles::weights().call(candidates.losses, options_.temperature);
     validation = validation_gradient(restore, val_loss, candidates.losses, seed);
-    accumulate_hypergradient(candidates, validation, seed);
+    accumulate_hypergradient(candidates, validation);
   }
   ++step_;
   weights = weights.detach();

@@ -14,7 +14,7 @@ namespace detail {
 
 struct Lookahead {
   std::vector<torch::Tensor> parts;  // to add to each lambda's .grad (undefined: leave it)
-  std::vector<double> losses;        // training losses at theta, theta' + s u, theta' - s u
+  std::vector<double> losses;        // training losses at theta, theta + s u, theta - s u
   double val_loss = 0.0;             // at theta'
   torch::Tensor val_tensor;          // the same, as the closure's tensor, detached
 };

@@ -3,6 +3,7 @@
 #include <atomic>
 
 #include "evograd/evograd.hpp"
+#include "options.h"
 #include "seeds.h"
 
 namespace evograd {
@@ -32,9 +33,10 @@ int64_t default_base_seed() {
 
 int64_t step_seed(int64_t base, int64_t step, const std::string& schedule) {
   const uint64_t b = static_cast<uint64_t>(base), t = static_cast<uint64_t>(step);
+  detail::choice_index("seed_schedule", schedule);  // one of options.def's choices, or throws
   if (schedule == "consecutive") return static_cast<int64_t>((b + t) & 0x7fffffffffffffffULL);
-  TORCH_CHECK_VALUE(schedule == "mixed", "evograd: seed schedule must be 'mixed' or ",
-                    "'consecutive', got '", schedule, "'");
+  TORCH_CHECK(schedule == "mixed", "evograd: seed schedule '", schedule,
+              "' is a choice of options.def with no rule here");
   return static_cast<int64_t>(mix64(b + t * kGolden));
 }
 

@@ -58,14 +58,3 @@ class BaseValues:
         _active.values = None
         return False
 
-
-class Paused:
-    """No recording or replay (the validation closure's calls detach plainly)."""
-
-    def __enter__(self):
-        self.saved, _active.values = getattr(_active, "values", None), None
-        return self
-
-    def __exit__(self, *exc):
-        _active.values = self.saved
-        return False

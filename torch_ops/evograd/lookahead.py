@@ -30,7 +30,7 @@ from typing import List, Optional
 import torch
 
 from . import closures
-from .base_values import BaseValues, Paused
+from .base_values import BaseValues
 
 
 def norm(tensors) -> float:
@@ -86,8 +86,7 @@ def hypergradient(meta, snap, rng, train_loss_fn, val_loss_fn, alpha: float, ste
     _write(snap, snap.saved, inner, -alpha)
     del inner
     snap.restore_buffers()
-    with Paused():
-        val, aux = closures.split_aux(val_loss_fn())
+    val, aux = closures.split_aux(val_loss_fn())  # recording ended with the block above
     value = closures.check_loss(val, "validation")
     if not val.requires_grad:
         raise ValueError("the validation loss does not depend on the parameters")

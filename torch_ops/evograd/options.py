@@ -1,7 +1,12 @@
 """The meta-step's options, read from ``options.def``: the one table both
 languages expand (C++ includes it into ``evograd::Options``). From it come
 each value's check, what ranks agree on and what a checkpoint records; a
-row's C++ spelling of "unset" (``""``, ``{}``) is Python's ``None``."""
+row's C++ spelling of "unset" (``""``, ``{}``) is Python's ``None``. Its
+EVOGRAD_CONSTANT rows are ``CONSTANTS``.
+
+The file sits beside the C++ headers (``include/evograd/options.def``) and
+is read there in a source checkout; an installed package carries it next to
+its library, as the build installs both."""
 import math
 import re
 from dataclasses import dataclass
@@ -25,6 +30,8 @@ class Option:
     saved: bool
 
 
+_CONSTANT = re.compile(r"^EVOGRAD_CONSTANT\((\w+), ([\w:]+), (.+?)\)$")
+
 _KINDS = {"int64_t": "int", "double": "float", "std::string": "str", "bool": "bool"}
 
 
@@ -36,6 +43,17 @@ def _literal(token: str, kind: str):
     if kind == "bool":
         return {"true": True, "false": False}[token]
     return int(token) if kind == "int" else float(token)
+
+
+def _constants(text: str) -> Dict[str, Any]:
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("EVOGRAD_CONSTANT("):
+            m = _CONSTANT.match(line.strip())
+            if m is None or m.group(2) not in _KINDS:
+                raise RuntimeError(f"options.def: a constant this reader cannot parse: {line!r}")
+            found[m.group(1)] = _literal(m.group(3), _KINDS[m.group(2)])
+    return found
 
 
 def _parse(text: str) -> Tuple[Option, ...]:
@@ -59,8 +77,31 @@ def _parse(text: str) -> Tuple[Option, ...]:
     return tuple(rows)
 
 
-SPEC_FILE = Path(__file__).with_name("options.def")
-OPTIONS: Tuple[Option, ...] = _parse(SPEC_FILE.read_text())
+def _spec_file() -> Path:
+    """The checkout's include/evograd/options.def, or the installed copy on
+    the package's path (an editable install's package spans both folders)."""
+    here = Path(__file__).resolve().parent
+    root = here.parents[1]
+    candidates = [root / "include" / "evograd" / "options.def"] if \
+        here == root / "torch_ops" / "evograd" else []
+    candidates += [Path(folder) / "options.def" for folder in _package_path(here)]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise ImportError("evograd: options.def not found (looked in: "
+                      + ", ".join(map(str, candidates)) + "); reinstall the package")
+
+
+def _package_path(here: Path):
+    import sys
+    package = sys.modules.get(__name__.rpartition(".")[0])
+    return list(getattr(package, "__path__", None) or [str(here)])
+
+
+SPEC_FILE = _spec_file()
+_SPEC = SPEC_FILE.read_text()
+OPTIONS: Tuple[Option, ...] = _parse(_SPEC)
+CONSTANTS: Dict[str, Any] = _constants(_SPEC)
 BY_NAME: Dict[str, Option] = {o.name: o for o in OPTIONS}
 
 

@@ -2,7 +2,11 @@
 candidate losses and their lambda-gradients, the validation gradient at
 theta* and its projections on the noise, and lambda's gradient. Each phase
 catches its own error and hands it to the exchange, so that with several
-processes an error on one rank is an error on all, not a hang."""
+processes an error on one rank is an error on all, not a hang.
+
+Each phase is handed the step's public options and tensors (``meta``), its
+write path (``layout``, a ``layout.NoiseLayout``) and its exchange with
+other ranks (``exchange``, a ``parallel.Local``)."""
 import math
 import warnings
 from dataclasses import dataclass
@@ -10,13 +14,12 @@ from typing import Any, Optional
 
 import torch
 
-from . import closures, ops, resolution
+from . import closures, ops, options, resolution
 from . import parallel as parallel_
 from .snapshot import RngSnapshot
 
-# exp(-x) is exactly 0.0 in float64 beyond x ~ 745: a loss this far above the
-# best one gets weight 0 and cotangent 0, bit for bit.
-DROP_GAP = 800.0
+# From options.def's EVOGRAD_CONSTANT rows, shared with C++ (why each: there).
+DROP_GAP = options.CONSTANTS["drop_gap"]
 
 
 @dataclass
@@ -36,23 +39,23 @@ class Validation:
     tensor: Optional[torch.Tensor]  # the loss, detached (the ranks' mean with parallel=)
 
 
-def check_before_step(meta):
+def check_before_step(meta, layout, exchange):
     """sigma against the storage resolution (over all shards) and whatever
     the layout checks first (FSDP's reduction)."""
     own, counts = None, (0, 0)
     try:
-        meta._layout.before_step()
-        counts = resolution.unchanged_counts(meta._layout.views, meta.sigma)
+        layout.before_step()
+        counts = resolution.unchanged_counts(layout.views, meta.sigma)
     except (ValueError, TypeError) as e:
         own = e
-    counts = meta._exchange.resolution(counts, own)
+    counts = exchange.resolution(counts, own)
     resolution.check(counts, meta.params[0].dtype, meta.sigma)
 
 
-def check_replicas(meta):
-    local = torch.cat([parallel_.fingerprint(meta._layout.replicas()),
+def check_replicas(meta, layout, exchange):
+    local = torch.cat([parallel_.fingerprint(layout.replicas()),
                        parallel_.fingerprint(meta.hyperparams)])
-    table = meta._exchange.collectives.all_gather(local)
+    table = exchange.collectives.all_gather(local)
     if not torch.equal(table, local.unsqueeze(0).expand_as(table)):
         raise RuntimeError("evograd: the replicas have drifted apart: parameter or "
                            "hyperparameter fingerprints differ across ranks "
@@ -60,11 +63,10 @@ def check_replicas(meta):
                            "same weights and apply the same updates")
 
 
-def evaluate_candidates(meta, snap, train_loss_fn, seed: int) -> Candidates:
+def evaluate_candidates(meta, layout, exchange, snap, train_loss_fn, seed: int) -> Candidates:
     """Each candidate written into the parameters in turn; only lambda is
     differentiated (the parameters do not require grad meanwhile). With
     parallel=, the losses are then exchanged."""
-    layout, exchange = meta._layout, meta._exchange
     losses, dloss, own = [0.0] * meta.population, [None] * meta.population, None
     lockstep, late = layout.lockstep, None
     try:
@@ -112,11 +114,11 @@ def evaluate_candidates(meta, snap, train_loss_fn, seed: int) -> Candidates:
         dloss_dhyper=dloss, dropped=len(losses) - len(kept))
 
 
-def validation_gradient(meta, snap, val_loss_fn, losses: torch.Tensor, seed: int) -> Validation:
+def validation_gradient(meta, layout, exchange, snap, val_loss_fn, losses: torch.Tensor,
+                        seed: int) -> Validation:
     """theta* written into the parameters, one first-order backward, and
     its projections on the candidates' noise (averaged over ranks with
     parallel='data')."""
-    layout = meta._layout
     own, c, value, hyper, aux, tensor = None, None, 0.0, [], None, None
     try:
         snap.restore_buffers()
@@ -138,17 +140,16 @@ def validation_gradient(meta, snap, val_loss_fn, losses: torch.Tensor, seed: int
         own = e
     if c is None:
         c = torch.zeros(meta.population, dtype=torch.float64)
-    c, value = meta._exchange.projections(c, value, own)
-    if tensor is not None and meta._exchange.collectives is not None:
+    c, value = exchange.projections(c, value, own)
+    if tensor is not None and exchange.collectives is not None:
         tensor = torch.tensor(value, dtype=tensor.dtype, device=tensor.device)  # the ranks' mean
     return Validation(value, c, hyper, aux, tensor)
 
 
-def accumulate_hypergradient(meta, cand: Candidates, val: Validation, factor: float):
+def accumulate_hypergradient(meta, exchange, cand: Candidates, val: Validation, factor: float):
     """lambda.grad += factor * sum_k cot_k d loss_k / d lambda + the direct
     term (summed or averaged over ranks with parallel=). A hyperparameter
     nothing used (allow_unused) keeps its .grad, in one process."""
-    exchange = meta._exchange
     own, parts, used = None, [], []
     try:
         cot = (ops.loss_cotangent(cand.losses, val.projections, meta.temperature) * factor).tolist()
@@ -185,11 +186,7 @@ def accumulate(hyperparams, parts):
                 h.grad.add_(total)
 
 
-# Below this effective sample size the weights are (numerically) one-hot: for
-# K = 2, ess = 1 / (1 - 2 w (1 - w)) and the estimate's factor w (1 - w) is
-# then under 0.5% of its largest value 1/4, so lambda.grad is ~0 however the
-# validation loss depends on theta. Such steps are reported and warned about.
-COLLAPSE_ESS = 1.01
+COLLAPSE_ESS = options.CONSTANTS["collapse_ess"]
 
 
 def collapse(cand: Candidates, weights: torch.Tensor, step: int):

@@ -18,9 +18,11 @@ import itertools
 
 import torch
 
+from . import options
+
 M64 = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15
-SCHEDULES = ("mixed", "consecutive")
+SCHEDULES = options.BY_NAME["seed_schedule"].choices  # ("mixed", "consecutive")
 
 
 def mix64(x: int) -> int:
@@ -37,11 +39,12 @@ def _signed(x: int) -> int:
 
 def step_seed(base: int, step: int, schedule: str = "mixed") -> int:
     """The noise seed of meta-step ``step`` for base seed ``base``."""
+    options.check("seed_schedule", schedule)
     if schedule == "consecutive":
         return (base + step) & ((1 << 63) - 1)
-    if schedule != "mixed":
-        raise ValueError(f"seed schedule must be one of {SCHEDULES}, got {schedule!r}")
-    return _signed(mix64(base + step * GOLDEN))
+    if schedule == "mixed":
+        return _signed(mix64(base + step * GOLDEN))
+    raise NotImplementedError(f"seed schedule {schedule!r} is a choice of options.def with no rule here")
 
 
 _instances = itertools.count()

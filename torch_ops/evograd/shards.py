@@ -8,11 +8,11 @@ element j is element ``start + r0 * row + j`` of the list. Each rank writes
 candidates into its own rows with exactly those indices, so the model FSDP
 all-gathers in the next forward is the whole list's candidate, bit for bit.
 
-A ``Layout`` runs the list operators over runs of local tensors whose global
-ranges abut (one call for a list of whole tensors), and, for FSDP, puts the
-model back into its sharded state after each forward: FSDP keeps the root's
-gathered parameters after a forward that no backward followed, and a write
-into the shards would not reach them.
+A ``ShardedLayout`` is the write path (``layout.NoiseLayout``) over the local
+tensors, at those indices, and puts the model back into its sharded state
+after each forward: FSDP keeps the root's gathered parameters after a
+forward that no backward followed, and a write into the shards would not
+reach them.
 
 The validation gradient of a sharded model comes from FSDP's own backward:
 the reduce-scatter leaves each rank its rows of the gradient *averaged* over
@@ -22,11 +22,12 @@ gradient sync switched off, a gradient being accumulated) are refused.
 """
 import functools
 import importlib
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import torch
 
-from . import ops, parallel, tensors
+from . import ops, parallel
+from .layout import NoiseLayout
 
 
 # Looked up once. Any exception means "not there": Debian's torch 1.13 on
@@ -91,90 +92,46 @@ def _setting(obj, *names):
                      "tested with torch 2.13's fully_shard")
 
 
-class Layout:
-    """The perturbed tensors and where their elements sit in the noise's index space.
+class ShardedLayout(NoiseLayout):
+    """FSDP2 row shards: ``views`` are the owners' local tensors, at the
+    global indices of their first rows."""
 
-    ``owners``: what the caller passed (the tensors that require grad and
-    hold ``.grad``). ``views``: what the kernels write and read (the local
-    tensors of sharded owners; the owners themselves otherwise).
-    ``starts[i]``: the global index of ``views[i]``'s first element."""
+    sharded = True
 
-    def __init__(self, owners: Sequence[torch.Tensor], world: Optional[int] = None,
-                 module=None):
-        self.owners = list(owners)
-        kinds = [is_sharded(p) for p in self.owners]
-        self.sharded = any(kinds)
-        if self.sharded and not all(kinds):
-            plain = kinds.index(False)
+    def __init__(self, owners: Sequence[torch.Tensor], kinds: Sequence[bool],
+                 world: Optional[int], module=None):
+        if not all(kinds):
+            plain = list(kinds).index(False)
             raise ValueError(f"evograd: parameter {plain} is a plain tensor among FSDP-sharded "
                              "ones; shard the whole model with fully_shard, or pass only the "
                              "sharded parameters")
-        if self.sharded and world is None:
+        if world is None:
             raise ValueError("evograd: the parameters are sharded over ranks (FSDP); build "
                              "EvoGrad with parallel='data' so that the ranks' partial "
                              "projections are summed")
-        starts, base = [], 0
-        if self.sharded:
-            views = []
-            with torch.no_grad():
-                for i, p in enumerate(self.owners):
-                    _check_placement(i, p, world)
-                    local = p.to_local()
-                    row = p.numel() // p.shape[0] if p.dim() and p.shape[0] else 0
-                    starts.append(base + _first_row(p) * row)
-                    views.append(local)
-                    base += p.numel()
-            self.views = views
-        else:
-            self.views = self.owners
-            for p in self.owners:
-                starts.append(base)
-                base += p.numel()
-        self.starts = starts
-        self.runs = self._runs()
-        fsdp = _fsdp_module_type() if self.sharded else None
+        self.world = world
+        super().__init__(owners)
+        fsdp = _fsdp_module_type()
         self.modules = ([m for m in module.modules() if isinstance(m, fsdp)]
                         if module is not None and fsdp is not None else [])
-        if self.sharded and not self.modules:
+        if not self.modules:
             raise ValueError("evograd: FSDP-sharded parameters need the FSDP model: pass the "
                              "module built with fully_shard as params (or module=)")
 
-    def _runs(self) -> List[Tuple[int, int, int]]:
-        """(first, end, offset): consecutive non-empty views whose global
-        ranges abut, each run one call of a list operator."""
-        runs = []
-        for i, v in enumerate(self.views):
-            if v.numel() == 0:
-                continue
-            if runs and runs[-1][1] == i and \
-                    self.starts[i - 1] + self.views[i - 1].numel() == self.starts[i]:
-                runs[-1] = (runs[-1][0], i + 1, runs[-1][2])
-            else:
-                runs.append((i, i + 1, self.starts[i]))
-        return runs
-
-    def extents(self) -> List[Tuple[int, int]]:
-        """(start, count) of each view: what the ranks compare at construction."""
-        return [(s, v.numel()) for s, v in zip(self.starts, self.views)]
-
-    # ---- the list operators over the runs ----------------------------------
-
-    # ``targets``: the views to write, as the step hands them (aliases that
-    # leave the views' autograd version counters alone).
-    def perturb_into(self, saved, targets, seed, k, sigma, noise, antithetic):
-        for a, b, offset in self.runs:
-            ops.perturb_into(saved[a:b], targets[a:b], seed, k, sigma, noise, antithetic,
-                             offset)
-
-    def combine_into(self, saved, targets, losses, temperature, seed, sigma, noise, antithetic):
-        for a, b, offset in self.runs:
-            ops.combine_into(saved[a:b], losses, targets[a:b], temperature, seed, sigma,
-                             noise, antithetic, offset)
+    def _place(self):
+        views, starts, base = [], [], 0
+        with torch.no_grad():
+            for i, p in enumerate(self.owners):
+                _check_placement(i, p, self.world)
+                local = p.to_local()
+                row = p.numel() // p.shape[0] if p.dim() and p.shape[0] else 0
+                starts.append(base + _first_row(p) * row)
+                views.append(local)
+                base += p.numel()
+        return views, starts
 
     def project(self, grads, seed, population, sigma, noise, antithetic) -> torch.Tensor:
-        """c_k over this process's elements (a part of the whole when sharded)."""
-        if not self.sharded:
-            return ops.project(grads, seed, population, sigma, noise, antithetic)
+        """c_k over this rank's rows: a part of the whole sum."""
         total = torch.zeros(population, dtype=torch.float64)
         for a, b, offset in self.runs:
             total += ops.project(grads[a:b], seed, population, sigma, noise, antithetic,
@@ -213,52 +170,33 @@ class Layout:
                                          "sync off in an earlier backward); finish that update "
                                          "before the meta-step")
 
-    # ---- what differs for sharded rows, so that the step never asks --------
+    # ---- what sharded rows change for the step -----------------------------
 
     @property
     def lockstep(self) -> bool:
-        """Every rank takes every backward (FSDP's are collective), even one
-        of a loss that is not finite here; errors wait for the exchange."""
-        return self.sharded
+        """Every rank takes every backward (FSDP's are collective)."""
+        return True
 
     def exchange(self, plain: "parallel.Local") -> "parallel.Local":
-        """The exchange over this layout, once every rank is known to be built
-        alike: sharded rows make the ranks' projections parts of one sum
-        rather than copies to average, and must tile every tensor."""
-        if not self.sharded:
-            return plain
+        """Sharded rows make the ranks' projections parts of one sum rather
+        than copies to average, and must tile every tensor."""
         extents = torch.tensor(self.extents(), dtype=torch.int64).reshape(-1)
         check_tiling(plain.collectives.all_gather(extents), self.owners)
         return parallel.ShardedData(plain.collectives)
 
     def before_step(self):
-        if self.sharded:
-            self.check_reduction()
+        self.check_reduction()
 
     def replicas(self) -> List[torch.Tensor]:
-        """The perturbed tensors that every rank holds whole (shards differ by design)."""
-        return [] if self.sharded else self.owners
+        return []  # shards differ by design
 
     def bystanders(self, owner, hyperparams) -> List[torch.Tensor]:
-        """The owner's tensors a step freezes (none for FSDP, whose
-        parameters are all perturbed and whose forwards own their state)."""
-        return [] if self.sharded else tensors.bystanders(owner, self.owners, hyperparams)
-
-    def require_whole(self, what: str):
-        if self.sharded:
-            raise ValueError(f"{what} does not run on FSDP-sharded parameters")
+        return []  # every parameter is perturbed; FSDP's forwards own their state
 
     def gradient(self, val: torch.Tensor, hyperparams):
-        """d val / d (views, lambda): one autograd.grad, or FSDP's own
-        backward, whose reduce-scatter leaves each rank its rows of the
-        gradient averaged over ranks (the snapshot puts the parameters'
-        ``.grad`` back; lambda's is read and put back here)."""
-        if not self.sharded:
-            grads = torch.autograd.grad(val.reshape(()), self.owners + list(hyperparams),
-                                        allow_unused=True)
-            n = len(self.owners)
-            return ([g if g is not None else torch.zeros_like(p)
-                     for g, p in zip(grads[:n], self.owners)], list(grads[n:]))
+        """FSDP's own backward, whose reduce-scatter leaves each rank its rows
+        of the gradient averaged over ranks (the snapshot puts the
+        parameters' ``.grad`` back; lambda's is read and put back here)."""
         before = [h.grad for h in hyperparams]
         for h in hyperparams:
             h.grad = None

@@ -3,7 +3,7 @@ values, ``.grad``, ``requires_grad`` and buffers; and the torch RNG
 states, replayed per candidate for common random numbers."""
 import torch
 
-from . import shards
+from .layout import NoiseLayout
 
 
 class Snapshot:
@@ -11,7 +11,7 @@ class Snapshot:
     parameters' values (their local shards for FSDP), ``.grad`` and
     ``requires_grad``, and the buffers."""
 
-    def __init__(self, layout: "shards.Layout", buffers):
+    def __init__(self, layout: NoiseLayout, buffers):
         self.layout, self.buffers = layout, buffers
         layout.reshard()  # a forward of the caller's may have left FSDP's root gathered
         self.params, self.views = layout.owners, layout.views

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Optional, Union
 import torch
 from torch import nn
 
-from . import learning_rate, lookahead, ops, options, phases, state, tensors
+from . import layout, learning_rate, lookahead, ops, options, phases, state, tensors
 from . import parallel as parallel_
 from . import shards
 from .seeds import default_base_seed, step_seed
@@ -49,8 +49,9 @@ _AGREED_FACTS = ("hypergradient scale", "number of parameter tensors",
                  "number of parameter elements", "number of hyperparameter tensors",
                  "number of hyperparameter elements")
 
-# Set once by the constructor; assigning them afterwards raises (inner_lr may change).
-_FIXED = frozenset({o.name for o in options.OPTIONS} - {"inner_lr", "seed"}) | frozenset(
+# Set once by the constructor (the seed also by load_state_dict); assigning
+# them afterwards raises. inner_lr may change between steps.
+_FIXED = frozenset({o.name for o in options.OPTIONS} - {"inner_lr"}) | frozenset(
     ("params", "hyperparams", "buffers", "hypergradient_scale"))
 
 
@@ -101,7 +102,8 @@ class EvoGrad:
             the objective is the mean over ranks; FSDP2-sharded models take
             this) or ``"candidates"`` (rank r evaluates k = r, r + world, ...).
             Every rank builds alike (checked) and steps together; a step sends
-            2K + N values (N: lambda's elements) whatever the model's size.
+            O(K + N) float64 values whatever the model's size (each exchange
+            is listed in docs/api.md, "Many processes").
             See ``evograd.parallel``. ``process_group``: default the world.
         check_replicas: with ``parallel``, each step first compares the
             exact bits of the parameters and lambda across ranks (one gather
@@ -199,8 +201,8 @@ class EvoGrad:
                              "together, so ranks cannot evaluate different candidates; use "
                              "parallel='data'")
         owner = params if isinstance(params, nn.Module) else module
-        self._layout = shards.Layout(self.params,
-                                     self._exchange.world if self.parallel == "data" else None, owner)
+        self._layout = layout.for_parameters(
+            self.params, self._exchange.world if self.parallel == "data" else None, owner)
         chosen = default_buffers if buffers is None else tensors.as_tensors("buffers", buffers)
         self.buffers = tensors.restored_buffers(chosen, self._layout.views, self.hyperparams)
         for o in options.OPTIONS:
@@ -242,18 +244,20 @@ class EvoGrad:
         factor = self.hypergradient_scale
         seed = step_seed(self.seed, self.steps_taken, self.seed_schedule)
         if self.check_replicas and self._exchange.collectives is not None:
-            phases.check_replicas(self)
+            phases.check_replicas(self, self._layout, self._exchange)
         if self.estimator == "lookahead":
             return self._lookahead_step(train_loss_fn, val_loss_fn, seed)
-        phases.check_before_step(self)
+        phases.check_before_step(self, self._layout, self._exchange)
         snap = Snapshot(self._layout, self.buffers)
         try:
             snap.freeze(self._bystanders)
             with torch.enable_grad(), self._no_ddp_sync():
-                cand = phases.evaluate_candidates(self, snap, train_loss_fn, seed)
+                cand = phases.evaluate_candidates(self, self._layout, self._exchange, snap,
+                                                  train_loss_fn, seed)
                 weights = ops.weights(cand.losses, self.temperature)
-                val = phases.validation_gradient(self, snap, val_loss_fn, cand.losses, seed)
-                phases.accumulate_hypergradient(self, cand, val, factor)
+                val = phases.validation_gradient(self, self._layout, self._exchange, snap,
+                                                 val_loss_fn, cand.losses, seed)
+                phases.accumulate_hypergradient(self, self._exchange, cand, val, factor)
         finally:
             snap.restore()
         self.steps_taken += 1
@@ -263,7 +267,6 @@ class EvoGrad:
                           val.tensor, ess, collapsed)
 
     def _lookahead_step(self, train_loss_fn, val_loss_fn, seed: int) -> StepResult:
-        self._layout.require_whole("estimator='lookahead'")
         alpha = self.inner_lr
         step = self.fd_step if self.fd_step is not None else lookahead.default_step(self.params)
         snap = Snapshot(self._layout, self.buffers)
@@ -289,10 +292,19 @@ class EvoGrad:
         the bytes and calls it made; None in one process)."""
         return self._exchange
 
+    def _recorded(self) -> dict:
+        return state.recorded({o.name: getattr(self, o.name) for o in options.OPTIONS},
+                              self.params, self.hyperparams)
+
     def state_dict(self) -> dict:
         """The base seed, steps taken, options and a numeric inner_lr (``evograd.state``)."""
-        return state.state_dict(self)
+        lr = self._inner_lr if isinstance(self._inner_lr, float) else None
+        return state.state_dict(self.seed, self.steps_taken, lr, self._recorded())
 
     def load_state_dict(self, state_: dict) -> None:
         """Continues from ``state_``: the next step draws the saved run's next noise."""
-        state.load_state_dict(self, state_)
+        resumed = state.load(state_, self._recorded(), isinstance(self._inner_lr, float))
+        if resumed.inner_lr is not None:
+            self.inner_lr = resumed.inner_lr
+        object.__setattr__(self, "seed", resumed.seed)  # fixed to callers, not to a resume
+        self.steps_taken = resumed.steps_taken
