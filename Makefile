@@ -1,13 +1,18 @@
 # The README's commands. `make test` and `make demo` install what is missing
 # (Debian packages after apt-get update; a project virtual environment with
-# pip's PyTorch), configure, build and run.
+# pip's PyTorch), configure, build and run. `make test` (what CI runs) times
+# each step and prints the table at the end (scripts/legs.sh):
 #
-#   main leg    .venv: pip torch 2.13 (CPU), `pip install -e .` builds in build/main,
-#               every suite plus the PyTorch 2.x tests (opcheck, compile, export, func);
-#               then the README's install blocks, verbatim, in a fresh venv (build/readme)
-#   compat leg  Debian's torch and /usr/bin/python3, built in build/debian: C, C++, Python
-#   CUDA leg    make test-cuda-build: pip torch 2.14.1 for CUDA, the CUDA operators
-#               compiled and linked, suites run (no GPU here: CUDA tests skip)
+#   install       .venv: pip torch 2.13 (CPU), `pip install -e .` builds in build/main
+#   test-main     ctest in build/main: every suite plus the PyTorch 2.x tests
+#                 (opcheck, compile, export, func); then the README's install
+#                 blocks, verbatim, in a fresh venv (build/readme)
+#   test-compat   Debian's torch and /usr/bin/python3, built in build/debian: C, C++, Python
+#   test-fuzz     libFuzzer on every C entry point, FUZZ_SMOKE_SECONDS each
+#
+# Outside make test: test-cuda-build (pip torch 2.14.1 for CUDA, the CUDA
+# operators compiled and linked, suites run; no GPU here: CUDA tests skip)
+# and fuzz (longer fuzzing).
 PYTHON   ?= python3
 VENV     ?= .venv
 VPY      := $(VENV)/bin/python
@@ -21,7 +26,7 @@ DEB_PACKAGES := cmake g++ make libtorch-dev python3-torch libgtest-dev python3-p
                 clang libclang-rt-14-dev libgloo-dev
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 15
-CTEST    := ctest --output-on-failure --timeout 1800
+CTEST    := ctest --output-on-failure --timeout 1800 -j$(JOBS)
 
 .PHONY: deps venv install build test test-main test-compat test-fuzz test-cuda-build demo fuzz clean
 
@@ -44,7 +49,7 @@ venv: $(VENV)/.installed
 
 # The package as a user installs it (editable), built in $(BUILD)/main with
 # the test suites, against the venv's torch.
-SKBUILD_FLAGS = -Cbuild-dir=$(BUILD)/main \
+SKBUILD_FLAGS = -Cbuild-dir=$(BUILD)/main -Cbuild.targets=all \
   -Ccmake.define.EVOGRAD_TESTS=ON -Ccmake.define.EVOGRAD_TEST_INSTALLED=ON \
   -Ccmake.define.EVOGRAD_PYTHON=$(CURDIR)/$(VPY)
 
@@ -53,7 +58,11 @@ install: venv
 
 build: install
 
-test: test-main test-compat test-fuzz
+# make test: the set-up, then each leg, timed (scripts/legs.sh prints the
+# table at the end, in $(BUILD)/test-times.txt too). CI runs this.
+TEST_LEGS := test-main test-compat test-fuzz
+test:
+	@scripts/legs.sh $(BUILD)/test-times.txt deps venv install $(TEST_LEGS)
 
 test-main: install
 	cd $(BUILD)/main && $(CTEST)

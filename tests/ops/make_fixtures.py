@@ -134,7 +134,7 @@ def main(out_dir: Path):
         assert outcome.startswith(kind) and fragment in outcome, (sc.name, outcome)
         if outcome == "ok":
             expected.update({f"{sc.name}__{k}": v for k, v in got.items()})
-            assert sc.nonfinite != "drop" or int(got["dropped"]) > 0, "a candidate was dropped"
+            assert sc.options["nonfinite"] != "drop" or int(got["dropped"]) > 0, "a candidate was dropped"
         lines.append(scenarios.table_line(sc))
     (out_dir / "scenarios.txt").write_text("\n".join(lines) + "\n")
     torch.jit.script(Holder(expected)).save(str(out_dir / "expected.pt"))

@@ -5,68 +5,89 @@ the table (scenarios.txt) with the outcome of each row: the numbers of a
 successful step, or the error type and a fragment both languages' messages
 share. test_ops.cpp runs the same rows through ``evograd::EvoGrad`` on the
 same scripted model and data, and must reproduce them bit for bit.
+
+The columns are the rows of options.def (every option, in its order) and the
+problem's setup; C++ reads the option columns by expanding the same rows,
+so a new option becomes a column in both languages by itself, and
+tests/python/test_options.py fails until some scenario varies it.
 """
 import warnings
 from dataclasses import dataclass
-from typing import Dict
+from typing import Any, Dict
 
 import torch
 from torch import nn
 
 import evograd
+from evograd import options
+
+
+# The table's base point: the rows' defaults, with a larger sigma and
+# temperature so that float64 candidates differ well above rounding.
+BASE = {"sigma": 0.01, "temperature": 0.1, "seed": 7}
 
 
 @dataclass
 class Scenario:
+    """One step: every option of options.def (``options``, the rows'
+    defaults and BASE unless the row says otherwise), how the problem is set
+    up, and the outcome both languages must give."""
     name: str
+    options: Dict[str, Any]
     dtype: str = "float64"       # model dtype
-    noise: str = "sign"
-    population: int = 2
-    antithetic: bool = False
-    sigma: float = 0.01
-    temperature: float = 0.1
-    seed: int = 7
-    nonfinite: str = "raise"
     poison: bool = False         # candidates that raise l1.weight[0, 0] get a NaN loss
     unused: bool = False         # a second hyperparameter the training loss ignores
-    dropout: bool = False        # random layer, with common random numbers
-    estimator: str = "evograd"
-    scale: str = "none"          # "none" or "t1t2"
-    inner_lr: float = -1.0       # -1: not given
-    fd_step: float = 0.0         # 0: not given (the default step)
-    allow_unused: bool = False
+    dropout: bool = False        # random layer in both closures
+    resume: bool = False         # a step, a checkpoint loaded into a fresh EvoGrad, then the step compared
     expect: str = "ok"           # "ok", or "<ErrorType>:<message fragment>"
 
 
+def scenario(name: str, dtype="float64", poison=False, unused=False, dropout=False, resume=False,
+             expect="ok", **chosen) -> Scenario:
+    unknown = set(chosen) - set(options.BY_NAME)
+    if unknown:
+        raise ValueError(f"scenario {name}: {sorted(unknown)} are not rows of options.def")
+    values = {**{o.name: o.default for o in options.OPTIONS}, **BASE, **chosen}
+    return Scenario(name, values, dtype, poison, unused, dropout, resume, expect)
+
+
 TABLE = [
-    Scenario("float32_sign", dtype="float32"),
-    Scenario("float64_gauss_antithetic", noise="gauss", population=4, antithetic=True),
-    Scenario("bfloat16_sign", dtype="bfloat16", sigma=0.05, population=3),
-    Scenario("nonfinite_dropped", population=4, nonfinite="drop", poison=True, seed=3),
-    Scenario("nonfinite_raises", population=4, poison=True, seed=3,
+    scenario("float32_sign", dtype="float32"),
+    scenario("float64_gauss_antithetic", noise="gauss", population=4, antithetic=True),
+    scenario("bfloat16_sign", dtype="bfloat16", sigma=0.05, population=3),
+    scenario("nonfinite_dropped", population=4, nonfinite="drop", poison=True, seed=3),
+    scenario("nonfinite_raises", population=4, poison=True, seed=3,
              expect="ValueError:training loss is not finite"),
-    Scenario("unused_hyperparameter", unused=True,
+    scenario("unused_hyperparameter", unused=True,
              expect="ValueError:does not depend on hyperparameter 2"),
-    Scenario("dropout_common_random_numbers", population=3, dropout=True),
-    Scenario("unused_hyperparameter_allowed", unused=True, allow_unused=True),
-    Scenario("collapsed_weights", temperature=1e-5, sigma=0.05),
-    Scenario("t1t2_scale", scale="t1t2", inner_lr=0.1, antithetic=True, population=4),
-    Scenario("lookahead_float64", estimator="lookahead", inner_lr=0.1),
-    Scenario("lookahead_float32_dropout", dtype="float32", estimator="lookahead", inner_lr=0.05,
-             dropout=True),
-    Scenario("lookahead_fd_step", estimator="lookahead", inner_lr=0.1, fd_step=1e-4),
-    Scenario("lookahead_inner_lr_zero", estimator="lookahead", inner_lr=0.0),
-    Scenario("lookahead_unused_allowed", estimator="lookahead", inner_lr=0.1, unused=True,
+    scenario("dropout_common_random_numbers", population=3, dropout=True,
+             common_random_numbers=True),
+    scenario("unused_hyperparameter_allowed", unused=True, allow_unused=True),
+    scenario("collapsed_weights", temperature=1e-5, sigma=0.05),
+    scenario("t1t2_scale", scale="t1t2", inner_lr=0.1, antithetic=True, population=4),
+    scenario("consecutive_seeds", seed_schedule="consecutive", resume=True),
+    scenario("checkpoint_resumed", resume=True, noise="gauss"),
+    scenario("replicas_checked_alone", check_replicas=True),
+    scenario("parallel_needs_a_group", parallel="data",
+             expect="ValueError:needs a process group"),
+    scenario("lookahead_float64", estimator="lookahead", inner_lr=0.1),
+    scenario("lookahead_float32_dropout", dtype="float32", estimator="lookahead", inner_lr=0.05,
+             dropout=True, common_random_numbers=True),
+    scenario("lookahead_fd_step", estimator="lookahead", inner_lr=0.1, fd_step=1e-4),
+    scenario("lookahead_inner_lr_zero", estimator="lookahead", inner_lr=0.0),
+    scenario("lookahead_resumed", estimator="lookahead", inner_lr=0.1, resume=True),
+    scenario("lookahead_unused_allowed", estimator="lookahead", inner_lr=0.1, unused=True,
              allow_unused=True),
-    Scenario("lookahead_unused_raises", estimator="lookahead", inner_lr=0.1, unused=True,
+    scenario("lookahead_unused_raises", estimator="lookahead", inner_lr=0.1, unused=True,
              expect="ValueError:does not depend on hyperparameter 2"),
-    Scenario("lookahead_needs_inner_lr", estimator="lookahead",
+    scenario("lookahead_needs_inner_lr", estimator="lookahead",
              expect="ValueError:needs inner_lr"),
-    Scenario("inner_lr_unused", inner_lr=0.1, expect="ValueError:inner_lr is used only with"),
+    scenario("inner_lr_unused", inner_lr=0.1, expect="ValueError:inner_lr is used only with"),
 ]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
 RNG_SEED = 1234  # torch.manual_seed before each step: dropout masks agree across languages
+RESUMED_SEED_SHIFT = 1000  # the fresh learner's own seed, which the checkpoint replaces
 
 
 class ScenarioNet(nn.Module):
@@ -125,32 +146,60 @@ def run(s: Scenario, model_path: str, d: Dict[str, torch.Tensor]) -> Dict[str, t
     params = [p for n, p in model.named_parameters() if n != "log_decay"]
     buffers = [b for n, b in model.named_buffers() if n != "w00"]
     before = [b.clone() for b in buffers]
-    meta = evograd.EvoGrad(params, [decay] + hyper, population=s.population, sigma=s.sigma,
-                           temperature=s.temperature, noise=s.noise, antithetic=s.antithetic,
-                           seed=s.seed, nonfinite=s.nonfinite, buffers=buffers,
-                           common_random_numbers=s.dropout, estimator=s.estimator,
-                           scale=None if s.scale == "none" else s.scale,
-                           inner_lr=None if s.inner_lr < 0 else s.inner_lr,
-                           fd_step=s.fd_step or None, allow_unused=s.allow_unused)
-    torch.manual_seed(RNG_SEED)
+
+    def build(seed):
+        return evograd.EvoGrad(params, [decay] + hyper, buffers=buffers,
+                               **dict(s.options, seed=seed))
+
+    def step(meta):
+        torch.manual_seed(RNG_SEED)
+        return meta.step(lambda: model.train_loss(x, y, logits, s.poison, s.dropout),
+                         lambda: model.val_loss(xv, yv, s.dropout))
+    meta = build(s.options["seed"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        r = meta.step(lambda: model.train_loss(x, y, logits, s.poison, s.dropout),
-                      lambda: model.val_loss(xv, yv, s.dropout))
+        if s.resume:  # the second step, from a checkpoint in a learner built with another seed
+            step(meta)
+            state = meta.state_dict()
+            meta = build(s.options["seed"] + RESUMED_SEED_SHIFT)
+            meta.load_state_dict(state)
+            for h in [decay] + hyper:
+                h.grad = None
+            caught.clear()
+        r = step(meta)
     assert all(torch.equal(b, c) for b, c in zip(buffers, before)), "buffers restored"
     assert r.collapsed == any("collapsed" in str(w.message) for w in caught), "warned iff collapsed"
     out = {"losses": r.losses, "weights": r.weights, "grad_decay": decay.grad,
            "grad_logits": logits.grad, "val": torch.tensor([r.val_loss], dtype=torch.float64),
            "val_tensor": r.val_loss_tensor, "dropped": torch.tensor([r.dropped]),
            "ess": torch.tensor([r.ess], dtype=torch.float64),
-           "collapsed": torch.tensor([int(r.collapsed)])}
+           "collapsed": torch.tensor([int(r.collapsed)]), "seed": torch.tensor([r.seed])}
     if s.unused:  # allowed: the unused hyperparameter keeps its (absent) .grad
         out["unused_has_grad"] = torch.tensor([int(hyper[1].grad is not None)])
     return out
 
 
+def spelled(value) -> str:
+    """A value as test_ops.cpp reads it: none for unset, 0/1, repr of a float."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(int(value))
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+SETUP = ("dtype", "poison", "unused", "dropout", "resume")
+
+
 def table_line(s: Scenario) -> str:
-    fields = [s.name, s.dtype, s.noise, s.population, int(s.antithetic), s.sigma, s.temperature,
-              s.seed, s.nonfinite, int(s.poison), int(s.unused), int(s.dropout), s.estimator,
-              s.scale, s.inner_lr, s.fd_step, int(s.allow_unused), s.expect]
-    return " ".join(repr(f) if isinstance(f, float) else str(f) for f in fields)
+    """name, then key=value for every row of options.def (in its order) and
+    the setup, then expect=... to the end of the line."""
+    fields = [f"{o.name}={spelled(s.options[o.name])}" for o in options.OPTIONS]
+    fields += [f"{k}={spelled(getattr(s, k))}" for k in SETUP]
+    return " ".join([s.name] + fields + [f"expect={s.expect}"])
+
+
+def unvaried(table) -> list:
+    """The rows of options.def that no scenario sets to more than one value."""
+    return [o.name for o in options.OPTIONS
+            if len({spelled(sc.options[o.name]) for sc in table}) < 2]

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -336,24 +337,66 @@ TEST(CppApi, BadInputRaisesAndLeavesModelUntouched) {
 
 // The scenario table of scenarios.py, replayed through the C++ EvoGrad: the
 // same outcome as Python's, and on success the same numbers, bit for bit.
+// Each line is `name key=value ... expect=...`; the option columns are read
+// by expanding options.def's rows, so every option is a column here too.
 struct Scenario {
-  std::string name, dtype, noise, nonfinite, estimator, scale, expect;
-  int64_t population = 2, seed = 0;
-  double sigma = 0, temperature = 0, inner_lr = -1, fd_step = 0;
-  int antithetic = 0, poison = 0, unused = 0, dropout = 0, allow_unused = 0;
+  std::string name, expect;
+  std::map<std::string, std::string> fields;
+  evograd::Options options;
+  bool flag(const char* key) const { return fields.at(key) == "1"; }
 };
+
+void read_into(const std::string& v, int64_t& out) { out = std::stoll(v); }
+void read_into(const std::string& v, double& out) { out = std::stod(v); }
+void read_into(const std::string& v, bool& out) { out = v == "1"; }
+void read_into(const std::string& v, std::string& out) { out = v == "none" ? "" : v; }
+template <typename T>
+void read_into(const std::string& v, c10::optional<T>& out) {
+  if (v == "none") {
+    out.reset();
+  } else {
+    T value;
+    read_into(v, value);
+    out = value;
+  }
+}
+
+// Sets every option from its column; the number of rows set is returned.
+size_t read_options(const std::map<std::string, std::string>& fields, evograd::Options& o) {
+  size_t set = 0;
+#define EVOGRAD_OPTION(name, type, value, rule, where, flags) \
+  if (fields.count(#name)) {                                  \
+    read_into(fields.at(#name), o.name);                      \
+    ++set;                                                    \
+  }
+#include "evograd/options.def"
+#undef EVOGRAD_OPTION
+  return set;
+}
+
+size_t option_rows() {
+  size_t rows = 0;
+#define EVOGRAD_OPTION(name, type, value, rule, where, flags) ++rows;
+#include "evograd/options.def"
+#undef EVOGRAD_OPTION
+  return rows;
+}
 
 std::vector<Scenario> scenario_table() {
   std::ifstream in(g_dir + "/scenarios.txt");
   std::vector<Scenario> table;
   std::string line;
   while (std::getline(in, line)) {
-    std::istringstream f(line);
     Scenario s;
-    f >> s.name >> s.dtype >> s.noise >> s.population >> s.antithetic >> s.sigma >>
-        s.temperature >> s.seed >> s.nonfinite >> s.poison >> s.unused >> s.dropout >>
-        s.estimator >> s.scale >> s.inner_lr >> s.fd_step >> s.allow_unused;
-    std::getline(f >> std::ws, s.expect);
+    const auto at = line.find(" expect=");
+    s.expect = line.substr(at + 8);
+    std::istringstream f(line.substr(0, at));
+    f >> s.name;
+    for (std::string kv; f >> kv;) {
+      const auto eq = kv.find('=');
+      s.fields[kv.substr(0, eq)] = kv.substr(eq + 1);
+    }
+    EXPECT_EQ(read_options(s.fields, s.options), option_rows()) << s.name << ": a row with no column";
     table.push_back(s);
   }
   return table;
@@ -377,10 +420,10 @@ void expect_identical(const torch::Tensor& a, const torch::Tensor& b, const std:
 TEST(CppApi, ScenarioTableMatchesPython) {
   auto e = expected();
   auto table = scenario_table();
-  ASSERT_GE(table.size(), 18u);
+  ASSERT_GE(table.size(), 23u);
   for (const auto& s : table) {
     SCOPED_TRACE(s.name);
-    const auto dtype = dtype_named(s.dtype);
+    const auto dtype = dtype_named(s.fields.at("dtype"));
     auto model = torch::jit::load(g_dir + "/scenario_net.pt");
     model.to(dtype);
     model.train();
@@ -402,31 +445,34 @@ TEST(CppApi, ScenarioTableMatchesPython) {
       before.push_back(b.value.clone());
     }
     std::vector<torch::Tensor> hyper = {decay, logits};
-    if (s.unused) hyper.push_back(torch::zeros({2}, dtype).requires_grad_(true));
+    if (s.flag("unused")) hyper.push_back(torch::zeros({2}, dtype).requires_grad_(true));
 
-    evograd::Options opt;
-    opt.population = s.population;
-    opt.sigma = s.sigma;
-    opt.temperature = s.temperature;
-    opt.noise = s.noise;
-    opt.antithetic = s.antithetic;
-    opt.seed = s.seed;
-    opt.nonfinite = s.nonfinite;
-    opt.common_random_numbers = s.dropout;
-    opt.estimator = s.estimator;
-    if (s.scale != "none") opt.scale = s.scale;
-    if (s.inner_lr >= 0) opt.inner_lr = s.inner_lr;
-    if (s.fd_step > 0) opt.fd_step = s.fd_step;
-    opt.allow_unused = s.allow_unused;
-    auto step = [&] {
-      evograd::EvoGrad meta(params, hyper, opt, buffers);
+    const bool poison = s.flag("poison"), dropout = s.flag("dropout");
+    auto run = [&](evograd::EvoGrad& meta) {
       torch::manual_seed(1234);  // scenarios.RNG_SEED
       return meta.step(
-          [&] {
-            return model.run_method("train_loss", x, y, logits, bool(s.poison), bool(s.dropout))
-                .toTensor();
-          },
-          [&] { return model.run_method("val_loss", xv, yv, bool(s.dropout)).toTensor(); });
+          [&] { return model.run_method("train_loss", x, y, logits, poison, dropout).toTensor(); },
+          [&] { return model.run_method("val_loss", xv, yv, dropout).toTensor(); });
+    };
+    auto step = [&] {
+      evograd::EvoGrad meta(params, hyper, s.options, buffers);
+      if (!s.flag("resume")) return run(meta);
+      // A step, then a checkpoint loaded into a learner built with another
+      // seed (scenarios.RESUMED_SEED_SHIFT): the resumed step is compared.
+      run(meta);
+      torch::serialize::OutputArchive saved;
+      meta.save(saved);
+      std::ostringstream bytes;
+      saved.save_to(bytes);
+      evograd::Options other = s.options;
+      other.seed = *s.options.seed + 1000;
+      evograd::EvoGrad resumed(params, hyper, other, buffers);
+      std::istringstream from(bytes.str());
+      torch::serialize::InputArchive loaded;
+      loaded.load_from(from);
+      resumed.load(loaded);
+      for (auto& h : hyper) h.mutable_grad() = torch::Tensor();
+      return run(resumed);
     };
     if (s.expect != "ok") {
       const auto colon = s.expect.find(':');
@@ -453,7 +499,8 @@ TEST(CppApi, ScenarioTableMatchesPython) {
       EXPECT_EQ(r.dropped, key("dropped").item<int64_t>());
       expect_identical(torch::tensor({r.ess}, torch::kDouble), key("ess"), "ess");
       EXPECT_EQ(int64_t{r.collapsed}, key("collapsed").item<int64_t>());
-      if (s.unused)
+      EXPECT_EQ(r.seed, key("seed").item<int64_t>());
+      if (s.flag("unused"))
         EXPECT_EQ(int64_t{hyper[2].grad().defined()}, key("unused_has_grad").item<int64_t>());
     }
     for (size_t i = 0; i < buffers.size(); ++i) EXPECT_TRUE(torch::equal(buffers[i], before[i]));

@@ -5,6 +5,7 @@ the checks below are shown to catch exactly that."""
 import inspect
 import math
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,22 @@ def test_the_names_of_choices_are_the_rows():
         evograd.step_seed(3, 4, name)
     with pytest.raises(ValueError, match="seed_schedule must be one of"):
         evograd.step_seed(3, 4, "linear")
+
+
+def test_every_option_is_varied_by_some_cross_language_scenario():
+    """tests/ops/scenarios.py: its columns are the rows, and each row takes
+    at least two values across the table (C++ must reproduce every one)."""
+    sys.path.insert(0, str(ROOT / "tests" / "ops"))
+    try:
+        import scenarios
+    finally:
+        sys.path.pop(0)
+    assert scenarios.unvaried(scenarios.TABLE) == []
+    line = scenarios.table_line(scenarios.TABLE[0])
+    assert [f.split("=")[0] for f in line.split()[1:len(options.OPTIONS) + 1]] == \
+        [o.name for o in options.OPTIONS]
+    # The check can fail: without the one scenario that checks replicas, that row is unvaried.
+    fewer = [s for s in scenarios.TABLE if not s.options["check_replicas"]]
+    assert scenarios.unvaried(fewer) == ["check_replicas"]
+    with pytest.raises(ValueError, match="not rows of options.def"):
+        scenarios.scenario("typo", sigmaa=0.1)

@@ -1,23 +1,22 @@
 // The C++ meta-step, thin over the evograd operators (called through the
 // dispatcher, so CPU and CUDA tensors both work and no kernel is named here).
 #include "evograd/evograd.hpp"
+#include "evograd/operators.hpp"
 
 #include <atomic>
 #include <cmath>
 #include <limits>
-#include <sstream>
 #include <tuple>
 #include <utility>
 
 #include "closures.h"
+#include "collapse.h"
 #include "exchange.h"
 #include "lookahead.h"
 #include "options.h"
 #include "restorer.h"
 #include "seeds.h"
 #include "tensors.h"
-#include "handles.h"
-#include "library.h"
 
 namespace evograd {
 
@@ -56,7 +55,7 @@ constexpr double kDropGap = constants::drop_gap;
 
 // A call into the operator library: linking this API therefore keeps that
 // library, and with it the operators' registrations, loaded.
-const char* built_for_torch() { return evograd_ops::built_for_torch(); }
+const char* built_for_torch() { return operators::built_for_torch(); }
 
 namespace {
 
@@ -175,7 +174,7 @@ void EvoGrad::validate() const {
   }
   // dtypes, one device, and no memory shared among the parameters or with the
   // hyperparameters: the operator layer's one check.
-  evograd_ops::handles::check_perturbable().call(params_, hyper_);
+  operators::check_perturbable().call(params_, hyper_);
 }
 
 EvoGrad::Candidates EvoGrad::evaluate_candidates(detail::Restorer& restore, const LossFn& train_loss,
@@ -195,7 +194,7 @@ EvoGrad::Candidates EvoGrad::evaluate_candidates(detail::Restorer& restore, cons
       if (rng) rng->replay();
       {
         torch::NoGradGuard no_grad;
-        evograd_ops::handles::perturb_into()
+        operators::perturb_into()
             .call(restore.saved(), restore.targets(), seed, k, o.sigma, o.noise, o.antithetic, 0);
       }
       auto loss = train_loss();
@@ -242,7 +241,7 @@ EvoGrad::Validation EvoGrad::validation_gradient(detail::Restorer& restore, cons
     restore.restore_buffers();
     {
       torch::NoGradGuard no_grad;  // theta* into the parameters' storage
-      evograd_ops::handles::combine_into()
+      operators::combine_into()
           .call(restore.saved(), losses, restore.targets(), o.temperature, seed, o.sigma,
                 o.noise, o.antithetic, 0);
     }
@@ -259,7 +258,7 @@ EvoGrad::Validation EvoGrad::validation_gradient(detail::Restorer& restore, cons
     for (size_t i = 0; i < params_.size(); ++i)
       g.push_back(grads[i].defined() ? grads[i] : torch::zeros_like(params_[i]));
     v.hyper.assign(grads.begin() + params_.size(), grads.end());
-    v.projections = evograd_ops::handles::project().call(g, seed, o.population, o.sigma, o.noise,
+    v.projections = operators::project().call(g, seed, o.population, o.sigma, o.noise,
                                                          o.antithetic, 0);
   } catch (...) {
     own = std::current_exception();
@@ -278,7 +277,7 @@ void EvoGrad::accumulate_hypergradient(const Candidates& candidates,
   std::vector<bool> used;
   std::exception_ptr own;
   try {
-    auto cot = evograd_ops::handles::loss_cotangent().call(candidates.losses,
+    auto cot = operators::loss_cotangent().call(candidates.losses,
                                                            validation.projections, o.temperature);
     torch::NoGradGuard no_grad;
     auto cot_host = cot.to(torch::kDouble).cpu();
@@ -314,36 +313,6 @@ void EvoGrad::accumulate_hypergradient(const Candidates& candidates,
 }
 
 
-namespace {
-
-// (effective sample size, collapsed): one-hot weights, or candidate losses
-// all equal, give a hypergradient of ~0; such a step warns.
-std::pair<double, bool> collapse(const torch::Tensor& reported, const torch::Tensor& losses,
-                                 const torch::Tensor& weights, int64_t step) {
-  const double ess = (weights * weights).sum().reciprocal().item<double>();
-  const auto kept = losses.masked_select(torch::isfinite(reported));
-  const bool equal = kept.numel() > 1 && kept.eq(kept[0]).all().item<bool>();
-  const bool collapsed = ess < kCollapseEss || equal;
-  if (collapsed) {
-    std::ostringstream why;
-    if (equal) {
-      why << "all candidate losses are equal: sigma is below the loss's resolution, e.g. in "
-             "bfloat16";
-    } else {
-      const auto w = weights.to(torch::kCPU, torch::kDouble);
-      why << "weights [";
-      for (int64_t k = 0; k < w.numel(); ++k) why << (k ? ", " : "") << w[k].item<double>();
-      why << "], effective sample size " << ess << " < "
-          << kCollapseEss << ": the loss spread is far above temperature";
-    }
-    TORCH_WARN("evograd: step ", step, " collapsed (", why.str(), "); its hypergradient is ~0. "
-               "Raise temperature or lower sigma (or raise sigma for equal losses)");
-  }
-  return {ess, collapsed};
-}
-
-}  // namespace
-
 std::vector<std::string> estimators() { return detail::choices_of("estimator"); }
 
 void EvoGrad::set_inner_lr(double inner_lr) {
@@ -370,13 +339,13 @@ StepResult EvoGrad::step(const LossFn& train_loss, const LossFn& val_loss,
   {
     Restorer restore(params_, buffers_, bystanders_);
     candidates = evaluate_candidates(restore, train_loss, seed);
-    weights = evograd_ops::handles::weights().call(candidates.losses, options_.temperature);
+    weights = operators::weights().call(candidates.losses, options_.temperature);
     validation = validation_gradient(restore, val_loss, candidates.losses, seed);
     accumulate_hypergradient(candidates, validation);
   }
   ++step_;
   weights = weights.detach();
-  const auto ess = collapse(candidates.reported, candidates.losses, weights, step_ - 1);
+  const auto ess = detail::collapse(candidates.reported, candidates.losses, weights, step_ - 1);
   return {validation.loss, candidates.reported, weights, seed, candidates.dropped,
           validation.tensor, ess.first, ess.second};
 }

@@ -253,11 +253,13 @@ std::shared_ptr<Exchange> make_exchange(const Options& options) {
     return std::make_shared<Exchange>();
   }
   TORCH_CHECK_VALUE(options.process_group, "evograd: parallel \"", options.parallel,
-                    "\" needs options.process_group (a c10d::ProcessGroup every rank shares)");
+                    "\" needs a process group: set options.process_group (a c10d::ProcessGroup "
+                    "every rank shares)");
   if (kind == 1) return std::make_shared<DataParallel>(options.process_group);
   return std::make_shared<CandidateParallel>(options.process_group);
 #else
-  TORCH_CHECK_VALUE(kind == 0, "evograd: parallel needs c10d, which this LibTorch lacks");
+  TORCH_CHECK_VALUE(kind == 0,
+                    "evograd: parallel needs a process group, and this LibTorch lacks c10d");
   return std::make_shared<Exchange>();
 #endif
 }

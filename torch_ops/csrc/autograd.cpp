@@ -13,7 +13,7 @@
 #include <torch/library.h>
 #include <torch/version.h>
 
-#include "handles.h"
+#include "evograd/operators.hpp"
 
 namespace evograd_ops {
 namespace {
@@ -50,7 +50,7 @@ class PerturbFunction : public torch::autograd::Function<PerturbFunction> {
                                int64_t seed, int64_t k, double sigma, std::string noise,
                                bool antithetic, int64_t offset) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return handles::perturb()
+    return evograd::operators::perturb()
         .call(params, seed, k, sigma, noise, antithetic, offset);
   }
   static variable_list backward(AutogradContext*, variable_list grads) {
@@ -67,7 +67,7 @@ class CombineFunction : public torch::autograd::Function<CombineFunction> {
                                double sigma, std::string noise, bool antithetic,
                                int64_t offset) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto out = handles::combine()
+    auto out = evograd::operators::combine()
                    .call(params, losses, temperature, seed, sigma, noise, antithetic, offset);
     ctx->save_for_backward({losses});
     ctx->saved_data["temperature"] = temperature;
@@ -84,13 +84,13 @@ class CombineFunction : public torch::autograd::Function<CombineFunction> {
     at::Tensor d_losses;
     if (ctx->saved_data["losses_need_grad"].toBool()) {
       const double temperature = ctx->saved_data["temperature"].toDouble();
-      auto c = handles::project()
+      auto c = evograd::operators::project()
                    .call(grads, ctx->saved_data["seed"].toInt(), population(losses),
                          ctx->saved_data["sigma"].toDouble(),
                          ctx->saved_data["noise"].toStringRef(),
                          ctx->saved_data["antithetic"].toBool(),
                          ctx->saved_data["offset"].toInt());
-      d_losses = handles::loss_cotangent()
+      d_losses = evograd::operators::loss_cotangent()
                      .call(losses, c, temperature);
     }
     variable_list result = grads;  // identity for params
@@ -105,7 +105,7 @@ class WeightsFunction : public torch::autograd::Function<WeightsFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, at::Tensor losses, double temperature) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto w = handles::weights().call(losses, temperature);
+    auto w = evograd::operators::weights().call(losses, temperature);
     ctx->save_for_backward({w});
     ctx->saved_data["temperature"] = temperature;
     return {w};
@@ -141,14 +141,14 @@ at::Tensor project_autograd(at::TensorList grads, int64_t seed, int64_t populati
                             double sigma, c10::string_view noise, bool antithetic,
                             int64_t offset) {
   at::AutoDispatchBelowADInplaceOrView guard;
-  return handles::project()
+  return evograd::operators::project()
       .call(grads, seed, population, sigma, noise, antithetic, offset);
 }
 
 at::Tensor loss_cotangent_autograd(const at::Tensor& losses, const at::Tensor& projections,
                                    double temperature) {
   at::AutoDispatchBelowADInplaceOrView guard;
-  return handles::loss_cotangent()
+  return evograd::operators::loss_cotangent()
       .call(losses, projections, temperature);
 }
 
@@ -161,7 +161,7 @@ void perturb_into_autograd(at::TensorList params, at::TensorList out, int64_t se
                            int64_t offset) {
   {
     at::AutoDispatchBelowADInplaceOrView guard;
-    handles::perturb_into()
+    evograd::operators::perturb_into()
         .call(params, out, seed, k, sigma, noise, antithetic, offset);
   }
   bump_versions(out);  // graphs that saved the old values now fail loudly
@@ -173,7 +173,7 @@ void combine_into_autograd(at::TensorList params, const at::Tensor& losses,
                            int64_t offset) {
   {
     at::AutoDispatchBelowADInplaceOrView guard;
-    handles::combine_into()
+    evograd::operators::combine_into()
         .call(params, losses, out, temperature, seed, sigma, noise, antithetic, offset);
   }
   bump_versions(out);

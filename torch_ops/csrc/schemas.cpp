@@ -5,14 +5,10 @@
 
 #include <vector>
 
-#include "library.h"
+#include "evograd/operators.hpp"
 #include "lists.h"
 
-namespace evograd_ops {
-
-const char* built_for_torch() { return EVOGRAD_BUILT_FOR_TORCH; }
-
-}  // namespace evograd_ops
+const char* evograd::operators::built_for_torch() { return EVOGRAD_BUILT_FOR_TORCH; }
 
 namespace {
 

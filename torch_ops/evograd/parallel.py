@@ -43,7 +43,7 @@ class Collectives:
     def __init__(self, group=None):
         import torch.distributed as dist
         if not (dist.is_available() and dist.is_initialized()):
-            raise ValueError("parallel= needs torch.distributed initialised "
+            raise ValueError("parallel= needs a process group: initialise torch.distributed "
                              "(torch.distributed.init_process_group) before EvoGrad is built")
         self.dist, self.group = dist, group
         self.rank = dist.get_rank(group)

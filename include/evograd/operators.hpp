@@ -1,6 +1,9 @@
-// Typed handles of the evograd operators, each looked up in the dispatcher
-// once (on first use), shared by the C++ autograd and the C++ meta-step. The
-// C++ signature of each schema in schemas.cpp is written here and nowhere else.
+// The evograd operators as C++ calls them: typed handles, each looked up in
+// the dispatcher once (on first use). The operators' own autograd and the
+// C++ meta-step both call through these, so the meta-step depends on the
+// operators' schemas only, not on their sources. The C++ signature of each
+// schema in torch_ops/csrc/schemas.cpp is written here and nowhere else;
+// a program linked with evograd::ops may call them too.
 #pragma once
 
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -8,8 +11,13 @@
 
 #include <vector>
 
-namespace evograd_ops {
-namespace handles {
+namespace evograd {
+namespace operators {
+
+// The torch version the operator library was compiled against ("2.13.0+cpu").
+// The C++ API calls it, which also makes linking the API keep the operator
+// library (and its static operator registrations) loaded.
+const char* built_for_torch();
 
 // The last int64_t of the list ops is `offset`: the global index of the
 // list's element 0 (0 unless the list is a shard of a longer one).
@@ -50,5 +58,5 @@ EVOGRAD_OPERATOR_HANDLE(check_perturbable, CheckPerturbableSig)
 
 #undef EVOGRAD_OPERATOR_HANDLE
 
-}  // namespace handles
-}  // namespace evograd_ops
+}  // namespace operators
+}  // namespace evograd
