@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
+from . import _library
+
 _ROW = re.compile(r"^EVOGRAD_OPTION\((\w+), ([\w:<>]+), (.+?), (ANY|AT_LEAST_2|POSITIVE|NONNEGATIVE|"
                   r"CHOICES\(.*?\)), (BOTH|PYTHON), ([A-Z_ |]+)\)$")
 
@@ -79,23 +81,16 @@ def _parse(text: str) -> Tuple[Option, ...]:
 
 def _spec_file() -> Path:
     """The checkout's include/evograd/options.def, or the installed copy on
-    the package's path (an editable install's package spans both folders)."""
-    here = Path(__file__).resolve().parent
-    root = here.parents[1]
-    candidates = [root / "include" / "evograd" / "options.def"] if \
-        here == root / "torch_ops" / "evograd" else []
-    candidates += [Path(folder) / "options.def" for folder in _package_path(here)]
+    the package's path (an editable install's package spans both folders):
+    the places the operator library is looked for, in the same order."""
+    root = _library._checkout_root()
+    candidates = [root / "include" / "evograd" / "options.def"] if root is not None else []
+    candidates += [Path(folder) / "options.def" for folder in _library._package_path()]
     for path in candidates:
         if path.is_file():
             return path
     raise ImportError("evograd: options.def not found (looked in: "
                       + ", ".join(map(str, candidates)) + "); reinstall the package")
-
-
-def _package_path(here: Path):
-    import sys
-    package = sys.modules.get(__name__.rpartition(".")[0])
-    return list(getattr(package, "__path__", None) or [str(here)])
 
 
 SPEC_FILE = _spec_file()
