@@ -3,7 +3,6 @@ the next drift fails here and not a reader: the Debian packages the
 Makefile installs, the legs `make test` runs, the size rule for library
 sources, and the scenario table's size."""
 import re
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,10 +63,6 @@ def test_library_sources_stay_under_the_stated_size():
 
 
 def test_design_states_the_scenario_tables_size():
-    sys.path.insert(0, str(ROOT / "tests" / "ops"))
-    try:
-        import scenarios
-    finally:
-        sys.path.pop(0)
+    import scenarios  # tests/ops, on the path by conftest.py
     stated = int(re.search(r"one table of (\d+) scenarios", DESIGN).group(1))
     assert stated == len(scenarios.TABLE)

@@ -5,7 +5,6 @@ the checks below are shown to catch exactly that."""
 import inspect
 import math
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -174,11 +173,7 @@ def test_the_names_of_choices_are_the_rows():
 def test_every_option_is_varied_by_some_cross_language_scenario():
     """tests/ops/scenarios.py: its columns are the rows, and each row takes
     at least two values across the table (C++ must reproduce every one)."""
-    sys.path.insert(0, str(ROOT / "tests" / "ops"))
-    try:
-        import scenarios
-    finally:
-        sys.path.pop(0)
+    import scenarios  # tests/ops, on the path by conftest.py
     assert scenarios.unvaried(scenarios.TABLE) == []
     line = scenarios.table_line(scenarios.TABLE[0])
     assert [f.split("=")[0] for f in line.split()[1:len(options.OPTIONS) + 1]] == \
