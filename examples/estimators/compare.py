@@ -57,8 +57,9 @@ ESTIMATORS = {  # name -> EvoGrad options (each on T1-T2's scale)
     "evograd-antithetic": dict(estimator="evograd", population=2, sigma=1e-3, temperature=0.05,
                                antithetic=True, scale="t1t2", common_random_numbers=True),
     "lookahead": dict(estimator="lookahead"),
+    "jvp": dict(estimator="jvp"),
 }
-COST_METHODS = ("plain", "plain+hyper", "t1t2", "evograd", "lookahead")
+COST_METHODS = ("plain", "plain+hyper", "t1t2", "evograd", "lookahead", "jvp")
 ALPHA = 0.1
 
 
@@ -186,7 +187,7 @@ def quality(app, args):
         meta = evograd.EvoGrad(params if len(params) < len(list(model.parameters())) else model,
                                hyper, inner_lr=ALPHA, seed=0, module=model
                                if len(params) < len(list(model.parameters())) else None, **options)
-        deterministic = options["estimator"] == "lookahead"
+        deterministic = options["estimator"] != "evograd"
         n = 1 if deterministic else max(args.seeds, args.steps)
         samples, collapsed = [], 0
         for _ in tqdm(range(n), desc=f"{app} {name}", leave=False):

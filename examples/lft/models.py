@@ -24,8 +24,11 @@ class FeatureWiseTransformation(nn.Module):
     def forward(self, x):
         if not (self.training and self.active):
             return x
-        gamma = 1 + torch.randn_like(self.gamma) * F.softplus(self.gamma)
-        beta = torch.randn_like(self.beta) * F.softplus(self.beta)
+        # drawn in float32 whatever the model's dtype: float32 and float64
+        # runs from one RNG state see the same transformation
+        draw = lambda t: torch.randn(t.shape, device=t.device).to(t.dtype)  # noqa: E731
+        gamma = 1 + draw(self.gamma) * F.softplus(self.gamma)
+        beta = draw(self.beta) * F.softplus(self.beta)
         return gamma * x + beta
 
 

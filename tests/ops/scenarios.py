@@ -23,7 +23,8 @@ from evograd import options
 
 
 # The table's base point: the rows' defaults, with a larger sigma and
-# temperature so that float64 candidates differ well above rounding.
+# temperature so that float64 candidates differ well above rounding (for
+# the estimators that use them).
 BASE = {"sigma": 0.01, "temperature": 0.1, "seed": 7}
 
 
@@ -47,7 +48,9 @@ def scenario(name: str, dtype="float64", poison=False, unused=False, dropout=Fal
     unknown = set(chosen) - set(options.BY_NAME)
     if unknown:
         raise ValueError(f"scenario {name}: {sorted(unknown)} are not rows of options.def")
-    values = {**{o.name: o.default for o in options.OPTIONS}, **BASE, **chosen}
+    estimator = chosen.get("estimator", options.BY_NAME["estimator"].default)
+    base = {k: v for k, v in BASE.items() if k in options.USES[estimator]}
+    values = {**{o.name: o.default for o in options.OPTIONS}, **base, **chosen}
     return Scenario(name, values, dtype, poison, unused, dropout, resume, expect)
 
 
@@ -72,7 +75,7 @@ TABLE = [
              expect="ValueError:needs a process group"),
     scenario("lookahead_float64", estimator="lookahead", inner_lr=0.1),
     scenario("lookahead_float32_dropout", dtype="float32", estimator="lookahead", inner_lr=0.05,
-             dropout=True, common_random_numbers=True),
+             dropout=True),
     scenario("lookahead_fd_step", estimator="lookahead", inner_lr=0.1, fd_step=1e-4),
     scenario("lookahead_inner_lr_zero", estimator="lookahead", inner_lr=0.0),
     scenario("lookahead_resumed", estimator="lookahead", inner_lr=0.1, resume=True),
@@ -80,6 +83,8 @@ TABLE = [
              allow_unused=True),
     scenario("lookahead_unused_raises", estimator="lookahead", inner_lr=0.1, unused=True,
              expect="ValueError:does not depend on hyperparameter 2"),
+    scenario("lookahead_refuses_population", estimator="lookahead", inner_lr=0.1, population=4,
+             expect="ValueError:estimator 'lookahead' does not use population"),
     scenario("lookahead_needs_inner_lr", estimator="lookahead",
              expect="ValueError:needs inner_lr"),
     scenario("inner_lr_unused", inner_lr=0.1, expect="ValueError:inner_lr is used only with"),

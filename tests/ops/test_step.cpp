@@ -100,7 +100,22 @@ TEST(CppStep, LookaheadRefusesParallel) {
     evograd::EvoGrad({p}, {lam}, o);
     ADD_FAILURE() << "lookahead with parallel was accepted";
   } catch (const c10::ValueError& e) {
-    EXPECT_NE(std::string(e.what()).find("runs in one process"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("estimator 'lookahead' does not use parallel"),
+              std::string::npos) << e.what();
+  }
+}
+
+TEST(CppStep, JvpIsPythonOnly) {
+  auto p = torch::zeros({3}, torch::kFloat64).requires_grad_(true);
+  auto lam = torch::zeros({1}, torch::kFloat64).requires_grad_(true);
+  evograd::Options o;
+  o.estimator = "jvp";
+  o.inner_lr = 0.1;
+  try {
+    evograd::EvoGrad({p}, {lam}, o);
+    ADD_FAILURE() << "estimator jvp was accepted by the C++ step";
+  } catch (const c10::ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("Python package only"), std::string::npos) << e.what();
   }
 }
 

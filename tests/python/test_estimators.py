@@ -165,7 +165,7 @@ def test_lookahead_at_zero_learning_rate_is_zero_as_t1t2():
 def test_estimator_options_are_checked():
     model = Net(torch.Generator().manual_seed(0))
     lam = torch.zeros(1, dtype=D, requires_grad=True)
-    assert evograd.ESTIMATORS == ("evograd", "lookahead")
+    assert evograd.ESTIMATORS == ("evograd", "lookahead", "jvp")
     with pytest.raises(ValueError, match="estimator must be one of"):
         evograd.EvoGrad(model, lam, estimator="es")
     with pytest.raises(ValueError, match="needs inner_lr"):

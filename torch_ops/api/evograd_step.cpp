@@ -79,9 +79,12 @@ std::vector<std::pair<std::string, double>> agreed_fields(const EvoGrad& e) {
 EvoGrad::EvoGrad(std::vector<torch::Tensor> params, std::vector<torch::Tensor> hyperparams,
                  Options options, std::vector<torch::Tensor> buffers)
     : params_(std::move(params)), hyper_(std::move(hyperparams)), options_(std::move(options)) {
-  TORCH_CHECK_VALUE(options_.estimator == "evograd" || options_.parallel.empty(),
-                    "evograd: estimator '", options_.estimator, "' runs in one process; "
-                    "parallel is for the 'evograd' estimator");
+  detail::check_options(options_);  // before any process group is touched
+  // A deliberate difference (docs/design.md): forward-mode tangents on a
+  // module's own tensors are the Python step's for now.
+  TORCH_CHECK_VALUE(options_.estimator != "jvp",
+                    "evograd: estimator 'jvp' is offered by the Python package only; the C++ "
+                    "step has 'evograd' and 'lookahead'");
   exchange_ = detail::make_exchange(options_);
   // With parallel, an error here still takes part in the construction-time
   // exchange, so that the other ranks raise too instead of waiting.

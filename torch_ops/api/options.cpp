@@ -94,12 +94,42 @@ c10::IValue saved_value(const c10::optional<T>& v) {
 #define EVOGRAD_IN_BOTH(...) __VA_ARGS__
 #define EVOGRAD_IN_PYTHON(...)
 
+namespace {
+
+// An EVOGRAD_ESTIMATOR row's list of the options that estimator uses.
+std::string uses_of(const std::string& estimator) {
+#define EVOGRAD_ESTIMATOR(name, uses) if (estimator == #name) return uses;
+#include "evograd/options.def"
+#undef EVOGRAD_ESTIMATOR
+  return "";
+}
+
+bool listed(const std::string& uses, const char* name) {
+  std::istringstream words(uses);
+  std::string w;
+  while (words >> w)
+    if (w == name) return true;
+  return false;
+}
+
+}  // namespace
+
 void check_options(const Options& o) {
 #define EVOGRAD_OPTION(name, type, value, rule, where, flags) EVOGRAD_IN_##where(check(#name, o.name, EVOGRAD_RULE_##rule);)
 #include "evograd/options.def"
 #undef EVOGRAD_OPTION
   TORCH_CHECK_VALUE(!o.antithetic || o.population % 2 == 0,
                     "evograd: antithetic noise needs an even population, got ", o.population);
+  // An option the chosen estimator would ignore is a mistake, not a no-op.
+  const Options defaults;
+  const std::string uses = uses_of(o.estimator);
+#define EVOGRAD_OPTION(name, type, value, rule, where, flags)                            \
+  EVOGRAD_IN_##where(TORCH_CHECK_VALUE(std::string(#name) == "estimator" ||               \
+                                           listed(uses, #name) || o.name == defaults.name, \
+                                       "evograd: estimator '", o.estimator,               \
+                                       "' does not use " #name "; it uses: ", uses);)
+#include "evograd/options.def"
+#undef EVOGRAD_OPTION
 }
 
 namespace {

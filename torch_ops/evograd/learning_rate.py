@@ -26,7 +26,8 @@ def source(value, needed_by):
     optimiser, or None where nothing (``needed_by``) uses it."""
     if needed_by is None:
         if value is not None:
-            raise ValueError("inner_lr is used only with scale='t1t2' or estimator='lookahead'")
+            raise ValueError("inner_lr is used only with scale='t1t2' or a T1-T2 estimator "
+                             "('lookahead', 'jvp')")
         return None
     if value is None:
         raise ValueError(f"{needed_by} needs inner_lr, the model's learning rate (a number, or "

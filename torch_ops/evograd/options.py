@@ -2,7 +2,8 @@
 languages expand (C++ includes it into ``evograd::Options``). From it come
 each value's check, what ranks agree on and what a checkpoint records; a
 row's C++ spelling of "unset" (``""``, ``{}``) is Python's ``None``. Its
-EVOGRAD_CONSTANT rows are ``CONSTANTS``.
+EVOGRAD_ESTIMATOR rows are ``USES`` (the options each estimator uses;
+``check_uses`` refuses the others), its EVOGRAD_CONSTANT rows ``CONSTANTS``.
 
 The file sits beside the C++ headers (``include/evograd/options.def``) and
 is read there in a source checkout; an installed package carries it next to
@@ -32,6 +33,7 @@ class Option:
     saved: bool
 
 
+_ESTIMATOR = re.compile(r'^EVOGRAD_ESTIMATOR\((\w+), "([\w ]*)"\)$')
 _CONSTANT = re.compile(r"^EVOGRAD_CONSTANT\((\w+), ([\w:]+), (.+?)\)$")
 
 _KINDS = {"int64_t": "int", "double": "float", "std::string": "str", "bool": "bool"}
@@ -55,6 +57,17 @@ def _constants(text: str) -> Dict[str, Any]:
             if m is None or m.group(2) not in _KINDS:
                 raise RuntimeError(f"options.def: a constant this reader cannot parse: {line!r}")
             found[m.group(1)] = _literal(m.group(3), _KINDS[m.group(2)])
+    return found
+
+
+def _uses(text: str) -> Dict[str, Tuple[str, ...]]:
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("EVOGRAD_ESTIMATOR("):
+            m = _ESTIMATOR.match(line.strip())
+            if m is None:
+                raise RuntimeError(f"options.def: an estimator row this reader cannot parse: {line!r}")
+            found[m.group(1)] = tuple(m.group(2).split())
     return found
 
 
@@ -98,6 +111,17 @@ _SPEC = SPEC_FILE.read_text()
 OPTIONS: Tuple[Option, ...] = _parse(_SPEC)
 CONSTANTS: Dict[str, Any] = _constants(_SPEC)
 BY_NAME: Dict[str, Option] = {o.name: o for o in OPTIONS}
+USES: Dict[str, Tuple[str, ...]] = _uses(_SPEC)
+
+
+def check_uses(estimator: str, given: Dict[str, Any]) -> None:
+    """ValueError for an option ``estimator`` does not use, set to anything
+    but its default (the same rule as C++'s)."""
+    uses = USES[estimator]
+    for o in OPTIONS:
+        if o.name != "estimator" and o.name not in uses and given.get(o.name, o.default) != o.default:
+            raise ValueError(f"estimator '{estimator}' does not use {o.name} (got "
+                             f"{given[o.name]!r}); it uses: {', '.join(uses)}")
 
 
 def check(name: str, value):

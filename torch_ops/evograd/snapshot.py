@@ -1,5 +1,6 @@
 """What a step changes about the model, saved to be put back bit for bit:
-values, ``.grad``, ``requires_grad`` and buffers; and the torch RNG
+values, ``.grad``, ``requires_grad``, buffers and the modules' training
+flags; and the torch RNG
 states, replayed per candidate for common random numbers."""
 import torch
 
@@ -9,9 +10,10 @@ from .layout import NoiseLayout
 class Snapshot:
     """What a step changes about the model, to put back afterwards: the
     parameters' values (their local shards for FSDP), ``.grad`` and
-    ``requires_grad``, and the buffers."""
+    ``requires_grad``, the buffers, and the training flags of ``owner``'s
+    modules (a closure may switch the model to eval for validation)."""
 
-    def __init__(self, layout: NoiseLayout, buffers):
+    def __init__(self, layout: NoiseLayout, buffers, owner=None):
         self.layout, self.buffers = layout, buffers
         layout.reshard()  # a forward of the caller's may have left FSDP's root gathered
         self.params, self.views = layout.owners, layout.views
@@ -27,8 +29,16 @@ class Snapshot:
             self.saved_buffers = [b.detach().clone() for b in buffers]
         self.grads = [p.grad for p in self.params]
         self.flags = [p.requires_grad for p in self.params]
+        self.modes = [(m, m.training) for m in owner.modules()] if owner is not None else []
         for p in self.params:  # closures calling backward() must not touch these
             p.grad = None
+
+    def release_values(self):
+        """The parameters hold theta again, bit for bit, and nothing writes
+        them before the step ends: the saved copy is freed (one parameter-
+        sized tensor less for the rest of the step) and restore() leaves
+        the values as they are."""
+        self.saved = None
 
     def restore_buffers(self):
         with torch.no_grad():
@@ -49,12 +59,15 @@ class Snapshot:
     def restore(self):
         self.layout.reshard()
         with torch.no_grad():
-            for p, t, s, g, f in zip(self.params, self.targets, self.saved, self.grads, self.flags):
+            for i, (p, g, f) in enumerate(zip(self.params, self.grads, self.flags)):
                 p.requires_grad_(f)
-                t.copy_(s)
+                if self.saved is not None:
+                    self.targets[i].copy_(self.saved[i])
                 p.grad = g
         for t in getattr(self, "frozen", ()):
             t.requires_grad_(True)
+        for m, training in self.modes:
+            m.training = training
         self.restore_buffers()
 
 

@@ -17,29 +17,17 @@ from typing import Any, Callable, Iterable, Optional, Union
 import torch
 from torch import nn
 
-from . import layout, learning_rate, lookahead, ops, options, phases, state, tensors
+from . import estimators, jvp, layout, learning_rate, ops, options, phases, state, tensors
 from . import parallel as parallel_
 from . import shards
+from .result import StepResult
 from .seeds import default_base_seed, step_seed
-from .snapshot import RngSnapshot, Snapshot
 from .tensors import TensorsLike
 
 # How a step estimates the hypergradient (docs/design.md derives each): the
-# paper's "evograd", or "lookahead", T1-T2's by a finite difference.
+# paper's "evograd"; T1-T2's by a finite difference, "lookahead", or
+# exactly by forward mode, "jvp".
 ESTIMATORS = options.BY_NAME["estimator"].choices
-
-
-@dataclass
-class StepResult:
-    val_loss: float           # validation loss at theta*
-    losses: torch.Tensor      # [K] candidate training losses (float64, CPU; dropped ones NaN/inf)
-    weights: torch.Tensor     # [K] softmax(-losses / temperature); 0 for dropped candidates
-    seed: int                 # noise seed used by this step
-    dropped: int = 0          # candidates with a non-finite loss (nonfinite="drop")
-    aux: Any = None           # what the validation closure returned after its loss, if anything
-    val_loss_tensor: Optional[torch.Tensor] = None  # val_loss as the closure's detached tensor
-    ess: float = float("nan")  # effective sample size of the weights, 1 / sum(w_k^2), in [1, K]
-    collapsed: bool = False   # ess < COLLAPSE_ESS or all losses equal: the estimate is ~0 (warned)
 
 
 COLLAPSE_ESS = phases.COLLAPSE_ESS
@@ -83,17 +71,20 @@ class EvoGrad:
             is the one-step unrolled (T1-T2) hypergradient: a meta-optimiser
             tuned for T1-T2 keeps its settings.
         inner_lr: the model's learning rate alpha (``scale="t1t2"``,
-            ``estimator="lookahead"``): a number >= 0, or the model's
+            ``estimator="lookahead"`` or ``"jvp"``): a number >= 0, or the model's
             optimiser, read at every step so that any LR scheduler is
             followed. May be assigned between steps or passed per step
             (``step(..., inner_lr=lr)``); saved by ``state_dict``.
-        estimator: ``"evograd"`` (the paper's, the default) or
-            ``"lookahead"``: T1-T2's hypergradient by a central finite
-            difference of length ``fd_step`` along the validation gradient at
-            the inner step's weights (no noise; population, sigma,
-            temperature, noise and scale do not apply; closures that detach a
-            value at theta should use ``evograd.detached``). ``fd_step=None``:
-            ``sqrt(eps) * max(1, |theta|)`` for the parameters' dtype.
+        estimator: ``"evograd"`` (the paper's, the default); ``"jvp"``:
+            T1-T2's hypergradient exactly, by forward mode along the
+            validation gradient at the inner step's weights (what closures
+            detach stays detached, as in T1-T2; needs the model, as params
+            or module=); or ``"lookahead"``: the same by a central finite
+            difference of length ``fd_step`` (closures that detach a value
+            at theta should use ``evograd.detached``; ``fd_step=None``:
+            ``sqrt(eps) * max(1, |theta|)`` for the parameters' dtype).
+            options.def lists the options each one uses; setting another
+            raises. Both T1-T2 estimators run in one process.
         allow_unused: as in ``torch.autograd.grad``: a hyperparameter no loss
             depends on keeps its ``.grad`` instead of raising.
         nonfinite: a candidate with a NaN/inf training loss ``"raise"``s
@@ -123,9 +114,7 @@ class EvoGrad:
         args = locals()  # every row of options.def is a keyword here (tests/python/test_options.py)
         given = {name: args[name] for name in options.BY_NAME}
         self.estimator = options.check("estimator", estimator)
-        if estimator != "evograd" and parallel is not None:
-            raise ValueError(f"estimator={estimator!r} runs in one process; parallel= is for "
-                             "the 'evograd' estimator")
+        options.check_uses(estimator, given)
         self.fd_step = options.check("fd_step", fd_step)
         self._exchange = parallel_.make(options.check("parallel", parallel), process_group)
         self.parallel = parallel
@@ -149,6 +138,8 @@ class EvoGrad:
         # under no_sync() so that the P-sized all-reduce never happens here.
         owner = params if isinstance(params, nn.Module) else module
         self._ddp = owner if isinstance(owner, nn.parallel.DistributedDataParallel) else None
+        self._setting = estimators.Setting(self._layout, self._exchange, self.buffers,
+                                           self._bystanders, owner, self._no_ddp_sync)
         self._built = True
 
     def __setattr__(self, name, value):
@@ -171,7 +162,7 @@ class EvoGrad:
     @inner_lr.setter
     def inner_lr(self, value):
         object.__setattr__(self, "_inner_lr", learning_rate.source(
-            value, "estimator='lookahead'" if self.estimator == "lookahead" else
+            value, f"estimator='{self.estimator}'" if self.estimator != "evograd" else
             "scale='t1t2'" if self.scale == "t1t2" else None))
 
     @property
@@ -215,6 +206,8 @@ class EvoGrad:
         # with the hyperparameters: the operator layer's one check.
         ops.check_perturbable(self._layout.views, self.hyperparams)
         self.inner_lr = given["inner_lr"]
+        if self.estimator == "jvp":
+            jvp.check_model(owner)
         self._bystanders = self._layout.bystanders(owner, self.hyperparams)
         seed = options.check("seed", given["seed"])
         self.seed = default_base_seed() if seed is None else seed
@@ -241,47 +234,13 @@ class EvoGrad:
                                "model and call step() from Python, or script the ops")
         if inner_lr is not None:
             self.inner_lr = inner_lr
-        factor = self.hypergradient_scale
         seed = step_seed(self.seed, self.steps_taken, self.seed_schedule)
         if self.check_replicas and self._exchange.collectives is not None:
             phases.check_replicas(self, self._layout, self._exchange)
-        if self.estimator == "lookahead":
-            return self._lookahead_step(train_loss_fn, val_loss_fn, seed)
-        phases.check_before_step(self, self._layout, self._exchange)
-        snap = Snapshot(self._layout, self.buffers)
-        try:
-            snap.freeze(self._bystanders)
-            with torch.enable_grad(), self._no_ddp_sync():
-                cand = phases.evaluate_candidates(self, self._layout, self._exchange, snap,
-                                                  train_loss_fn, seed)
-                weights = ops.weights(cand.losses, self.temperature)
-                val = phases.validation_gradient(self, self._layout, self._exchange, snap,
-                                                 val_loss_fn, cand.losses, seed)
-                phases.accumulate_hypergradient(self, self._exchange, cand, val, factor)
-        finally:
-            snap.restore()
+        result = estimators.unit(self.estimator)(self, self._setting, train_loss_fn,
+                                                 val_loss_fn, seed)
         self.steps_taken += 1
-        weights = weights.detach()
-        ess, collapsed = phases.collapse(cand, weights, self.steps_taken - 1)
-        return StepResult(val.loss, cand.reported, weights, seed, cand.dropped, val.aux,
-                          val.tensor, ess, collapsed)
-
-    def _lookahead_step(self, train_loss_fn, val_loss_fn, seed: int) -> StepResult:
-        alpha = self.inner_lr
-        step = self.fd_step if self.fd_step is not None else lookahead.default_step(self.params)
-        snap = Snapshot(self._layout, self.buffers)
-        try:
-            snap.freeze(self._bystanders)
-            with torch.enable_grad(), self._no_ddp_sync():
-                parts, losses, value, tensor, aux = lookahead.hypergradient(
-                    self, snap, RngSnapshot(self.params), train_loss_fn, val_loss_fn, alpha, step)
-        finally:
-            snap.restore()
-        phases.accumulate(self.hyperparams, [None if t is None else t.detach() for t in parts])
-        self.steps_taken += 1
-        return StepResult(value, torch.tensor(losses, dtype=torch.float64),
-                          torch.zeros(0, dtype=torch.float64), seed, 0, aux, tensor,
-                          float("nan"), False)
+        return result
 
     def _no_ddp_sync(self):
         return self._ddp.no_sync() if self._ddp is not None else contextlib.nullcontext()

@@ -1,0 +1,79 @@
+"""The "jvp" estimator: T1-T2's hypergradient, exactly, without the unrolled
+graph.
+
+With u = g'/|g'| (unrolled.py derives h), h's part through theta' is
+-alpha |g'| grad_lambda (u . grad_theta l_T(theta, lambda)). Forward mode
+puts u on the model's parameters as their tangent, so that one training
+forward at theta also gives the loss's directional derivative t(lambda) =
+u . grad_theta l_T; one reverse pass from t to lambda finishes it. No
+difference is taken: there is no step to choose, nothing a ReLU's or a
+max-pool's switch can break, and no rounding amplified by 1/s. What the
+closure detaches (``.detach()``, ``.data``) carries no tangent: a constant,
+as in T1-T2. tangents.py holds the few torch functions whose forward-mode
+formulas need rewriting for the reverse pass.
+
+Cost: the two shared passes, then one training forward carrying tangents
+(about two forwards' work) and one backward to lambda that, like the
+lookahead's sides, never computes parameter gradients. Memory: theta saved
+until the parameters hold it again, then g' (the tangents) alone: one
+parameter-sized copy beside the passes, as the other estimators hold.
+"""
+from typing import List, Optional
+
+import torch
+from torch.autograd import forward_ad
+
+from . import closures, phases, tangents, unrolled
+from .result import StepResult
+from .snapshot import RngSnapshot
+
+
+def check_model(owner) -> None:
+    if owner is None:
+        raise ValueError("estimator='jvp' puts tangents on the model's module attributes: pass "
+                         "the model as params, or module=, the model that holds the tensors")
+
+
+def _through(meta, setting, snap, rng, train_loss_fn, run, alpha: float):
+    """The part through theta' and the training loss of the pass."""
+    unrolled.put_back(snap)
+    snap.release_values()  # the tangents go on module attributes: theta is not written again
+    snap.restore_buffers()
+    snap.set_requires_grad(False)
+    direction = run.g
+    run.g = None
+    for d in direction:
+        d.div_(run.length)
+    run.base_values.replay()
+    rng.replay()
+    with forward_ad.dual_level():
+        with tangents.along(setting.owner, meta.params, direction), \
+                tangents.second_order_safe(meta.params), run.base_values:
+            loss = train_loss_fn()
+        value = closures.check_loss(loss, "training")
+        t = tangents.tangent(loss)
+        del loss
+    del direction
+    if t is None:  # the loss does not move with theta in this pass
+        return None, value
+    grads = closures.hyper_gradient(t, meta.hyperparams, meta.allow_unused)
+    factor = -alpha * run.length
+    return [None if g is None else g * factor for g in grads], value
+
+
+def step(meta, setting, train_loss_fn, val_loss_fn, seed: int) -> StepResult:
+    alpha = meta.inner_lr
+    with setting.snapshot() as snap:
+        rng = RngSnapshot(meta.params)
+        run = unrolled.inner_and_validation(meta, snap, rng, train_loss_fn, val_loss_fn, alpha)
+        losses: List[float] = [run.base_loss]
+        through: Optional[List[Optional[torch.Tensor]]] = None
+        if unrolled.finite_direction(run, alpha):
+            through, value = _through(meta, setting, snap, rng, train_loss_fn, run, alpha)
+            losses.append(value)
+        parts = unrolled.combine(meta, through or [None] * len(meta.hyperparams), run,
+                                 through is not None)
+    phases.accumulate(meta.hyperparams, [None if t is None else t.detach() for t in parts])
+    return StepResult(run.value, torch.tensor(losses, dtype=torch.float64),
+                      torch.zeros(0, dtype=torch.float64), seed, 0, run.aux, run.tensor,
+                      float("nan"), False)
