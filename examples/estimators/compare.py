@@ -2,23 +2,28 @@
 """How well each estimator gives the T1-T2 hypergradient, and what it costs.
 
 At fixed weights (random initialisation, synthetic data), for four
-applications shaped like the paper's, each estimator of ``evograd.ESTIMATORS``
-(and the paper's estimator with antithetic pairs) is compared with the exact
+applications with the official models' structure and the official closures'
+own ``.detach()``/``.data``, each estimator of ``evograd.ESTIMATORS`` (and
+the paper's estimator with antithetic pairs) is compared with the exact
 one-step unrolled hypergradient (T1-T2 by double backward, float64):
 
-  mwn       ResNet-32 and MWN's weighting net (301 hyperparameters) on
-            per-example costs, the net's input detached at theta as in the
-            official code (``evograd.detached``)
-  lft       RelationNet with a ResNet-10 backbone and FT layers inside it;
-            pseudo-seen episode with FT on, pseudo-unseen with FT off; one FT
-            draw per step for every method
-  metaxl    a small XLM-R-shaped encoder with the RTN after layer 1; all
-            encoder parameters unrolled, as the official step does
+  mwn       ResNet-32 (BatchNorm, ReLU) and MWN's weighting net (301
+            hyperparameters) on per-example costs taken with ``.data``
+  lft       RelationNet with a ResNet-10 backbone (7x7 stem, max-pool) and FT
+            layers inside every block (kinds: gamma, beta), --lft-size
+            pixels; pseudo-seen episode with FT on, pseudo-unseen with FT
+            off; one FT draw per step for every method
+  metaxl    a small XLM-R-shaped encoder (LayerNorm, attention, dropout) with
+            the RTN after layer 1 on ``h.detach()``; all encoder parameters
+            unrolled, as the official step does
   rotation  LeNet and one rotation angle (degrees)
 
-Quality (float64): single-step cosine with T1-T2 (mean over --seeds), cosine
-of the mean of 10 and --steps steps, norm ratio of that mean (after the
-documented scale), fraction of collapsed steps. Cost (float32, each method in
+Quality, for each --dtypes (the estimator in that dtype, on the same weights,
+data and random draws; the reference always float64; MetaXL's float32 rows
+without dropout, whose masks differ between dtypes): single-step cosine with
+T1-T2 (mean over --seeds), per kind of hyperparameter too, cosine of the mean
+of 10 and --steps steps, norm ratio of that mean (after the documented
+scale), fraction of collapsed steps. Cost (float32, each method in
 fresh processes): median time per step, and peak memory growth with large
 blocks mmapped so that RSS follows the live tensors, beside a
 plain training step, the same step with the gradient of lambda too (the
@@ -59,6 +64,7 @@ ESTIMATORS = {  # name -> EvoGrad options (each on T1-T2's scale)
     "lookahead": dict(estimator="lookahead"),
     "jvp": dict(estimator="jvp"),
 }
+DTYPES = {"float64": None, "float32": None}  # names; torch dtypes below
 COST_METHODS = ("plain", "plain+hyper", "t1t2", "evograd", "lookahead", "jvp")
 ALPHA = 0.1
 
@@ -71,36 +77,44 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=20, help="timed steps per method (cost part; their median)")
     p.add_argument("--no-cost", action="store_true", help="skip the time and memory part")
     p.add_argument("--no-quality", action="store_true", help="skip the quality part")
+    p.add_argument("--dtypes", nargs="+", default=["float64", "float32"], choices=DTYPES,
+                   help="dtypes the estimators run in for the quality part")
+    p.add_argument("--lft-size", type=int, default=84, help="LFT episode images' side")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="results/local/estimators")
     p.add_argument("--worker", nargs=3, metavar=("APP", "METHOD", "MEASURE"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
-def build(app, dtype):
-    """model, hyperparameters, module, train closure, val closure, params to perturb."""
+def build(app, dtype, lft_size=84, dropout=0.1):
+    """model, hyperparameters by kind, train closure, val closure, params to
+    unroll. Weights come from seed 0 and data from float32 draws, so that
+    every dtype sees the same problem."""
     torch.manual_seed(0)
+
+    def randn(*shape):
+        return torch.randn(*shape).to(dtype)
     if app == "mwn":
         mwn = _load("mwn_models", "mwn/models.py")
         model, vnet = mwn.ResNet32(in_channels=1).to(dtype), mwn.WeightingNet(100).to(dtype)
-        x, y = torch.randn(32, 1, 28, 28, dtype=dtype), torch.randint(10, (32,))
-        xv, yv = torch.randn(32, 1, 28, 28, dtype=dtype), torch.randint(10, (32,))
+        x, y = randn(32, 1, 28, 28), torch.randint(10, (32,))
+        xv, yv = randn(32, 1, 28, 28), torch.randint(10, (32,))
 
         def train():
             model.train()
             cost = F.cross_entropy(model(x), y, reduction="none").reshape(-1, 1)
-            return (cost * vnet(evograd.detached(cost))).sum() / len(cost)
+            return (cost * vnet(cost.data)).sum() / len(cost)
 
         def val():
             return F.cross_entropy(model(xv), yv)
-        return model, list(vnet.parameters()), train, val, list(model.parameters())
+        return model, {"vnet": list(vnet.parameters())}, train, val, list(model.parameters())
     if app == "lft":
         lft_models = _load("lft_models", "lft/models.py")
         model = lft_models.RelationNet(depth=10).to(dtype)
         n_way = 5
 
         def episode():
-            return (torch.randn(n_way, 3, 32, 32, dtype=dtype), torch.randn(n_way, 3, 32, 32, dtype=dtype),
+            return (randn(n_way, 3, lft_size, lft_size), randn(n_way, 3, lft_size, lft_size),
                     torch.arange(n_way))
         seen, unseen = episode(), episode()
 
@@ -113,10 +127,12 @@ def build(app, dtype):
             model.eval()
             model.set_ft(False)
             return model.loss(*unseen, n_way)[0]
-        return model, model.ft_parameters(), train, val, model.model_parameters()
+        ft = [m for m in model.modules() if isinstance(m, lft_models.FeatureWiseTransformation)]
+        kinds = {"gamma": [m.gamma for m in ft], "beta": [m.beta for m in ft]}
+        return model, kinds, train, val, model.model_parameters()
     if app == "metaxl":
         mx = _load("metaxl_model", "metaxl/model.py")
-        model, rtn = mx.Encoder().to(dtype), mx.RTN(64).to(dtype)
+        model, rtn = mx.Encoder(dropout=dropout).to(dtype), mx.RTN(64, torch.Tensor.detach).to(dtype)
 
         def batch(n):
             return torch.randint(1, 2000, (n, 16)), torch.randint(9, (n, 16))
@@ -132,20 +148,24 @@ def build(app, dtype):
         def val():
             model.train()
             return F.cross_entropy(model(tv, mask[:8]).flatten(0, 1), tv_tags.flatten())
-        return model, list(rtn.parameters()), train, val, list(model.parameters())
+        return model, {"rtn": list(rtn.parameters())}, train, val, list(model.parameters())
     rot = _load("rotation_models", "rotation/models.py")
     rotate = _load("rotation_rotate", "rotation/rotate.py").rotate
     model = rot.LeNet().to(dtype)
     angle = torch.tensor(5.0, dtype=dtype, requires_grad=True)
-    x, y = torch.rand(64, 1, 28, 28, dtype=dtype), torch.randint(10, (64,))
-    xv, yv = rotate(torch.rand(64, 1, 28, 28, dtype=dtype), 30.0), torch.randint(10, (64,))
+    x, y = torch.rand(64, 1, 28, 28).to(dtype), torch.randint(10, (64,))
+    xv, yv = rotate(torch.rand(64, 1, 28, 28).to(dtype), 30.0), torch.randint(10, (64,))
 
     def train():
         return F.cross_entropy(model(rotate(x, angle)), y)
 
     def val():
         return F.cross_entropy(model(xv), yv)
-    return model, [angle], train, val, list(model.parameters())
+    return model, {"angle": [angle]}, train, val, list(model.parameters())
+
+
+def flat(kinds):
+    return [h for tensors in kinds.values() for h in tensors]
 
 
 def _load(name, relative):
@@ -154,6 +174,17 @@ def _load(name, relative):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def math_attention():
+    """Double backward needs attention's math kernel: torch's fused CPU
+    kernels have no derivative of their backward."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # older torch: math is what double backward gets
+        import contextlib
+        return contextlib.nullcontext()
+    return sdpa_kernel(SDPBackend.MATH)
 
 
 def exact_t1t2(model, hyper, train, val, params, rng):
@@ -173,24 +204,56 @@ def exact_t1t2(model, hyper, train, val, params, rng):
     for h in hyper:
         h.grad = None
     torch.set_rng_state(rng)
-    t1t2_step(params, hyper, lambda Q: at(Q, train, False), lambda Q: at(Q, val, True), ALPHA)
+    with math_attention():
+        t1t2_step(params, hyper, lambda Q: at(Q, train, False), lambda Q: at(Q, val, True), ALPHA)
     at(params, lambda: None, True)
     return torch.cat([h.grad.flatten() for h in hyper])
 
 
+def _same_weights(target, source):
+    with torch.no_grad():
+        for a, b in zip(list(target.parameters()) + list(target.buffers()),
+                        list(source.parameters()) + list(source.buffers())):
+            a.copy_(b)
+
+
 def quality(app, args):
-    model, hyper, train, val, params = build(app, torch.float64)
-    rng = torch.get_rng_state()
-    reference = exact_t1t2(model, hyper, train, val, params, rng)
     rows = []
-    for name, options in ESTIMATORS.items():
-        meta = evograd.EvoGrad(params if len(params) < len(list(model.parameters())) else model,
-                               hyper, inner_lr=ALPHA, seed=0, module=model
-                               if len(params) < len(list(model.parameters())) else None, **options)
+    for dtype_name in args.dtypes:
+        dtype = getattr(torch, dtype_name)
+        # MetaXL's dropout masks differ between dtypes: its float32 rows run without
+        dropout = 0.0 if (app == "metaxl" and dtype != torch.float64) else 0.1
+        model64, kinds64, train64, val64, params64 = build(app, torch.float64, args.lft_size, dropout)
+        rng = torch.get_rng_state()
+        reference = exact_t1t2(model64, flat(kinds64), train64, val64, params64, rng)
+        model, kinds, train, val, params = build(app, dtype, args.lft_size, dropout)
+        _same_weights(model, model64)
+        for h, h64 in zip(flat(kinds), flat(kinds64)):
+            with torch.no_grad():
+                h.copy_(h64)
+        rows += _quality_rows(app, dtype_name, args, model, kinds, train, val, params, rng,
+                              reference)
+    return rows
+
+
+def _quality_rows(app, dtype_name, args, model, kinds, train, val, params, rng, reference):
+    hyper = flat(kinds)
+    sizes = [sum(h.numel() for h in tensors) for tensors in kinds.values()]
+    rows = []
+    # T1-T2 itself in this dtype: what the official step gives users there
+    official = exact_t1t2(model, hyper, train, val, params, rng).double()
+    for name, options in [("t1t2", None)] + list(ESTIMATORS.items()):
+        if options is None:
+            S = official[None]
+            rows.append(_row(app, dtype_name, name, args, S, reference, kinds, sizes, 0, 1))
+            continue
+        partial = len(params) < len(list(model.parameters())) - len(hyper)
+        meta = evograd.EvoGrad(params if partial else model, hyper, inner_lr=ALPHA, seed=0,
+                               module=model if partial else None, **options)
         deterministic = options["estimator"] != "evograd"
         n = 1 if deterministic else max(args.seeds, args.steps)
         samples, collapsed = [], 0
-        for _ in tqdm(range(n), desc=f"{app} {name}", leave=False):
+        for _ in tqdm(range(n), desc=f"{app} {dtype_name} {name}", leave=False):
             for h in hyper:
                 h.grad = None
             torch.set_rng_state(rng)
@@ -198,25 +261,32 @@ def quality(app, args):
                 warnings.simplefilter("ignore")
                 r = meta.step(train, val)
             collapsed += int(r.collapsed)
-            samples.append(torch.cat([h.grad.flatten() for h in hyper]))
-        S = torch.stack(samples)
-
-        def cos(v):
-            return float(v @ reference / (v.norm() * reference.norm()))
-        single = [cos(v) for v in S[:args.seeds]]
-        mean10, mean_all = S[:10].mean(0), S[:args.steps].mean(0)
-        rows.append(dict(app=app, estimator=name, single_cos=statistics.mean(single),
-                         single_cos_sd=statistics.pstdev(single) if len(single) > 1 else 0.0,
-                         mean10_cos=cos(mean10), mean_cos=cos(mean_all),
-                         norm_ratio=float(mean_all.norm() / reference.norm()),
-                         collapsed=collapsed / n, steps=n))
+            samples.append(torch.cat([h.grad.double().flatten() for h in hyper]))
+        rows.append(_row(app, dtype_name, name, args, torch.stack(samples), reference, kinds,
+                         sizes, collapsed, n))
     return rows
+
+
+def _row(app, dtype_name, name, args, S, reference, kinds, sizes, collapsed, n):
+    def cos(v, ref=reference):
+        return float(v @ ref / (v.norm() * ref.norm()))
+    single = [cos(v) for v in S[:args.seeds]]
+    mean10, mean_all = S[:10].mean(0), S[:args.steps].mean(0)
+    by_kind = {}
+    for kind, part, ref in zip(kinds, S[0].split(sizes), reference.split(sizes)):
+        by_kind[kind] = dict(cos=cos(part, ref), norm_ratio=float(part.norm() / ref.norm()))
+    return dict(app=app, dtype=dtype_name, estimator=name, single_cos=statistics.mean(single),
+                single_cos_sd=statistics.pstdev(single) if len(single) > 1 else 0.0,
+                mean10_cos=cos(mean10), mean_cos=cos(mean_all),
+                norm_ratio=float(mean_all.norm() / reference.norm()),
+                kinds=by_kind, collapsed=collapsed / n, steps=n)
 
 
 def worker(app, method, measure, repeats):
     """One method's peak memory growth ("memory") or median time ("time")."""
-    model, hyper, train, val, params = build(app, torch.float32)
-    partial = len(params) < len(list(model.parameters()))
+    model, kinds, train, val, params = build(app, torch.float32)
+    hyper = flat(kinds)
+    partial = len(params) < len(list(model.parameters())) - len(hyper)
 
     def plain(wrt=()):
         loss = train()
@@ -279,13 +349,15 @@ def main(argv=None):
             quality_rows += quality(app, args)
         if not args.no_cost:
             cost_rows += cost(app, args)
-    print(f"\nQuality at fixed weights against exact T1-T2 (float64, alpha={ALPHA}):")
-    print(f"{'app':9} {'estimator':19} {'1-step cos':>14} {'cos mean10':>10} "
-          f"{'cos mean' + str(args.steps):>11} {'norm ratio':>10} {'collapsed':>9}")
+    print(f"\nQuality at fixed weights against exact T1-T2 (float64 reference, alpha={ALPHA}; "
+          "official .detach()/.data; per kind: one step's cos / norm ratio):")
+    print(f"{'app':9} {'dtype':7} {'estimator':19} {'1-step cos':>14} {'cos mean10':>10} "
+          f"{'cos mean' + str(args.steps):>11} {'norm ratio':>10} {'collapsed':>9}  per kind")
     for r in quality_rows:
-        print(f"{r['app']:9} {r['estimator']:19} {r['single_cos']:7.3f} ±{r['single_cos_sd']:5.3f} "
-              f"{r['mean10_cos']:10.3f} {r['mean_cos']:11.3f} {r['norm_ratio']:10.3f} "
-              f"{r['collapsed']:9.2f}")
+        kinds = "  ".join(f"{k} {v['cos']:.4f}/{v['norm_ratio']:.3f}" for k, v in r["kinds"].items())
+        print(f"{r['app']:9} {r['dtype']:7} {r['estimator']:19} {r['single_cos']:7.3f} "
+              f"±{r['single_cos_sd']:5.3f} {r['mean10_cos']:10.3f} {r['mean_cos']:11.3f} "
+              f"{r['norm_ratio']:10.3f} {r['collapsed']:9.2f}  {kinds}")
     if cost_rows:
         print(f"\nCost per meta-step (float32, {args.threads} threads; memory: peak growth over a "
               f"warmed-up process; extra: over plain, in copies of the parameters):")
@@ -324,17 +396,21 @@ def main(argv=None):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    names = list(ESTIMATORS)
-    for i, name in enumerate(names):
-        vals = [next(r["single_cos"] for r in quality_rows if r["app"] == a and r["estimator"] == name)
-                for a in apps]
-        ax.bar([j + i * 0.25 for j in range(len(apps))], vals, 0.25, label=name)
-    ax.set_xticks([j + 0.25 for j in range(len(apps))], apps)
-    ax.set_ylabel("single-step cos with exact T1-T2")
-    ax.axhline(0.8, color="grey", lw=0.8, ls="--")
-    ax.legend(fontsize=8)
-    ax.set_title(f"Estimators at fixed weights (torch {torch.__version__})")
+    dtypes = [d for d in DTYPES if any(r["dtype"] == d for r in quality_rows)]
+    fig, axes = plt.subplots(1, len(dtypes), figsize=(6 * len(dtypes), 3.5), squeeze=False)
+    names = ["t1t2"] + list(ESTIMATORS)
+    width = 0.8 / len(names)
+    for ax, dtype_name in zip(axes[0], dtypes):
+        for i, name in enumerate(names):
+            vals = [next((r["single_cos"] for r in quality_rows if r["app"] == a and
+                          r["estimator"] == name and r["dtype"] == dtype_name), 0.0) for a in apps]
+            ax.bar([j + i * width for j in range(len(apps))], vals, width, label=name)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(apps))], apps)
+        ax.set_ylabel("single-step cos with exact T1-T2")
+        ax.axhline(0.99, color="grey", lw=0.8, ls="--")
+        ax.set_title(f"{dtype_name} estimators, float64 T1-T2 (torch {torch.__version__})",
+                     fontsize=9)
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "estimators.png", dpi=120)
     print(f"wrote {saved} and {out / 'estimators.png'}")

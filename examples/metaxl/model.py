@@ -11,16 +11,17 @@ class RTN(nn.Module):
     the last output is a sigmoid gate: h' = h + gate * delta. About 590k
     parameters at d = 768 (`rtn_parameter_count`)."""
 
-    def __init__(self, d):
+    def __init__(self, d, detach=evograd.detached):
         super().__init__()
         self.d = d
+        self.detach = detach  # Tensor.detach: the official code's own form
         self.fc1 = nn.Linear(d, d // 2)
         self.fc2 = nn.Linear(d // 2, d + 1)
 
     def forward(self, h):
         # detached at the current weights, as the official step feeds it
         # (evograd.detached: also inside a lookahead step's perturbed passes)
-        out = self.fc2(torch.relu(self.fc1(evograd.detached(h))))
+        out = self.fc2(torch.relu(self.fc1(self.detach(h))))
         return h + torch.sigmoid(out[..., -1:]) * out[..., :-1]
 
 

@@ -24,7 +24,7 @@ def fast_forward(model, Q, x):
     return functional_call(model, state, (x,))
 
 
-METHODS = ("baseline", "t1t2", "evograd", "lookahead", "evograd-reference")
+METHODS = ("baseline", "t1t2", "evograd", "lookahead", "jvp", "evograd-reference")
 # What V sees in the meta-step's training loss (see MWNTrainer):
 VNET_INPUTS = ("own", "fixed", "through")
 
@@ -113,6 +113,9 @@ class MWNTrainer:
             # the inner learning rate follows the model optimiser's schedule.
             self.meta = evograd.EvoGrad(model, vnet, estimator="lookahead", inner_lr=self.opt,
                                         seed=seed)
+        elif method == "jvp":
+            # T1-T2's hypergradient exactly (forward mode), same settings
+            self.meta = evograd.EvoGrad(model, vnet, estimator="jvp", inner_lr=self.opt, seed=seed)
 
     @property
     def lr(self):
@@ -137,7 +140,7 @@ class MWNTrainer:
         if self.vnet_input == "fixed":
             with torch.no_grad():
                 cost0 = F.cross_entropy(self.model(x), y, reduction="none").reshape(-1, 1)
-        if self.method in ("evograd", "lookahead"):
+        if self.method in ("evograd", "lookahead", "jvp"):
             # --- the EvoGrad swap: one call instead of the T1-T2 block ---
             result = self.meta.step(lambda: self._train_loss(self.model(x), y, cost0),
                                     lambda: F.cross_entropy(self.model(xm), ym))

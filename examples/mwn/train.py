@@ -277,7 +277,7 @@ def run(args):
     # Everything the next iteration reads, for --checkpoint / --resume.
     saved = {"model": model, "vnet": vnet, "opt": trainer.opt, "vopt": trainer.vopt, "sched": sched,
              "batches": batches, "meta_batches": meta_batches}
-    if args.method in ("evograd", "lookahead"):
+    if args.method in ("evograd", "lookahead", "jvp"):
         saved["evograd"] = trainer.meta
     ckpt = checkpoint.rank_path(args.checkpoint, rank, world) if args.checkpoint else None
 

@@ -23,8 +23,8 @@ try:  # PyTorch 2.x
 except ImportError:  # PyTorch 1.13
     from torch.nn.utils.stateless import functional_call
 
-METHODS = ("baseline", "oracle", "evograd", "lookahead", "t1t2")
-LEARNED = ("evograd", "lookahead", "t1t2")
+METHODS = ("baseline", "oracle", "evograd", "lookahead", "jvp", "t1t2")
+LEARNED = ("evograd", "lookahead", "jvp", "t1t2")
 
 
 def entropy(weights: torch.Tensor) -> float:
@@ -74,8 +74,8 @@ class RotationTrainer:
                                         antithetic=antithetic, seed=seed,
                                         scale=None if scale == "none" else scale,
                                         inner_lr=None if scale == "none" else lr)
-        elif method == "lookahead":
-            self.meta = evograd.EvoGrad(model, [self.angle], estimator="lookahead", inner_lr=lr,
+        elif method in ("lookahead", "jvp"):
+            self.meta = evograd.EvoGrad(model, [self.angle], estimator=method, inner_lr=lr,
                                         seed=seed)
 
     def train_loss(self, x, y, angle, forward=None):
@@ -97,7 +97,7 @@ class RotationTrainer:
             finite = r.losses[torch.isfinite(r.losses)]
             self.log["entropy"].append(entropy(r.weights))
             self.log["loss_spread"].append(float(finite.max() - finite.min()))
-        elif self.method == "lookahead":
+        elif self.method in ("lookahead", "jvp"):
             val = self.meta.step(lambda: self.train_loss(x, y, self.angle),
                                  lambda: F.cross_entropy(self.model(xv), yv)).val_loss
         else:

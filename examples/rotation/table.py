@@ -32,8 +32,9 @@ from common.grid import mean_sd  # noqa: E402
 from methods import LEARNED, METHODS  # noqa: E402
 
 LABELS = {"baseline": "baseline", "oracle": "oracle", "evograd": "EvoGrad",
-          "lookahead": "EvoGrad lookahead", "t1t2": "T1-T2"}
-COLOURS = {"evograd": "#d95f02", "lookahead": "#7570b3", "t1t2": "#1b9e77", "baseline": "#7f7f7f",
+          "lookahead": "EvoGrad lookahead", "jvp": "EvoGrad jvp", "t1t2": "T1-T2"}
+COLOURS = {"evograd": "#d95f02", "lookahead": "#7570b3", "jvp": "#e7298a", "t1t2": "#1b9e77",
+           "baseline": "#7f7f7f",
            "oracle": "black"}
 
 
@@ -126,7 +127,7 @@ def plot(runs, summary, angles, path):
     fig, axes = plt.subplots(1, len(angles), figsize=(5.2 * len(angles), 4.6), squeeze=False)
     for ax, angle in zip(axes[0], angles):
         row = summary[f"{angle:g}"]
-        for m in ("t1t2", "evograd", "lookahead"):
+        for m in ("t1t2", "evograd", "lookahead", "jvp"):
             rs = [r for r in runs if r["method"] == m and r["true_angle"] == angle]
             for r in rs:
                 ax.plot(r["angle_trajectory"], color=COLOURS[m], lw=0.9, alpha=0.55)

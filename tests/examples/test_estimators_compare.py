@@ -1,7 +1,7 @@
 """The estimator benchmark (examples/estimators/compare.py) as a user runs
 it, on its smallest application (rotation), with few steps: every estimator
-is compared with exact T1-T2, every cost row is measured, and the table, JSON
-and plot are written."""
+is compared with exact T1-T2 in float64 and float32, every cost row is
+measured, and the table, JSON and plot are written."""
 import json
 import os
 import subprocess
@@ -34,9 +34,11 @@ def run(tmp_path_factory):
 
 def test_every_estimator_is_compared_with_exact_t1t2(run):
     _, stdout, saved = run
-    rows = {r["estimator"]: r for r in saved["quality"]}
-    assert set(rows) == {"evograd", "evograd-antithetic", "lookahead"}
+    assert {r["dtype"] for r in saved["quality"]} == {"float64", "float32"}
+    rows = {r["estimator"]: r for r in saved["quality"] if r["dtype"] == "float64"}
+    assert set(rows) == {"t1t2", "evograd", "evograd-antithetic", "lookahead", "jvp"}
     assert all(r["app"] == "rotation" and r["steps"] >= 1 and r["collapsed"] == 0.0 for r in rows.values())
+    assert all(set(r["kinds"]) == {"angle"} for r in saved["quality"])
     # One angle: a cosine can only be +1 or -1 here, so it checks the sign
     # alone; lookahead's must agree with T1-T2 (the paper's estimator's
     # single-step sign is random), and its size too: a central difference
@@ -44,13 +46,21 @@ def test_every_estimator_is_compared_with_exact_t1t2(run):
     # rounding O(eps/h), both near 1e-8 of the norm.
     assert rows["lookahead"]["single_cos"] == pytest.approx(1.0, abs=1e-9)
     assert rows["lookahead"]["norm_ratio"] == pytest.approx(1.0, abs=1e-5)
-    assert "rotation  lookahead" in stdout
+    # jvp takes no difference: T1-T2 to float64 rounding, and in float32 to
+    # float32's (the angle's derivative passes through a whole LeNet).
+    assert rows["jvp"]["single_cos"] == pytest.approx(1.0, abs=1e-12)
+    assert rows["jvp"]["norm_ratio"] == pytest.approx(1.0, abs=1e-9)
+    jvp32 = next(r for r in saved["quality"] if r["dtype"] == "float32" and r["estimator"] == "jvp")
+    assert jvp32["single_cos"] == pytest.approx(1.0, abs=1e-9)
+    assert jvp32["norm_ratio"] == pytest.approx(1.0, abs=1e-4)
+    assert rows["t1t2"]["norm_ratio"] == 1.0
+    assert "rotation  float64 lookahead" in stdout and "rotation  float32 jvp" in stdout
 
 
 def test_costs_beside_plain_training_with_and_without_the_hyperparameters(run):
     out, stdout, saved = run
     cost = {r["method"]: r for r in saved["cost"]}
-    assert list(cost) == ["plain", "plain+hyper", "t1t2", "evograd", "lookahead"]
+    assert list(cost) == ["plain", "plain+hyper", "t1t2", "evograd", "lookahead", "jvp"]
     assert all(r["seconds"] > 0 and r["peak_bytes"] > 0 and r["parameters"] == 61706
                and r["hyperparameters"] == 1 and r["parameter_bytes"] == 61706 * 4 for r in cost.values())
     assert "x plain+hyper" in stdout

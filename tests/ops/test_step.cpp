@@ -65,7 +65,7 @@ struct MiniMwn {
 }  // namespace
 
 TEST(CppStep, EstimatorsAreTheRowsChoices) {
-  EXPECT_EQ(evograd::estimators(), (std::vector<std::string>{"evograd", "lookahead"}));
+  EXPECT_EQ(evograd::estimators(), (std::vector<std::string>{"evograd", "lookahead", "jvp"}));
 }
 
 // The central difference's error is O(s^2) (third derivatives along u) plus

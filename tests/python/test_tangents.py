@@ -192,7 +192,7 @@ def test_the_rewrites_are_needed():
 
 def test_batch_norm_statistics_move_as_torch_moves_them():
     g = torch.Generator().manual_seed(3)
-    h = torch.randn(6, 4, 3, generator=g, dtype=D)
+    h = torch.randn(6, 4, 3, generator=g, dtype=D).requires_grad_()
     mean, var = torch.zeros(4, dtype=D), torch.ones(4, dtype=D)
     mean2, var2 = mean.clone(), var.clone()
     F.batch_norm(h, mean, var, training=True, momentum=0.3)
@@ -203,8 +203,9 @@ def test_batch_norm_statistics_move_as_torch_moves_them():
 
 
 def test_values_match_torch_to_rounding():
+    """The rewrites' values (they run where an argument requires grad)."""
     theta, lam, _ = problem()
-    h = features(theta, lam, (6,)).detach()
+    h = features(theta, lam, (6,)).detach().requires_grad_()
     y = torch.arange(6) % 12
     for name, fn in CASES.items():
         with tangents.second_order_safe():
@@ -214,6 +215,22 @@ def test_values_match_torch_to_rounding():
         with tangents.second_order_safe():
             got = fn(h, y)
         torch.testing.assert_close(got, fn(h, y), rtol=1e-12, atol=1e-12, msg=name)
+
+
+def test_calls_that_do_not_depend_on_lambda_keep_torch_s_function():
+    """Nothing requires grad: torch's own (fused) function runs, whose
+    forward-mode formula is exact where no reverse pass follows."""
+    from unittest import mock
+
+    def rewritten(*args, **kwargs):
+        raise LookupError("the rewrite ran")
+    h = torch.randn(6, 12, dtype=D)
+    with mock.patch.object(tangents, "_REWRITES", {F.layer_norm: rewritten}):
+        with tangents.second_order_safe():
+            F.layer_norm(h, (12,))
+        with pytest.raises(LookupError):
+            with tangents.second_order_safe():
+                F.layer_norm(h.requires_grad_(), (12,))
 
 
 def test_a_parameter_held_outside_the_module_is_an_error():

@@ -27,7 +27,9 @@ operations instead; everything else runs as torch wrote it. A function mode
 does not see the calls torch's own Python functions make (
 ``multi_head_attention_forward`` calls ``scaled_dot_product_attention``), so
 while one of those runs, ``torch.nn.functional``'s rewritten names point at
-the rewrites too.
+the rewrites too. A call none of whose arguments requires grad (nothing
+upstream of it depends on lambda) keeps torch's own function: the reverse
+pass never goes through it.
 ``tests/python/test_tangents.py`` holds each function, and the networks of
 MWN, LFT and MetaXL, to double backward.
 """
@@ -261,6 +263,11 @@ if hasattr(F, "rms_norm"):  # torch >= 2.4
         return y * weight if weight is not None else y
     _REWRITES[F.rms_norm] = rms_norm
 
+# torch's Python functions that call rewritten names inside (a function
+# mode does not see those calls): the names are pointed at the rewrites
+# while they run.
+_COMPOSITES = {F.multi_head_attention_forward}
+
 # The names in torch.nn.functional that its own composites look up.
 _FUNCTIONAL = {name: _REWRITES[getattr(F, name)] for name in dir(F)
                if callable(getattr(F, name, None)) and getattr(F, name) in _REWRITES}
@@ -309,9 +316,20 @@ class second_order_safe(TorchFunctionMode):
         if self.originals and func not in _DETACHING:
             self._check(func, args, kwargs)
         rewrite = _REWRITES.get(func)
-        if rewrite is not None:
+        if rewrite is not None and _depends_on_lambda(args, kwargs):
             return rewrite(*args, **kwargs)
-        if getattr(func, "__module__", None) == F.__name__:
+        if func in _COMPOSITES:
             with _functional_rewritten():
                 return func(*args, **kwargs)
         return func(*args, **kwargs)
+
+
+def _depends_on_lambda(args, kwargs) -> bool:
+    """Whether a tensor argument requires grad. In the tangent pass only
+    lambda does (the parameters do not): torch's own formula is exact for a
+    call the reverse pass never goes through, and faster."""
+    for a in list(args) + list(kwargs.values()):
+        for t in (a if isinstance(a, (list, tuple)) else (a,)):
+            if isinstance(t, torch.Tensor) and t.requires_grad:
+                return True
+    return False
