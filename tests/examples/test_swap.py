@@ -282,7 +282,12 @@ def test_lft_guide_in_the_official_loop():
     lft = LFTNetLike()
     x, x_new = torch.randn(3, 4, 1, 6, 6, dtype=D), torch.randn(3, 4, 1, 6, 6, dtype=D)
     model = lft.model
-    ns = dict(evograd=evograd, self=lft, x=x, x_new=x_new)
+    # the official auxiliary loss, recorded before the meta-step (eval mode)
+    model.eval()
+    aux_loss_weighted = model.feature(torch.randn(4, 1, 6, 6, dtype=D)).pow(2).mean() * 0.9
+    aux_before = torch.autograd.grad(aux_loss_weighted, model.feature.conv.weight,
+                                     retain_graph=True)[0]
+    ns = dict(evograd=evograd, self=lft, x=x, x_new=x_new, aux_loss_weighted=aux_loss_weighted)
     model.feature.conv.weight.grad = torch.full_like(model.feature.conv.weight, 3.0)
     before_conv = model.feature.conv.weight.detach().clone()
     exec(readme_block("lft"), ns)
@@ -292,6 +297,8 @@ def test_lft_guide_in_the_official_loop():
     assert meta.inner_lr == lft.model_optim.param_groups[0]["lr"] == 1e-3
     assert isinstance(ns["ft_loss"], torch.Tensor) and ns["model_loss"].requires_grad
     assert not torch.equal(model.feature.conv.weight, before_conv)  # the model update ran
+    # the update's gradient: the auxiliary loss's (as recorded) plus the episode's
+    assert model.feature.conv.weight.grad is not None and aux_before.abs().sum() > 0
     g = hyper_grad(hyper)
     assert torch.isfinite(g).all() and g.abs().sum() > 0
 

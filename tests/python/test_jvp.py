@@ -304,3 +304,28 @@ def test_a_graph_recorded_before_the_step_stays_valid():
     assert [p._version for p in model.parameters()] == versions
     aux.backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_python_attributes_of_parameters_stay_readable():
+    """The official LFT layers read `self.weight.fast` (None outside their
+    own fast-weight update) in every forward: the tangent pass's stand-in
+    for the parameter carries its Python attributes."""
+    class FastLinear(nn.Linear):
+        def forward(self, x):
+            w = self.weight.fast if self.weight.fast is not None else self.weight
+            return F.linear(x, w, self.bias)
+    torch.manual_seed(0)
+    model = nn.Sequential(FastLinear(4, 6), nn.Tanh(), FastLinear(6, 3)).double()
+    for p in model.parameters():
+        p.fast = None
+    lam = torch.tensor([0.2], dtype=torch.float64, requires_grad=True)
+    x, y = torch.randn(8, 4, dtype=torch.float64), torch.randint(3, (8,))
+
+    def train():
+        return F.cross_entropy(model(x * (1 + lam)), y)
+
+    def val():
+        return F.cross_entropy(model(x[:4]), y[:4])
+    want = t1t2(model, list(model.parameters()), [lam], train, val)
+    got = jvp_step(model, [lam], train, val)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)

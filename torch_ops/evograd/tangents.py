@@ -60,7 +60,11 @@ def along(owner: nn.Module, params: Sequence[torch.Tensor], directions: Sequence
                     i = index.get(id(t)) if t is not None else None
                     if i is None:
                         continue
-                    table[name] = _make_dual(t.detach(), directions[i])
+                    dual = _make_dual(t.detach(), directions[i])
+                    # Python attributes on the tensor (the official LFT
+                    # code's `weight.fast`) are read through the attribute
+                    dual.__dict__.update(t.__dict__)
+                    table[name] = dual
                     swapped.append((table, name, t))
                     found[i] = True
         missing = [i for i, f in enumerate(found) if not f]
