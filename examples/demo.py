@@ -9,11 +9,12 @@
    fixed at the truth): the learned angle and the rotated-test accuracy,
    and a plot of lambda's trajectory.
 2. What the step costs: one Meta-Weight-Net iteration of T1-T2 vs EvoGrad
-   (the paper's estimator and "lookahead"; and plain training), each in a
-   fresh process: peak memory and time, with ratios.
+   (the paper's estimator, "lookahead" and "jvp"; and plain training), each
+   in a fresh process: peak memory and time, with ratios.
 3. How good a hypergradient each estimator gives: at fixed weights of the
-   MWN and LFT models, the cosine of one step's estimate with the exact
-   T1-T2 hypergradient (float64), and its scale.
+   MWN and LFT models, in float32 with the official closures' detaches, the
+   cosine of one step's estimate with the exact T1-T2 hypergradient
+   (float64), and its scale.
 
 The full tables: examples/rotation/table.py, examples/mwn/bench.py,
 examples/estimators/compare.py.
@@ -79,13 +80,14 @@ def main():
     import bench  # noqa: E402
     cfg = dict(device="cpu", batch_size=32, width=args.width, hidden=100, population=2,
                warmup=1, repeats=3, threads=0)
-    ab = {m: bench.run_worker(dict(cfg, method=m)) for m in ("plain", "t1t2", "evograd", "lookahead")}
+    ab = {m: bench.run_worker(dict(cfg, method=m))
+          for m in ("plain", "t1t2", "evograd", "lookahead", "jvp")}
 
     print("\n== 3. Each estimator against the exact T1-T2 hypergradient, at fixed weights")
     sys.path.insert(0, os.path.join(HERE, "estimators"))
     import compare  # noqa: E402
     qargs = compare.parse_args(["--seeds", str(args.quality_seeds), "--steps", str(args.quality_seeds),
-                                "--no-cost"])
+                                "--no-cost", "--dtypes", "float32", "--lft-size", "32"])
     quality = [row for app in ("mwn", "lft") for row in compare.quality(app, qargs)]
 
     print("\n" + "=" * 76)
@@ -111,8 +113,9 @@ def main():
     for r in quality:
         print(f"  {r['app']:<5} {r['estimator']:<20} {r['single_cos']:7.3f} ± {r['single_cos_sd']:5.3f} "
               f"{r['norm_ratio']:11.3f} {r['collapsed']:10.2f}")
-    print('The paper\'s K=2 estimate points almost anywhere in one step; "lookahead" is T1-T2\'s '
-          'own hypergradient\n(EvoGrad(..., estimator="lookahead")) at the paper\'s memory.')
+    print('The paper\'s K=2 estimate points almost anywhere in one step; "jvp" is T1-T2\'s own '
+          'hypergradient\n(EvoGrad(..., estimator="jvp")) at the paper\'s memory; "lookahead" '
+          'differences across LFT\'s ReLU/max-pool switches.')
     print("=" * 76)
 
 

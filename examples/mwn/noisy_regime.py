@@ -41,11 +41,11 @@ from tqdm import tqdm  # noqa: E402
 import train  # noqa: E402
 from common.grid import mean_sd  # noqa: E402
 
-METHODS = ("baseline", "t1t2", "evograd", "lookahead")
+METHODS = ("baseline", "t1t2", "evograd", "lookahead", "jvp")
 LABELS = {"baseline": "baseline", "t1t2": "MWN, T1-T2", "evograd": "MWN, EvoGrad",
-          "lookahead": "MWN, EvoGrad lookahead"}
+          "lookahead": "MWN, EvoGrad lookahead", "jvp": "MWN, EvoGrad jvp"}
 COLOURS = {"baseline": "tab:gray", "t1t2": "tab:blue", "evograd": "tab:red",
-           "lookahead": "tab:green"}
+           "lookahead": "tab:green", "jvp": "tab:cyan"}
 # investigation rows, by how they differ from the three
 VARIANT_COLOURS = (("through", "tab:purple"), ("K", "tab:olive"), ("fixed", "tab:orange"))
 

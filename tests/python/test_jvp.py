@@ -8,7 +8,6 @@ The reference (``t1t2``) is T1-T2 as the official step computes it: the
 training loss's gradient with create_graph, the validation gradient at
 theta' = theta - alpha g, and one more backward to lambda; in float64, with
 the training pass's randomness replayed as the step replays it."""
-import math
 import sys
 from pathlib import Path
 

@@ -9,7 +9,7 @@ u . grad_theta l_T; one reverse pass from t to lambda finishes it. No
 difference is taken: there is no step to choose, nothing a ReLU's or a
 max-pool's switch can break, and no rounding amplified by 1/s. What the
 closure detaches (``.detach()``, ``.data``) carries no tangent: a constant,
-as in T1-T2. tangents.py holds the few torch functions whose forward-mode
+as in T1-T2. second_order.py holds the few torch functions whose forward-mode
 formulas need rewriting for the reverse pass.
 
 Cost: the two shared passes, then one training forward carrying tangents
@@ -23,7 +23,7 @@ from typing import List, Optional
 import torch
 from torch.autograd import forward_ad
 
-from . import closures, phases, tangents, unrolled
+from . import closures, phases, second_order, tangents, unrolled
 from .result import StepResult
 from .snapshot import RngSnapshot
 
@@ -48,7 +48,7 @@ def _through(meta, setting, snap, rng, train_loss_fn, run, alpha: float):
     rng.replay()
     with forward_ad.dual_level():
         with tangents.along(setting.owner, meta.params, direction), \
-                tangents.second_order_safe(meta.params), run.base_values:
+                second_order.second_order_safe(meta.params), run.base_values:
             loss = train_loss_fn()
         value = closures.check_loss(loss, "training")
         t = tangents.tangent(loss)

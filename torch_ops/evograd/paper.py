@@ -1,8 +1,6 @@
 """The paper's estimator ("evograd"): K perturbed candidates weighted by
 softmax(-loss / tau), one first-order backward on the validation loss at
 their combination. Its phases (and what ranks exchange) are in phases.py."""
-import torch
-
 from . import ops, phases
 from .result import StepResult
 

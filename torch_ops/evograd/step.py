@@ -1,18 +1,16 @@
 """``EvoGrad``: one memory-lean meta-step over a model's own parameters.
 
-For each candidate k the noise is written straight into the parameters'
-storage, the user's training-loss closure runs, and only ``d loss_k / d
-lambda`` is taken, so one small graph lives at a time (the parameters do not
-require grad meanwhile). Then theta* is written in, the validation closure
-runs, and one first-order backward gives ``g``; the operators turn ``g`` into
-the candidate-loss cotangent and lambda receives its gradient. The model's
-parameters, their ``.grad`` and its buffers are put back bit for bit, also
-when a closure raises. The options are declared in ``options.def``; the
-phases, the snapshot and the checkpoint live in modules of their own.
+The class checks and holds the options (declared in ``options.def``), the
+tensors and the ranks' agreement, and each step dispatches once to its
+estimator's unit (estimators.py: the paper's in paper.py and phases.py,
+"lookahead" and "jvp" on unrolled.py's shared passes). Every unit writes
+into the parameters' own storage, records one small graph at a time, and
+puts the model back bit for bit (values, ``.grad``, buffers, training
+flags), also when a closure raises. The snapshot and the checkpoint live in
+modules of their own.
 """
 import contextlib
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional, Union
+from typing import Callable, Iterable, Optional, Union
 
 import torch
 from torch import nn

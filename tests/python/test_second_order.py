@@ -1,5 +1,5 @@
-"""Forward-mode tangents differentiated once more (evograd.tangents) against
-double backward, function by function, in float64.
+"""Forward-mode tangents differentiated once more (evograd.second_order)
+against double backward, function by function, in float64.
 
 Each case is a loss l(theta, lambda) where lambda acts before the function,
 so that the function's second derivatives enter
@@ -12,7 +12,7 @@ import torch
 from torch.autograd import forward_ad
 from torch.nn import functional as F
 
-from evograd import tangents
+from evograd import second_order, tangents
 
 D = torch.float64
 
@@ -25,7 +25,7 @@ def by_double_backward(loss_fn, theta, lam, u):
 
 def by_tangents(loss_fn, theta, lam, u, safe=True):
     with forward_ad.dual_level():
-        mode = tangents.second_order_safe() if safe else contextlib.nullcontext()
+        mode = second_order.second_order_safe() if safe else contextlib.nullcontext()
         with mode:
             loss = loss_fn(forward_ad.make_dual(theta.detach(), u), lam)
         t = tangents.tangent(loss)
@@ -70,6 +70,12 @@ CASES = {
     "batch_norm_eval": lambda h: F.batch_norm(h.reshape(6, 4, 3), fixed(4, low=-0.5), fixed(4),
                                               training=False),
     "instance_norm": lambda h: F.instance_norm(h.reshape(6, 4, 3)),
+    "torch_batch_norm": lambda h: torch.batch_norm(h.reshape(6, 4, 3), fixed(4), fixed(4, low=0.0),
+                                                   None, None, True, 0.1, 1e-5, False),
+    "torch_instance_norm": lambda h: torch.instance_norm(h.reshape(6, 4, 3), None, None, None,
+                                                         None, True, 0.1, 1e-5, False),
+    "torch_layer_norm": lambda h: torch.layer_norm(h, (12,), None, None, 1e-5, False),
+    "torch_group_norm": lambda h: torch.group_norm(h.reshape(6, 4, 3), 2, None, None, 1e-5, False),
     "layer_norm": lambda h: F.layer_norm(h, (12,), torch.linspace(0.5, 2, 12, dtype=D),
                                          torch.linspace(-1, 1, 12, dtype=D)),
     "group_norm": lambda h: F.group_norm(h.reshape(6, 4, 3), 2, fixed(4), fixed(4, low=-0.5)),
@@ -196,7 +202,7 @@ def test_batch_norm_statistics_move_as_torch_moves_them():
     mean, var = torch.zeros(4, dtype=D), torch.ones(4, dtype=D)
     mean2, var2 = mean.clone(), var.clone()
     F.batch_norm(h, mean, var, training=True, momentum=0.3)
-    with tangents.second_order_safe():
+    with second_order.second_order_safe():
         F.batch_norm(h, mean2, var2, training=True, momentum=0.3)
     torch.testing.assert_close(mean2, mean, rtol=1e-14, atol=1e-15)
     torch.testing.assert_close(var2, var, rtol=1e-14, atol=1e-15)
@@ -208,11 +214,11 @@ def test_values_match_torch_to_rounding():
     h = features(theta, lam, (6,)).detach().requires_grad_()
     y = torch.arange(6) % 12
     for name, fn in CASES.items():
-        with tangents.second_order_safe():
+        with second_order.second_order_safe():
             got = fn(h)
         torch.testing.assert_close(got, fn(h), rtol=1e-12, atol=1e-12, msg=name)
     for name, fn in LOSSES.items():
-        with tangents.second_order_safe():
+        with second_order.second_order_safe():
             got = fn(h, y)
         torch.testing.assert_close(got, fn(h, y), rtol=1e-12, atol=1e-12, msg=name)
 
@@ -225,18 +231,18 @@ def test_calls_that_do_not_depend_on_lambda_keep_torch_s_function():
     def rewritten(*args, **kwargs):
         raise LookupError("the rewrite ran")
     h = torch.randn(6, 12, dtype=D)
-    with mock.patch.object(tangents, "_REWRITES", {F.layer_norm: rewritten}):
-        with tangents.second_order_safe():
+    with mock.patch.object(second_order, "_REWRITES", {F.layer_norm: rewritten}):
+        with second_order.second_order_safe():
             F.layer_norm(h, (12,))
         with pytest.raises(LookupError):
-            with tangents.second_order_safe():
+            with second_order.second_order_safe():
                 F.layer_norm(h.requires_grad_(), (12,))
 
 
 def test_a_parameter_held_outside_the_module_is_an_error():
     w = torch.randn(3, 3, dtype=D)
     with pytest.raises(ValueError, match="did not read from the model's modules"):
-        with tangents.second_order_safe([w]):
+        with second_order.second_order_safe([w]):
             (w @ torch.ones(3, dtype=D)).sum()
-    with tangents.second_order_safe([w]):  # detaching it is what T1-T2 does too
+    with second_order.second_order_safe([w]):  # detaching it is what T1-T2 does too
         w.detach().sum()
