@@ -181,7 +181,11 @@ class EvoGrad {
                                  int64_t seed) const;
   Validation validation_gradient(detail::Restorer& restore, const LossFn& val_loss,
                                  const torch::Tensor& losses, int64_t seed) const;
+  // The estimators' units, looked up once per step by name (units()).
+  StepResult paper_step(const LossFn& train_loss, const LossFn& val_loss, int64_t seed);
   StepResult lookahead_step(const LossFn& train_loss, const LossFn& val_loss, int64_t seed);
+  using Unit = StepResult (EvoGrad::*)(const LossFn&, const LossFn&, int64_t);
+  static const std::vector<std::pair<std::string, Unit>>& units();
   void build(std::vector<torch::Tensor> buffers);
   void accumulate_hypergradient(const Candidates& candidates, const Validation& validation);
   void validate() const;

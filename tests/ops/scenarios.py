@@ -78,6 +78,8 @@ TABLE = [
              dropout=True),
     scenario("lookahead_fd_step", estimator="lookahead", inner_lr=0.1, fd_step=1e-4),
     scenario("lookahead_inner_lr_zero", estimator="lookahead", inner_lr=0.0),
+    scenario("lookahead_inner_lr_zero_unused_allowed", estimator="lookahead", inner_lr=0.0,
+             unused=True, allow_unused=True),
     scenario("lookahead_resumed", estimator="lookahead", inner_lr=0.1, resume=True),
     scenario("lookahead_unused_allowed", estimator="lookahead", inner_lr=0.1, unused=True,
              allow_unused=True),

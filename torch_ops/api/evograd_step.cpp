@@ -3,6 +3,7 @@
 #include "evograd/evograd.hpp"
 #include "evograd/operators.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <limits>
@@ -334,7 +335,22 @@ StepResult EvoGrad::step(const LossFn& train_loss, const LossFn& val_loss,
   const int64_t seed = step_seed(seed_, step_, options_.seed_schedule);
   if (options_.check_replicas) exchange_->check_replicas(params_, hyper_);
   torch::AutoGradMode grad_on(true);
-  if (options_.estimator == "lookahead") return lookahead_step(train_loss, val_loss, seed);
+  const auto& table = units();
+  const auto unit = std::find_if(table.begin(), table.end(),
+                                 [&](const auto& u) { return u.first == options_.estimator; });
+  TORCH_CHECK_VALUE(unit != table.end(), "evograd: no C++ unit for estimator '",
+                    options_.estimator, "'");
+  return (this->*unit->second)(train_loss, val_loss, seed);
+}
+
+// The C++ step's estimators; "jvp" is refused at construction (Python's).
+const std::vector<std::pair<std::string, EvoGrad::Unit>>& EvoGrad::units() {
+  static const std::vector<std::pair<std::string, Unit>> table = {
+      {"evograd", &EvoGrad::paper_step}, {"lookahead", &EvoGrad::lookahead_step}};
+  return table;
+}
+
+StepResult EvoGrad::paper_step(const LossFn& train_loss, const LossFn& val_loss, int64_t seed) {
   check_sigma_resolution(params_, options_.sigma);
   Candidates candidates;
   Validation validation;

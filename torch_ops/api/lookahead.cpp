@@ -74,8 +74,17 @@ Lookahead lookahead(const std::vector<torch::Tensor>& params,
   r.losses.push_back(checked_loss(loss, "training"));
   TORCH_CHECK_VALUE(loss.requires_grad(), "evograd: the training loss does not depend on the "
                     "parameters or hyperparameters");
-  auto inner = zeros_for_undefined(
-      torch::autograd::grad({loss.reshape({})}, params, {}, false, false, true), params);
+  // With allow_unused, lambda's gradient comes from the same backward, so
+  // that a step that never differentiates in lambda (alpha = 0) still knows
+  // which hyperparameters the loss uses (they get zeros, as in T1-T2).
+  std::vector<torch::Tensor> wrt = params;
+  if (allow_unused) wrt.insert(wrt.end(), hyper.begin(), hyper.end());
+  auto first = torch::autograd::grad({loss.reshape({})}, wrt, {}, false, false, true);
+  std::vector<bool> used(hyper.size(), true);
+  for (size_t j = 0; allow_unused && j < hyper.size(); ++j)
+    used[j] = first[params.size() + j].defined();
+  auto inner = zeros_for_undefined({first.begin(), first.begin() + params.size()}, params);
+  first.clear();
   loss = torch::Tensor();
 
   // 2. theta' = theta - alpha * inner; the validation gradient there.
@@ -139,8 +148,8 @@ Lookahead lookahead(const std::vector<torch::Tensor>& params,
       }
     }
     if (direct[j].defined()) total = total.defined() ? total + direct[j] : direct[j];
-    // alpha = 0 or g' = 0: T1-T2 gives exactly 0 too.
-    if (!total.defined() && sides.empty() && !allow_unused) total = torch::zeros_like(hyper[j]);
+    // alpha = 0 or g' = 0: T1-T2 gives exactly 0 too, to what the loss uses.
+    if (!total.defined() && sides.empty() && used[j]) total = torch::zeros_like(hyper[j]);
     r.parts.push_back(total);
   }
   return r;
