@@ -328,3 +328,23 @@ def test_python_attributes_of_parameters_stay_readable():
     want = t1t2(model, list(model.parameters()), [lam], train, val)
     got = jvp_step(model, [lam], train, val)
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_a_recurrent_network_sees_the_tangents():
+    """nn.LSTM keeps its own list of its weights (LFT's MatchingNet has an
+    LSTM): the pass refreshes it, so the LSTM's weights carry their tangents."""
+    torch.manual_seed(0)
+    lstm, head = nn.LSTM(3, 5, batch_first=True).double(), nn.Linear(5, 2).double()
+    model = nn.ModuleDict(dict(lstm=lstm, head=head))
+    lam = torch.tensor([0.3], dtype=torch.float64, requires_grad=True)
+    x, y = torch.randn(4, 6, 3, dtype=torch.float64), torch.randint(2, (4,))
+
+    def train():
+        return F.cross_entropy(head(lstm(x * (1 + lam))[0][:, -1]), y)
+
+    def val():
+        return F.cross_entropy(head(lstm(x[:2])[0][:, -1]), y[:2])
+    want = t1t2(model, list(model.parameters()), [lam], train, val)
+    got = jvp_step(model, [lam], train, val)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+    assert all(w is p for w, p in zip(lstm._flat_weights, lstm.parameters()))

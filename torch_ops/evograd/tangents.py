@@ -26,7 +26,7 @@ def along(owner: nn.Module, params: Sequence[torch.Tensor], directions: Sequence
     block ends. The module's tensors themselves are not written, so that
     graphs recorded before keep their version counters."""
     index: Dict[int, int] = {id(p): i for i, p in enumerate(params)}
-    swapped, found = [], [False] * len(params)
+    swapped, found, refreshed = [], [False] * len(params), []
     try:
         for module in owner.modules():
             for table in (module._parameters, module._buffers):
@@ -41,6 +41,10 @@ def along(owner: nn.Module, params: Sequence[torch.Tensor], directions: Sequence
                     table[name] = dual
                     swapped.append((table, name, t))
                     found[i] = True
+                    if hasattr(module, "_init_flat_weights") and module not in refreshed:
+                        refreshed.append(module)  # RNNs keep a list of their weights
+        for module in refreshed:
+            module._init_flat_weights()
         missing = [i for i, f in enumerate(found) if not f]
         if missing:
             raise ValueError(f"estimator='jvp': parameter {missing[0]} is not an attribute of any "
@@ -50,6 +54,8 @@ def along(owner: nn.Module, params: Sequence[torch.Tensor], directions: Sequence
     finally:
         for table, name, t in reversed(swapped):
             table[name] = t
+        for module in refreshed:
+            module._init_flat_weights()
 
 
 def _make_dual(primal, tangent_):
