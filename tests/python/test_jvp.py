@@ -348,3 +348,35 @@ def test_a_recurrent_network_sees_the_tangents():
     got = jvp_step(model, [lam], train, val)
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
     assert all(w is p for w, p in zip(lstm._flat_weights, lstm.parameters()))
+
+
+def test_attention_where_the_official_t1t2_cannot_run():
+    """torch >= 2.0's default attention on the CPU (the fused kernel) has no
+    double backward: the official T1-T2 step raises there, while jvp runs
+    and gives what T1-T2 gives with attention written out (torch's math
+    kernel). Before torch 2.0 attention was always written out, and T1-T2
+    runs."""
+    torch.manual_seed(0)
+    model = nn.ModuleDict(dict(attn=nn.MultiheadAttention(8, 2, batch_first=True),
+                               head=nn.Linear(8, 3)))
+    lam = torch.tensor([0.2], requires_grad=True)
+    x, y = torch.randn(4, 5, 8), torch.randint(3, (4,))
+
+    def logits(inp):
+        h = model["attn"](inp, inp, inp, need_weights=False)[0]
+        return model["head"](h.mean(1))
+
+    def train():
+        return F.cross_entropy(logits(x * (1 + lam)), y)
+
+    def val():
+        return F.cross_entropy(logits(x[:2]), y[:2])
+    params = list(model.parameters())
+    if hasattr(F, "scaled_dot_product_attention"):
+        loss = train()
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        with pytest.raises(RuntimeError, match="not implemented"):
+            torch.autograd.grad(sum(g.sum() for g in grads), lam)
+    want = t1t2(model, params, [lam], train, val)  # attention's math kernel
+    got = jvp_step(model, [lam], train, val)
+    assert cos(got, want) > 0.9999 and abs(float(got.norm() / want.norm()) - 1) < 1e-4
