@@ -8,6 +8,7 @@
 #                 (opcheck, compile, export, func); then the README's install
 #                 blocks, verbatim, in a fresh venv (build/readme)
 #   test-compat   Debian's torch and /usr/bin/python3, built in build/debian: C, C++, Python
+#                 (the minute-long example suites run on the main leg only)
 #   test-fuzz     libFuzzer on every C entry point, FUZZ_SMOKE_SECONDS each
 #
 # Outside make test: test-cuda-build (pip torch 2.14.1 for CUDA, the CUDA
@@ -70,7 +71,7 @@ test-main: install
 
 test-compat: deps
 	cmake -S . -B $(BUILD)/debian -DCMAKE_BUILD_TYPE=Release -DEVOGRAD_PYTHON=$(DEBIAN_PYTHON) \
-	  -DEVOGRAD_SANITIZE_OPS=OFF $(CMAKE_FLAGS)
+	  -DEVOGRAD_SANITIZE_OPS=OFF -DEVOGRAD_TEST_LONG_EXAMPLES=OFF $(CMAKE_FLAGS)
 	cmake --build $(BUILD)/debian -j$(JOBS)
 	cd $(BUILD)/debian && $(CTEST)
 
