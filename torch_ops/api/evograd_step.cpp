@@ -80,15 +80,15 @@ std::vector<std::pair<std::string, double>> agreed_fields(const EvoGrad& e) {
 EvoGrad::EvoGrad(std::vector<torch::Tensor> params, std::vector<torch::Tensor> hyperparams,
                  Options options, std::vector<torch::Tensor> buffers)
     : params_(std::move(params)), hyper_(std::move(hyperparams)), options_(std::move(options)) {
-  detail::check_options(options_);  // before any process group is touched
-  // A deliberate difference (docs/design.md): forward-mode tangents on a
-  // module's own tensors are the Python step's for now.
-  TORCH_CHECK_VALUE(options_.estimator != "jvp",
-                    "evograd: estimator 'jvp' is offered by the Python package only; the C++ "
-                    "step has 'evograd' and 'lookahead'");
-  exchange_ = detail::make_exchange(options_);
-  // With parallel, an error here still takes part in the construction-time
-  // exchange, so that the other ranks raise too instead of waiting.
+  try {
+    exchange_ = detail::make_exchange(options_);
+  } catch (...) {
+    detail::check_options(options_);  // an option's own error says more (lookahead + parallel)
+    throw;
+  }
+  // With parallel, an error here (the options' own checks included) still
+  // takes part in the construction-time exchange, so that the other ranks
+  // raise too instead of waiting.
   std::exception_ptr own;
   try {
     build(std::move(buffers));
@@ -161,6 +161,11 @@ EvoGrad::EvoGrad(const torch::jit::Module& model, std::vector<torch::Tensor> hyp
 void EvoGrad::validate() const {
   const auto& o = options_;
   detail::check_options(o);  // each option's rule, from options.def
+  // A deliberate difference (docs/design.md): forward-mode tangents on a
+  // module's own tensors are the Python step's for now.
+  TORCH_CHECK_VALUE(o.estimator != "jvp",
+                    "evograd: estimator 'jvp' is offered by the Python package only; the C++ "
+                    "step has 'evograd' and 'lookahead'");
   check_inner_lr(o);
   TORCH_CHECK_VALUE(!params_.empty(), "evograd: no tensor to perturb (a module's parameters, "
                     "or buffers with requires_grad, other than the hyperparameters)");

@@ -41,10 +41,10 @@ def along(owner: nn.Module, params: Sequence[torch.Tensor], directions: Sequence
                     table[name] = dual
                     swapped.append((table, name, t))
                     found[i] = True
-                    if hasattr(module, "_init_flat_weights") and module not in refreshed:
+                    if hasattr(module, "_flat_weights_names") and module not in refreshed:
                         refreshed.append(module)  # RNNs keep a list of their weights
         for module in refreshed:
-            module._init_flat_weights()
+            _refresh_flat_weights(module)
         missing = [i for i, f in enumerate(found) if not f]
         if missing:
             raise ValueError(f"estimator='jvp': parameter {missing[0]} is not an attribute of any "
@@ -55,7 +55,12 @@ def along(owner: nn.Module, params: Sequence[torch.Tensor], directions: Sequence
         for table, name, t in reversed(swapped):
             table[name] = t
         for module in refreshed:
-            module._init_flat_weights()
+            _refresh_flat_weights(module)
+
+
+def _refresh_flat_weights(rnn: nn.Module):
+    # What RNNBase._init_flat_weights does on torch 2; torch 1.13 has no such method
+    rnn._flat_weights = [getattr(rnn, name, None) for name in rnn._flat_weights_names]
 
 
 def _make_dual(primal, tangent_):
