@@ -20,10 +20,15 @@ one-step unrolled hypergradient (T1-T2 by double backward, float64):
 
 Quality, for each --dtypes (the estimator in that dtype, on the same weights,
 data and random draws; the reference always float64; MetaXL's float32 rows
-without dropout, whose masks differ between dtypes): single-step cosine with
+without dropout, whose masks differ between dtypes; "autocast-bfloat16" and
+"autocast-float16": float32 weights, both closures under torch.autocast, and
+the t1t2 row is T1-T2 under the same autocast, what the official step gives
+there): single-step cosine with
 T1-T2 (mean over --seeds), per kind of hyperparameter too, cosine of the mean
 of 10 and --steps steps, norm ratio of that mean (after the documented
-scale), fraction of collapsed steps. Cost (float32, each method in
+scale), fraction of collapsed steps, and the cosine with T1-T2 in the
+same precision. An estimator that refuses a precision (lookahead under
+autocast) gets a row saying so. Cost (for each --cost-precisions, each method in
 fresh processes): median time per step, and peak memory growth with large
 blocks mmapped so that RSS follows the live tensors, beside a
 plain training step, the same step with the gradient of lambda too (the
@@ -64,7 +69,9 @@ ESTIMATORS = {  # name -> EvoGrad options (each on T1-T2's scale)
     "lookahead": dict(estimator="lookahead"),
     "jvp": dict(estimator="jvp"),
 }
-DTYPES = {"float64": None, "float32": None}  # names; torch dtypes below
+# name -> (the weights' dtype, the closures' autocast dtype or None)
+DTYPES = {"float64": ("float64", None), "float32": ("float32", None),
+          "autocast-bfloat16": ("float32", "bfloat16"), "autocast-float16": ("float32", "float16")}
 COST_METHODS = ("plain", "plain+hyper", "t1t2", "evograd", "lookahead", "jvp")
 ALPHA = 0.1
 
@@ -79,10 +86,14 @@ def parse_args(argv=None):
     p.add_argument("--no-quality", action="store_true", help="skip the quality part")
     p.add_argument("--dtypes", nargs="+", default=["float64", "float32"], choices=DTYPES,
                    help="dtypes the estimators run in for the quality part")
+    p.add_argument("--cost-precisions", nargs="+", default=["float32"],
+                   choices=[d for d in DTYPES if d != "float64"],
+                   help="precisions the cost part measures, each against plain and T1-T2 in it")
     p.add_argument("--lft-size", type=int, default=84, help="LFT episode images' side")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="results/local/estimators")
-    p.add_argument("--worker", nargs=3, metavar=("APP", "METHOD", "MEASURE"), help=argparse.SUPPRESS)
+    p.add_argument("--worker", nargs=4, metavar=("APP", "METHOD", "MEASURE", "PRECISION"),
+                   help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -164,6 +175,23 @@ def build(app, dtype, lft_size=84, dropout=0.1):
     return model, {"angle": [angle]}, train, val, list(model.parameters())
 
 
+def dtypes_of(name):
+    """(torch dtype of the weights, autocast dtype or None) of a --dtypes name."""
+    weights, cast = DTYPES[name]
+    return getattr(torch, weights), (getattr(torch, cast) if cast else None)
+
+
+def under_autocast(fn, cast):
+    """The closure as a user writes it for mixed precision: autocast inside."""
+    if cast is None:
+        return fn
+
+    def closure():
+        with torch.autocast("cpu", dtype=cast):
+            return fn()
+    return closure
+
+
 def flat(kinds):
     return [h for tensors in kinds.values() for h in tensors]
 
@@ -220,13 +248,14 @@ def _same_weights(target, source):
 def quality(app, args):
     rows = []
     for dtype_name in args.dtypes:
-        dtype = getattr(torch, dtype_name)
+        dtype, cast = dtypes_of(dtype_name)
         # MetaXL's dropout masks differ between dtypes: its float32 rows run without
         dropout = 0.0 if (app == "metaxl" and dtype != torch.float64) else 0.1
         model64, kinds64, train64, val64, params64 = build(app, torch.float64, args.lft_size, dropout)
         rng = torch.get_rng_state()
         reference = exact_t1t2(model64, flat(kinds64), train64, val64, params64, rng)
         model, kinds, train, val, params = build(app, dtype, args.lft_size, dropout)
+        train, val = under_autocast(train, cast), under_autocast(val, cast)
         _same_weights(model, model64)
         for h, h64 in zip(flat(kinds), flat(kinds64)):
             with torch.no_grad():
@@ -245,7 +274,8 @@ def _quality_rows(app, dtype_name, args, model, kinds, train, val, params, rng, 
     for name, options in [("t1t2", None)] + list(ESTIMATORS.items()):
         if options is None:
             S = official[None]
-            rows.append(_row(app, dtype_name, name, args, S, reference, kinds, sizes, 0, 1))
+            rows.append(_row(app, dtype_name, name, args, S, reference, kinds, sizes, 0, 1,
+                             official))
             continue
         partial = len(params) < len(list(model.parameters())) - len(hyper)
         meta = evograd.EvoGrad(params if partial else model, hyper, inner_lr=ALPHA, seed=0,
@@ -253,21 +283,25 @@ def _quality_rows(app, dtype_name, args, model, kinds, train, val, params, rng, 
         deterministic = options["estimator"] != "evograd"
         n = 1 if deterministic else max(args.seeds, args.steps)
         samples, collapsed = [], 0
-        for _ in tqdm(range(n), desc=f"{app} {dtype_name} {name}", leave=False):
-            for h in hyper:
-                h.grad = None
-            torch.set_rng_state(rng)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                r = meta.step(train, val)
-            collapsed += int(r.collapsed)
-            samples.append(torch.cat([h.grad.double().flatten() for h in hyper]))
+        try:
+            for _ in tqdm(range(n), desc=f"{app} {dtype_name} {name}", leave=False):
+                for h in hyper:
+                    h.grad = None
+                torch.set_rng_state(rng)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    r = meta.step(train, val)
+                collapsed += int(r.collapsed)
+                samples.append(torch.cat([h.grad.double().flatten() for h in hyper]))
+        except ValueError as e:  # an estimator that refuses this precision says why
+            rows.append(dict(app=app, dtype=dtype_name, estimator=name, refused=str(e)))
+            continue
         rows.append(_row(app, dtype_name, name, args, torch.stack(samples), reference, kinds,
-                         sizes, collapsed, n))
+                         sizes, collapsed, n, official))
     return rows
 
 
-def _row(app, dtype_name, name, args, S, reference, kinds, sizes, collapsed, n):
+def _row(app, dtype_name, name, args, S, reference, kinds, sizes, collapsed, n, official):
     def cos(v, ref=reference):
         return float(v @ ref / (v.norm() * ref.norm()))
     single = [cos(v) for v in S[:args.seeds]]
@@ -279,12 +313,16 @@ def _row(app, dtype_name, name, args, S, reference, kinds, sizes, collapsed, n):
                 single_cos_sd=statistics.pstdev(single) if len(single) > 1 else 0.0,
                 mean10_cos=cos(mean10), mean_cos=cos(mean_all),
                 norm_ratio=float(mean_all.norm() / reference.norm()),
+                same_precision_t1t2_cos=cos(S[0], official),
+                same_precision_t1t2_ratio=float(mean_all.norm() / official.norm()),
                 kinds=by_kind, collapsed=collapsed / n, steps=n)
 
 
-def worker(app, method, measure, repeats):
+def worker(app, method, measure, precision, repeats):
     """One method's peak memory growth ("memory") or median time ("time")."""
-    model, kinds, train, val, params = build(app, torch.float32)
+    dtype, cast = dtypes_of(precision)
+    model, kinds, train, val, params = build(app, dtype)
+    train, val = under_autocast(train, cast), under_autocast(val, cast)
     hyper = flat(kinds)
     partial = len(params) < len(list(model.parameters())) - len(hyper)
 
@@ -316,8 +354,11 @@ def worker(app, method, measure, repeats):
     # A warm-up step first: the first backward of a process also starts
     # autograd's threads and torch's lazily built state (40 MiB of MetaXL's
     # 43), which the meta-step's constructor may already have paid for.
-    fn()
-    row = dict(app=app, method=method, parameters=sum(p.numel() for p in params),
+    try:
+        fn()
+    except ValueError as e:  # lookahead under autocast
+        return dict(app=app, method=method, precision=precision, refused=str(e))
+    row = dict(app=app, method=method, precision=precision, parameters=sum(p.numel() for p in params),
                hyperparameters=sum(h.numel() for h in hyper),
                parameter_bytes=sum(p.numel() * p.element_size() for p in params))
     if measure == "memory":
@@ -329,19 +370,20 @@ def worker(app, method, measure, repeats):
 
 def cost(app, args):
     """Each method's memory and time, each in a fresh process of its own."""
-    def run(method, measure, env):
-        out = subprocess.run([sys.executable, __file__, "--worker", app, method, measure,
+    def run(method, measure, precision, env):
+        out = subprocess.run([sys.executable, __file__, "--worker", app, method, measure, precision,
                               "--repeats", str(args.repeats), "--threads", str(args.threads)],
                              capture_output=True, text=True, check=True, env={**os.environ, **env})
         return json.loads(out.stdout.strip().splitlines()[-1])
-    return [{**run(method, "time", {}), **run(method, "memory", EXACT_RSS_ENV)} for method in COST_METHODS]
+    return [{**run(method, "time", precision, {}), **run(method, "memory", precision, EXACT_RSS_ENV)}
+            for precision in args.cost_precisions for method in COST_METHODS]
 
 
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.worker:
-        print(json.dumps(worker(*args.worker, args.repeats)))
+        print(json.dumps(worker(*args.worker, repeats=args.repeats)))
         return
     quality_rows, cost_rows = [], []
     for app in tqdm(args.apps, desc="applications"):
@@ -351,23 +393,36 @@ def main(argv=None):
             cost_rows += cost(app, args)
     print(f"\nQuality at fixed weights against exact T1-T2 (float64 reference, alpha={ALPHA}; "
           "official .detach()/.data; per kind: one step's cos / norm ratio):")
-    print(f"{'app':9} {'dtype':7} {'estimator':19} {'1-step cos':>14} {'cos mean10':>10} "
-          f"{'cos mean' + str(args.steps):>11} {'norm ratio':>10} {'collapsed':>9}  per kind")
+    print(f"{'app':9} {'dtype':17} {'estimator':19} {'1-step cos':>14} {'cos mean10':>10} "
+          f"{'cos mean' + str(args.steps):>11} {'norm ratio':>10} {'collapsed':>9} "
+          f"{'cos same-precision T1-T2':>24}  per kind")
     for r in quality_rows:
+        if "refused" in r:
+            print(f"{r['app']:9} {r['dtype']:17} {r['estimator']:19} refused: {r['refused'][:90]}")
+            continue
         kinds = "  ".join(f"{k} {v['cos']:.4f}/{v['norm_ratio']:.3f}" for k, v in r["kinds"].items())
-        print(f"{r['app']:9} {r['dtype']:7} {r['estimator']:19} {r['single_cos']:7.3f} "
+        print(f"{r['app']:9} {r['dtype']:17} {r['estimator']:19} {r['single_cos']:7.3f} "
               f"±{r['single_cos_sd']:5.3f} {r['mean10_cos']:10.3f} {r['mean_cos']:11.3f} "
-              f"{r['norm_ratio']:10.3f} {r['collapsed']:9.2f}  {kinds}")
+              f"{r['norm_ratio']:10.3f} {r['collapsed']:9.2f} "
+              f"{r['same_precision_t1t2_cos']:24.4f}  {kinds}")
     if cost_rows:
-        print(f"\nCost per meta-step (float32, {args.threads} threads; memory: peak growth over a "
-              f"warmed-up process; extra: over plain, in copies of the parameters):")
-        print(f"{'app':9} {'method':11} {'seconds':>8} {'x plain':>8} {'MiB':>8} {'x plain':>8} "
-              f"{'x plain+hyper':>13} {'extra':>6}")
+        print(f"\nCost per meta-step ({args.threads} threads; memory: peak growth over a "
+              f"warmed-up process; x plain: against plain training in the same precision; "
+              f"extra: over plain, in copies of the parameters):")
+        print(f"{'app':9} {'precision':17} {'method':11} {'seconds':>8} {'x plain':>8} {'MiB':>8} "
+              f"{'x plain':>8} {'x plain+hyper':>13} {'extra':>6}")
         for r in cost_rows:
+            precision = r.get("precision", "float32")
+            if "refused" in r:
+                print(f"{r['app']:9} {precision:17} {r['method']:11} refused")
+                continue
+
             def base(method):
-                return next(b for b in cost_rows if b["app"] == r["app"] and b["method"] == method)
+                return next(b for b in cost_rows if b["app"] == r["app"] and b["method"] == method
+                            and b.get("precision", "float32") == precision)
             plain = base("plain")
-            print(f"{r['app']:9} {r['method']:11} {r['seconds']:8.3f} {r['seconds'] / plain['seconds']:8.2f} "
+            print(f"{r['app']:9} {precision:17} {r['method']:11} {r['seconds']:8.3f} "
+                  f"{r['seconds'] / plain['seconds']:8.2f} "
                   f"{r['peak_bytes'] / 2**20:8.1f} {r['peak_bytes'] / max(plain['peak_bytes'], 1):8.2f} "
                   f"{r['peak_bytes'] / max(base('plain+hyper')['peak_bytes'], 1):13.2f} "
                   f"{(r['peak_bytes'] - plain['peak_bytes']) / r['parameter_bytes']:6.2f}")
@@ -402,7 +457,7 @@ def main(argv=None):
     width = 0.8 / len(names)
     for ax, dtype_name in zip(axes[0], dtypes):
         for i, name in enumerate(names):
-            vals = [next((r["single_cos"] for r in quality_rows if r["app"] == a and
+            vals = [next((r.get("single_cos", 0.0) for r in quality_rows if r["app"] == a and
                           r["estimator"] == name and r["dtype"] == dtype_name), 0.0) for a in apps]
             ax.bar([j + i * width for j in range(len(apps))], vals, width, label=name)
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(apps))], apps)

@@ -1,7 +1,8 @@
 """The estimator benchmark (examples/estimators/compare.py) as a user runs
 it, on its smallest application (rotation), with few steps: every estimator
-is compared with exact T1-T2 in float64 and float32, every cost row is
-measured, and the table, JSON and plot are written."""
+is compared with exact T1-T2 in float64, float32 and under bfloat16 autocast,
+every cost row is measured (float32 and under autocast), and the table, JSON
+and plot are written."""
 import json
 import os
 import subprocess
@@ -26,19 +27,19 @@ def run(tmp_path_factory):
     """The two parts one after the other into one folder, as a user re-runs
     one of them: the second keeps the first's rows."""
     out = tmp_path_factory.mktemp("estimators")
-    stdout = _compare(out, "--no-quality")
+    stdout = _compare(out, "--no-quality", "--cost-precisions", "float32", "autocast-bfloat16")
     assert not (out / "estimators.png").exists() and "no quality rows to plot" in stdout
-    stdout += _compare(out, "--no-cost")
+    stdout += _compare(out, "--no-cost", "--dtypes", "float64", "float32", "autocast-bfloat16")
     return out, stdout, json.loads((out / "estimators.json").read_text())
 
 
 def test_every_estimator_is_compared_with_exact_t1t2(run):
     _, stdout, saved = run
-    assert {r["dtype"] for r in saved["quality"]} == {"float64", "float32"}
+    assert {r["dtype"] for r in saved["quality"]} == {"float64", "float32", "autocast-bfloat16"}
     rows = {r["estimator"]: r for r in saved["quality"] if r["dtype"] == "float64"}
     assert set(rows) == {"t1t2", "evograd", "evograd-antithetic", "lookahead", "jvp"}
     assert all(r["app"] == "rotation" and r["steps"] >= 1 and r["collapsed"] == 0.0 for r in rows.values())
-    assert all(set(r["kinds"]) == {"angle"} for r in saved["quality"])
+    assert all(set(r["kinds"]) == {"angle"} for r in saved["quality"] if "refused" not in r)
     # One angle: a cosine can only be +1 or -1 here, so it checks the sign
     # alone; lookahead's must agree with T1-T2 (the paper's estimator's
     # single-step sign is random), and its size too: a central difference
@@ -54,13 +55,29 @@ def test_every_estimator_is_compared_with_exact_t1t2(run):
     assert jvp32["single_cos"] == pytest.approx(1.0, abs=1e-9)
     assert jvp32["norm_ratio"] == pytest.approx(1.0, abs=1e-4)
     assert rows["t1t2"]["norm_ratio"] == 1.0
-    assert "rotation  float64 lookahead" in stdout and "rotation  float32 jvp" in stdout
+    assert "rotation  float64           lookahead" in stdout
+    assert "rotation  float32           jvp" in stdout
+
+
+def test_under_autocast_lookahead_refuses_and_jvp_follows_t1t2_under_it(run):
+    _, stdout, saved = run
+    rows = {r["estimator"]: r for r in saved["quality"] if r["dtype"] == "autocast-bfloat16"}
+    assert set(rows) == {"t1t2", "evograd", "evograd-antithetic", "lookahead", "jvp"}
+    assert "bfloat16" in rows["lookahead"]["refused"] and "estimator='jvp'" in rows["lookahead"]["refused"]
+    assert rows["t1t2"]["same_precision_t1t2_cos"] == 1.0
+    assert rows["jvp"]["same_precision_t1t2_cos"] == pytest.approx(1.0, abs=1e-9)  # the sign
+    assert "rotation  autocast-bfloat16 lookahead           refused" in stdout
 
 
 def test_costs_beside_plain_training_with_and_without_the_hyperparameters(run):
     out, stdout, saved = run
-    cost = {r["method"]: r for r in saved["cost"]}
-    assert list(cost) == ["plain", "plain+hyper", "t1t2", "evograd", "lookahead", "jvp"]
+    methods = ["plain", "plain+hyper", "t1t2", "evograd", "lookahead", "jvp"]
+    assert [(r["precision"], r["method"]) for r in saved["cost"]] == \
+        [(p, m) for p in ("float32", "autocast-bfloat16") for m in methods]
+    refused = [r for r in saved["cost"] if "refused" in r]
+    assert [(r["precision"], r["method"]) for r in refused] == [("autocast-bfloat16", "lookahead")]
+    cost = {r["method"]: r for r in saved["cost"] if r["precision"] == "float32"}
+    assert list(cost) == methods
     assert all(r["seconds"] > 0 and r["peak_bytes"] > 0 and r["parameters"] == 61706
                and r["hyperparameters"] == 1 and r["parameter_bytes"] == 61706 * 4 for r in cost.values())
     assert "x plain+hyper" in stdout

@@ -196,17 +196,19 @@ def spelled(value) -> str:
 
 
 SETUP = ("dtype", "poison", "unused", "dropout", "resume")
+# The rows both languages have: the table's columns (a PYTHON row has no C++ field)
+BOTH = [o for o in options.OPTIONS if not o.python_only]
 
 
 def table_line(s: Scenario) -> str:
-    """name, then key=value for every row of options.def (in its order) and
-    the setup, then expect=... to the end of the line."""
-    fields = [f"{o.name}={spelled(s.options[o.name])}" for o in options.OPTIONS]
+    """name, then key=value for every row of options.def both languages have
+    (in its order) and the setup, then expect=... to the end of the line."""
+    fields = [f"{o.name}={spelled(s.options[o.name])}" for o in BOTH]
     fields += [f"{k}={spelled(getattr(s, k))}" for k in SETUP]
     return " ".join([s.name] + fields + [f"expect={s.expect}"])
 
 
 def unvaried(table) -> list:
     """The rows of options.def that no scenario sets to more than one value."""
-    return [o.name for o in options.OPTIONS
+    return [o.name for o in BOTH
             if len({spelled(sc.options[o.name]) for sc in table}) < 2]

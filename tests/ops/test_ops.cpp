@@ -361,14 +361,19 @@ void read_into(const std::string& v, c10::optional<T>& out) {
   }
 }
 
+// The rows C++ has (BOTH); PYTHON rows are the scenario table's columns only
+// where both languages have them.
+#define SCENARIO_ROW_BOTH(...) __VA_ARGS__
+#define SCENARIO_ROW_PYTHON(...)
+
 // Sets every option from its column; the number of rows set is returned.
 size_t read_options(const std::map<std::string, std::string>& fields, evograd::Options& o) {
   size_t set = 0;
 #define EVOGRAD_OPTION(name, type, value, rule, where, flags) \
-  if (fields.count(#name)) {                                  \
+  SCENARIO_ROW_##where(if (fields.count(#name)) {             \
     read_into(fields.at(#name), o.name);                      \
     ++set;                                                    \
-  }
+  })
 #include "evograd/options.def"
 #undef EVOGRAD_OPTION
   return set;
@@ -376,7 +381,7 @@ size_t read_options(const std::map<std::string, std::string>& fields, evograd::O
 
 size_t option_rows() {
   size_t rows = 0;
-#define EVOGRAD_OPTION(name, type, value, rule, where, flags) ++rows;
+#define EVOGRAD_OPTION(name, type, value, rule, where, flags) SCENARIO_ROW_##where(++rows;)
 #include "evograd/options.def"
 #undef EVOGRAD_OPTION
   return rows;

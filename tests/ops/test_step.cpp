@@ -89,6 +89,35 @@ TEST(CppStep, LookaheadWithZeroInnerRateGivesZero) {
   for (const auto& g : m.lookahead(0.0, true)) EXPECT_EQ(g.abs().max().item<double>(), 0.0);
 }
 
+// A training closure whose logits pass through bfloat16 or float16, as
+// under autocast: lookahead's difference would be rounding, so it refuses,
+// naming the precision, and leaves the model and lambda's .grad as they were.
+TEST(CppStep, LookaheadRefusesHalfPrecision) {
+  for (const auto type : {torch::kBFloat16, torch::kHalf}) {
+    MiniMwn m;
+    const auto before = m.net->weight.clone();
+    evograd::Options o;
+    o.estimator = "lookahead";
+    o.inner_lr = 0.1;
+    evograd::EvoGrad meta(*m.net, m.vnet->parameters(), o);
+    for (auto& p : m.vnet->parameters()) p.mutable_grad() = torch::Tensor();
+    auto half = [&] {
+      // rounded through the narrow type (torch 1.13 has no CPU float16 matmul)
+      return m.weighted(m.net->forward(m.x).to(type).to(torch::kFloat64), true);
+    };
+    std::string error;
+    try {
+      meta.step(half, [&] { return F::cross_entropy(m.net->forward(m.xv), m.yv); });
+    } catch (const c10::ValueError& e) {
+      error = e.what();
+    }
+    const std::string name = type == torch::kBFloat16 ? "bfloat16" : "float16";
+    EXPECT_NE(error.find("computes in " + name), std::string::npos) << error;
+    EXPECT_TRUE(torch::equal(m.net->weight, before));
+    for (const auto& p : m.vnet->parameters()) EXPECT_FALSE(p.grad().defined());
+  }
+}
+
 // What constructing an EvoGrad with these options raises ("" if nothing).
 static std::string construction_error(const evograd::Options& o) {
   auto p = torch::zeros({3}, torch::kFloat64).requires_grad_(true);

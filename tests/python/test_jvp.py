@@ -206,7 +206,8 @@ def test_jvp_in_float32_matches_the_float64_t1t2(app):
 OTHER = {"population": 4, "sigma": 0.01, "temperature": 0.1, "noise": "gauss",
          "antithetic": True, "seed": 3, "seed_schedule": "consecutive", "scale": "t1t2",
          "inner_lr": 0.05, "common_random_numbers": True, "nonfinite": "drop",
-         "parallel": "data", "fd_step": 1e-4, "allow_unused": True, "check_replicas": True}
+         "parallel": "data", "fd_step": 1e-4, "allow_unused": True, "check_replicas": True,
+         "autocast": False}
 
 
 def small():

@@ -10,6 +10,7 @@
 
 #include "closures.h"
 #include "detached.h"
+#include "precision.h"
 
 namespace evograd {
 namespace detail {
@@ -74,6 +75,15 @@ Lookahead lookahead(const std::vector<torch::Tensor>& params,
   r.losses.push_back(checked_loss(loss, "training"));
   TORCH_CHECK_VALUE(loss.requires_grad(), "evograd: the training loss does not depend on the "
                     "parameters or hyperparameters");
+  // The difference's rounding error is ~u / s relative: float32's sqrt(eps)
+  // step keeps it ~1e-4; half precision's u (autocast) loses the difference.
+  const auto narrowest = narrowest_float(loss);
+  TORCH_CHECK_VALUE(!narrowest, "evograd: estimator 'lookahead' differences two training "
+                    "gradients ", step, " apart, and the training closure computes in ",
+                    *narrowest == c10::ScalarType::BFloat16 ? "bfloat16" : "float16",
+                    " (autocast): its rounding (~", unit_roundoff(*narrowest), " relative) divided "
+                    "by the step swamps the difference. Run the closures without autocast (the "
+                    "Python step's estimator 'jvp' takes no difference)");
   // With allow_unused, lambda's gradient comes from the same backward, so
   // that a step that never differentiates in lambda (alpha = 0) still knows
   // which hyperparameters the loss uses (they get zeros, as in T1-T2).
@@ -137,8 +147,12 @@ Lookahead lookahead(const std::vector<torch::Tensor>& params,
   }
   const double factor = -alpha * length / (2.0 * step);
   torch::NoGradGuard no_grad;
+  // g' overflowed (a float16 loss scale): not finite, as T1-T2's gradient
+  // is, so that a loss scaler skips the step (Python's combine does the same).
+  const bool overflow = !std::isfinite(length) && alpha > 0;
   for (size_t j = 0; j < hyper.size(); ++j) {
     torch::Tensor total;
+    if (overflow && used[j]) total = torch::full_like(hyper[j], std::nan(""));
     if (!sides.empty()) {
       const auto &plus = sides[0][j], &minus = sides[1][j];
       if (plus.defined() && minus.defined()) {

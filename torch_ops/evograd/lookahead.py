@@ -23,7 +23,7 @@ from typing import List, Optional
 
 import torch
 
-from . import closures, phases, unrolled
+from . import closures, phases, precision, unrolled
 from .result import StepResult
 from .snapshot import RngSnapshot
 
@@ -59,6 +59,23 @@ def _difference(meta, snap, rng, train_loss_fn, run, step: float):
     return sides, losses
 
 
+def _check_precision(narrowest, fd: float):
+    """Each side's gradient carries the closure's rounding, ~u relative, and
+    the two sides differ by ~s times the derivative: the quotient's relative
+    error is ~u / s. float32's sqrt(eps) step keeps that ~1e-4; under
+    autocast u is 2e-3 (bfloat16) or 2.4e-4 (float16) against the same step,
+    and the difference is lost (LFT's FT layers: cosine 0.04 with T1-T2)."""
+    if narrowest is None:
+        return
+    u = precision.UNIT_ROUNDOFF[narrowest]
+    raise ValueError(
+        f"estimator='lookahead' differences two training gradients {fd:.3g} apart, and the "
+        f"training closure computes in {precision.name(narrowest)} (torch.autocast): its "
+        f"rounding (~{u:.1e} relative) divided by the step swamps the difference. Use "
+        "estimator='jvp', which takes no difference and gives T1-T2's hypergradient under "
+        "the same autocast, or run the closures without autocast")
+
+
 def step(meta, setting, train_loss_fn, val_loss_fn, seed: int) -> StepResult:
     alpha = meta.inner_lr
     fd = meta.fd_step if meta.fd_step is not None else default_step(meta.params)
@@ -66,6 +83,7 @@ def step(meta, setting, train_loss_fn, val_loss_fn, seed: int) -> StepResult:
     with setting.snapshot() as snap:
         rng = RngSnapshot(meta.params)
         run = unrolled.inner_and_validation(meta, snap, rng, train_loss_fn, val_loss_fn, alpha)
+        _check_precision(run.narrowest, fd)
         losses.append(run.base_loss)
         snap.set_requires_grad(False)
         ran = unrolled.finite_direction(run, alpha)

@@ -7,6 +7,7 @@ processes an error on one rank is an error on all, not a hang.
 Each phase is handed the step's public options and tensors (``meta``), its
 write path (``layout``, a ``layout.NoiseLayout``) and its exchange with
 other ranks (``exchange``, a ``parallel.Local``)."""
+import contextlib
 import math
 import warnings
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any, Optional
 
 import torch
 
-from . import closures, ops, options, resolution
+from . import closures, ops, options, precision, resolution
 from . import parallel as parallel_
 from .snapshot import RngSnapshot
 
@@ -28,6 +29,7 @@ class Candidates:
     losses: torch.Tensor     # [K] with dropped candidates far above the best
     dloss_dhyper: list       # per candidate: d loss_k / d lambda, or None if dropped
     dropped: int
+    narrowest: Optional[torch.dtype] = None  # this rank's first candidate's narrowest float
 
 
 @dataclass
@@ -69,6 +71,7 @@ def evaluate_candidates(meta, layout, exchange, snap, train_loss_fn, seed: int) 
     parallel=, the losses are then exchanged."""
     losses, dloss, own = [0.0] * meta.population, [None] * meta.population, None
     lockstep, late = layout.lockstep, None
+    watch, first = precision.Watch(), True
     try:
         rng = RngSnapshot(meta.params) if meta.common_random_numbers else None
         snap.set_requires_grad(False)
@@ -81,7 +84,10 @@ def evaluate_candidates(meta, layout, exchange, snap, train_loss_fn, seed: int) 
                 rng.replay()
             with torch.no_grad():
                 layout.perturb_into(snap.saved, snap.targets, seed, k, *meta.noise_args)
-            loss = train_loss_fn()
+            # this rank's first forward says what precision the closure runs in
+            with watch if first else contextlib.nullcontext():
+                loss = train_loss_fn()
+            first = False
             losses[k] = closures.check_loss(loss, "training", meta.nonfinite == "drop" or lockstep)
             if math.isfinite(losses[k]):
                 dloss[k] = closures.hyper_gradient(loss, meta.hyperparams, meta.allow_unused)
@@ -111,7 +117,7 @@ def evaluate_candidates(meta, layout, exchange, snap, train_loss_fn, seed: int) 
     return Candidates(
         reported=torch.tensor(losses, dtype=torch.float64),
         losses=torch.tensor([v if math.isfinite(v) else floor for v in losses], dtype=torch.float64),
-        dloss_dhyper=dloss, dropped=len(losses) - len(kept))
+        dloss_dhyper=dloss, dropped=len(losses) - len(kept), narrowest=watch.narrowest)
 
 
 def validation_gradient(meta, layout, exchange, snap, val_loss_fn, losses: torch.Tensor,
@@ -187,6 +193,26 @@ def accumulate(hyperparams, parts):
 
 
 COLLAPSE_ESS = options.CONSTANTS["collapse_ess"]
+
+
+def check_rounding(cand: Candidates):
+    """Under autocast each candidate's loss is computed from half-precision
+    values and carries their rounding, at least ~u |loss| (the last rounding
+    of what it is computed from). Loss differences within that come from
+    rounding, not from the noise, and so do the weights."""
+    kept = cand.losses[torch.isfinite(cand.reported)]
+    if cand.narrowest is None or kept.numel() < 2:
+        return
+    spread = float(kept.max() - kept.min())
+    rounding = precision.UNIT_ROUNDOFF[cand.narrowest] * float(kept.abs().max())
+    if 0 < spread < rounding:  # equal losses: collapse() warns
+        # One message per precision, so that Python's default filter shows it once
+        warnings.warn(
+            f"evograd: the candidates' losses differ by less than {precision.name(cand.narrowest)}'s "
+            "rounding of the loss (unit roundoff x |loss|; the training closure runs under "
+            "torch.autocast): the weights come from rounding, not from the noise (the step's "
+            "result.losses shows them). Raise sigma (docs/results.md measures what each "
+            "precision needs) or use estimator='jvp'", RuntimeWarning, stacklevel=3)
 
 
 def collapse(cand: Candidates, weights: torch.Tensor, step: int):

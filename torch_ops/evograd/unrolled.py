@@ -18,6 +18,7 @@ import torch
 
 from . import closures
 from .base_values import BaseValues
+from .precision import Watch
 
 
 def norm(tensors) -> float:
@@ -60,6 +61,7 @@ class Lookahead:
     tensor: torch.Tensor                  # l_V(theta'), the closure's detached tensor
     aux: Any
     base_values: BaseValues               # what evograd.detached returned at theta
+    narrowest: Optional[torch.dtype]      # the training pass's narrowest float (autocast)
 
 
 def inner_and_validation(meta, snap, rng, train_loss_fn, val_loss_fn, alpha: float) -> Lookahead:
@@ -77,7 +79,7 @@ def inner_and_validation(meta, snap, rng, train_loss_fn, val_loss_fn, alpha: flo
     # knows which hyperparameters the loss uses.
     snap.set_requires_grad(True)
     rng.replay()
-    with base_values:
+    with base_values, Watch() as watch:
         loss = train_loss_fn()
     base_loss = closures.check_loss(loss, "training")
     if not loss.requires_grad:
@@ -103,7 +105,8 @@ def inner_and_validation(meta, snap, rng, train_loss_fn, val_loss_fn, alpha: flo
     g = zeros_for_none(grads[:n], params)
     direct = list(grads[n:])
     del grads
-    return Lookahead(base_loss, g, norm(g), direct, used, value, tensor, aux, base_values)
+    return Lookahead(base_loss, g, norm(g), direct, used, value, tensor, aux, base_values,
+                     watch.narrowest)
 
 
 def combine(meta, through: List[Optional[torch.Tensor]], run: Lookahead, ran: bool):
@@ -111,10 +114,15 @@ def combine(meta, through: List[Optional[torch.Tensor]], run: Lookahead, ran: bo
     (None where it has none) plus the direct part. A step that did not
     differentiate in lambda (alpha = 0, or g' = 0) gives exact zeros, as
     T1-T2 does: for every hyperparameter, or with allow_unused for those the
-    training loss uses."""
+    training loss uses. A g' that is not finite gives NaN."""
     parts: List[Optional[torch.Tensor]] = []
+    overflow = not math.isfinite(run.length) and meta.inner_lr > 0
     for j, h in enumerate(meta.hyperparams):
         total = through[j]
+        if overflow and (run.used is None or run.used[j]):
+            # g' overflowed (a float16 loss scale): the gradient is not finite,
+            # as T1-T2's and backward()'s are, so that GradScaler skips the step
+            total = torch.full_like(h, float("nan"))
         if run.direct[j] is not None:
             total = run.direct[j] if total is None else total + run.direct[j]
         if total is None and not ran and (run.used is None or run.used[j]):
