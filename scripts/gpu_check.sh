@@ -69,7 +69,7 @@ run pytest 240 $PY -m pytest -q -rs -p no:cacheprovider tests/python/test_cuda.p
 finish() {
   { cat "$OUT/machine.txt"
     for f in "$OUT"/kernels/kernels.txt "$OUT"/kernels_gauss/kernels.txt "$OUT"/mwn_bench/*.txt \
-             "$OUT"/lft_bench/*.txt "$OUT"/metaxl_bench/*.txt; do
+             "$OUT"/lft_bench/*.txt "$OUT"/metaxl_bench/*.txt "$OUT"/autocast.log; do
       [ -f "$f" ] && { echo; echo "### $f"; cat "$f"; }
     done; } > "$OUT/summary.txt"
   tar -czf "$OUT.tar.gz" -C "$(dirname "$OUT")" "$(basename "$OUT")"
@@ -81,6 +81,7 @@ if [ "$GPU" != 1 ]; then
   echo "== no CUDA device visible to torch: benchmarks skipped (a rehearsal: build and tests only)"
   finish
 fi
+run autocast 120 env EVOGRAD_TEST_DEVICE=cuda $PY -m pytest -q -p no:cacheprovider tests/python/test_autocast.py
 run kernel_bench 90 $PY examples/kernels/bench.py --device cuda --log2-sizes 20 22 24 26 --out "$OUT/kernels"
 run kernel_bench_gauss 45 $PY examples/kernels/bench.py --device cuda --noise gauss --population 4 --log2-sizes 24 26 --out "$OUT/kernels_gauss"
 run mwn_bench 150 $PY examples/mwn/bench.py --device cuda --repeats 5 --out "$OUT/mwn_bench"

@@ -7,7 +7,8 @@ fixed weights: for each seed, one EvoGrad step in float32 and one under
 between their lambda-gradients. Under autocast the parameters stay float32
 (the candidates are written there exactly) but each candidate's forward runs
 in half precision, so the loss differences the weights are made from carry
-that precision's rounding. Prints a table, writes JSON and a plot.
+that precision's rounding; the step warns when their differences are within
+it (the "warned" column). Prints a table, writes JSON and a plot.
 
     .venv/bin/python examples/precision/autocast.py --out results/autocast_cpu
 """
@@ -30,7 +31,8 @@ DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=20, help="noise seeds (one step each)")
-    p.add_argument("--sigmas", type=float, nargs="+", default=[1e-3, 1e-2], help="noise scales")
+    p.add_argument("--sigmas", type=float, nargs="+", default=[1e-3, 1e-2, 3e-2, 1e-1],
+                   help="noise scales")
     p.add_argument("--temperature", type=float, default=0.05)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="results/local/autocast", help="folder for JSON and PNG")
@@ -61,7 +63,8 @@ def hypergradient(model, vnet, train, val, sigma, tau, seed, dtype, device):
         warnings.simplefilter("always")
         with torch.autocast(device, dtype=dtype, enabled=dtype is not None):
             result = meta.step(train, val)
-    return torch.cat([p.grad.flatten() for p in vnet.parameters()]), result.collapsed, len(caught)
+    rounding = any("rounding" in str(w.message) for w in caught)
+    return torch.cat([p.grad.flatten() for p in vnet.parameters()]), result.collapsed, rounding
 
 
 def main(argv=None):
@@ -71,22 +74,24 @@ def main(argv=None):
     bar = tqdm(total=len(args.sigmas) * len(DTYPES) * args.seeds, desc="steps")
     for sigma in args.sigmas:
         for name, dtype in DTYPES.items():
-            cosines, collapsed = [], 0
+            cosines, collapsed, warned = [], 0, 0
             for seed in range(args.seeds):
                 a, _, _ = hypergradient(model, vnet, train, val, sigma, args.temperature, seed, None,
                                         args.device)
-                b, c, _ = hypergradient(model, vnet, train, val, sigma, args.temperature, seed, dtype,
+                b, c, w = hypergradient(model, vnet, train, val, sigma, args.temperature, seed, dtype,
                                         args.device)
                 cosines.append(float(a @ b / (a.norm() * b.norm())))
                 collapsed += int(c)
+                warned += int(w)
                 bar.update()
-            rows.append(dict(sigma=sigma, dtype=name, cosines=cosines, collapsed=collapsed,
+            rows.append(dict(sigma=sigma, dtype=name, cosines=cosines, collapsed=collapsed, warned=warned,
                              mean=sum(cosines) / len(cosines), min=min(cosines)))
     bar.close()
-    print(f"\n{'sigma':>8} {'autocast':>9} {'mean cos':>9} {'min cos':>8} {'collapsed':>9}")
+    print(f"\n{'sigma':>8} {'autocast':>9} {'mean cos':>9} {'min cos':>8} {'collapsed':>9} "
+          f"{'warned':>9}")
     for r in rows:
         print(f"{r['sigma']:8.0e} {r['dtype']:>9} {r['mean']:9.4f} {r['min']:8.4f} "
-              f"{r['collapsed']:6d}/{args.seeds}")
+              f"{r['collapsed']:6d}/{args.seeds} {r['warned']:6d}/{args.seeds}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = dict(torch=torch.__version__, machine=platform.processor() or platform.machine(),

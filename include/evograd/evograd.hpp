@@ -184,6 +184,10 @@ class EvoGrad {
   // The estimators' units, looked up once per step by name (units()).
   StepResult paper_step(const LossFn& train_loss, const LossFn& val_loss, int64_t seed);
   StepResult lookahead_step(const LossFn& train_loss, const LossFn& val_loss, int64_t seed);
+  StepResult jvp_step(const LossFn& train_loss, const LossFn& val_loss, int64_t seed);
+  // T1-T2's estimators' shared passes: exact (double backward) or differenced.
+  StepResult unrolled_step(bool exact, const LossFn& train_loss, const LossFn& val_loss,
+                           int64_t seed, double fd_step);
   using Unit = StepResult (EvoGrad::*)(const LossFn&, const LossFn&, int64_t);
   static const std::vector<std::pair<std::string, Unit>>& units();
   void build(std::vector<torch::Tensor> buffers);

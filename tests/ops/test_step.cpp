@@ -49,8 +49,12 @@ struct MiniMwn {
     return torch::autograd::grad({F::cross_entropy(out, yv)}, vnet->parameters());
   }
   std::vector<torch::Tensor> lookahead(double alpha, bool use_detached) {
+    return unrolled("lookahead", alpha, use_detached);
+  }
+  std::vector<torch::Tensor> unrolled(const std::string& estimator, double alpha,
+                                      bool use_detached) {
     evograd::Options o;
-    o.estimator = "lookahead";
+    o.estimator = estimator;
     o.inner_lr = alpha;
     evograd::EvoGrad meta(*net, vnet->parameters(), o);
     for (auto& p : vnet->parameters()) p.mutable_grad() = torch::Tensor();
@@ -139,11 +143,24 @@ TEST(CppStep, LookaheadRefusesParallel) {
             std::string::npos) << construction_error(o);
 }
 
-TEST(CppStep, JvpIsPythonOnly) {
+// jvp takes T1-T2's derivative itself (double backward at theta, no step):
+// equal to float64 rounding, with the closure's plain detach() a constant as
+// in T1-T2 (evograd::detached gives the same values at theta); alpha = 0
+// gives exact zeros; the model is left as it was.
+TEST(CppStep, JvpEqualsExactT1T2) {
+  MiniMwn m;
+  const auto before = m.net->weight.clone();
+  for (const double alpha : {0.1, 1.0}) {
+    const auto want = m.t1t2(alpha);
+    for (const bool use_detached : {false, true})
+      EXPECT_LT(relative_error(m.unrolled("jvp", alpha, use_detached), want), 1e-12)
+          << "alpha " << alpha << (use_detached ? " detached" : " detach()");
+  }
+  for (const auto& g : m.unrolled("jvp", 0.0, false)) EXPECT_EQ(g.abs().max().item<double>(), 0.0);
+  EXPECT_TRUE(torch::equal(m.net->weight, before));
   evograd::Options o;
   o.estimator = "jvp";
-  o.inner_lr = 0.1;
-  EXPECT_NE(construction_error(o).find("Python package only"), std::string::npos)
+  EXPECT_NE(construction_error(o).find("estimator 'jvp' needs inner_lr"), std::string::npos)
       << construction_error(o);
 }
 

@@ -88,14 +88,15 @@ def cos(a, b):
 
 # --- the applications' structures, each in float64 and float32 -------------
 
-def mwn(dtype):
+def mwn(dtype, device="cpu"):
     """ResNet-32 (BatchNorm, ReLU) and MWN's weighting net on costs taken
-    with ``.data``, as the official train loop feeds it."""
+    with ``.data``, as the official train loop feeds it. (Each structure is
+    drawn on the CPU and moved: every device sees the same problem.)"""
     torch.manual_seed(0)
-    model = ResNet32(num_classes=10, in_channels=3, blocks_per_stage=1).to(dtype).train()
-    vnet = nn.Sequential(nn.Linear(1, 16), nn.ReLU(), nn.Linear(16, 1), nn.Sigmoid()).to(dtype)
-    x, y = torch.randn(12, 3, 16, 16).to(dtype), torch.randint(10, (12,))
-    xv, yv = torch.randn(8, 3, 16, 16).to(dtype), torch.randint(10, (8,))
+    model = ResNet32(num_classes=10, in_channels=3, blocks_per_stage=1).to(device, dtype).train()
+    vnet = nn.Sequential(nn.Linear(1, 16), nn.ReLU(), nn.Linear(16, 1), nn.Sigmoid()).to(device, dtype)
+    x, y = torch.randn(12, 3, 16, 16).to(device, dtype), torch.randint(10, (12,)).to(device)
+    xv, yv = torch.randn(8, 3, 16, 16).to(device, dtype), torch.randint(10, (8,)).to(device)
 
     def train():
         cost = F.cross_entropy(model(x), y, reduction="none").reshape(-1, 1)
@@ -104,18 +105,18 @@ def mwn(dtype):
         lambda: F.cross_entropy(model(xv), yv)
 
 
-def lft(dtype):
+def lft(dtype, device="cpu"):
     """RelationNet on a ResNet-10 with its 7x7 stem and max-pool, FT layers
     inside every block (lambda), one FT draw per step, pseudo-unseen episode
     with FT off."""
     torch.manual_seed(0)
-    model = RelationNet(10).to(dtype).train()
+    model = RelationNet(10).to(device, dtype).train()
     ft = model.ft_parameters()
     n_way, shot, query = 3, 1, 2
     def episode():
-        return (torch.randn(n_way * shot, 3, 40, 40).to(dtype),
-                torch.randn(n_way * query, 3, 40, 40).to(dtype),
-                torch.arange(n_way).repeat_interleave(query))
+        return (torch.randn(n_way * shot, 3, 40, 40).to(device, dtype),
+                torch.randn(n_way * query, 3, 40, 40).to(device, dtype),
+                torch.arange(n_way).repeat_interleave(query).to(device))
     seen, unseen = episode(), episode()
 
     def train():
@@ -144,15 +145,16 @@ class MetaXLNet(nn.Module):
         return self.encoder.classifier(self.encoder.norm(h))
 
 
-def metaxl(dtype, dropout=0.1):
+def metaxl(dtype, dropout=0.1, device="cpu"):
     """A transformer encoder (LayerNorm, GELU-free ReLU FFN, attention,
     dropout) with the RTN (lambda) on the detached hidden state after layer
     1 for the source language."""
     torch.manual_seed(0)
-    net = MetaXLNet(dtype, dropout).train()
+    net = MetaXLNet(dtype, dropout).to(device).train()
     tokens, mask = torch.randint(1, 50, (6, 8)), torch.ones(6, 8, dtype=torch.bool)
     mask[0, 6:] = False
     tags = torch.randint(5, (6, 8))
+    tokens, mask, tags = tokens.to(device), mask.to(device), tags.to(device)
 
     def train():
         return F.cross_entropy(net(tokens[:4], mask[:4], True).flatten(0, 1), tags[:4].flatten())

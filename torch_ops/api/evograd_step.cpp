@@ -112,6 +112,7 @@ double t1t2_scale(const Options& o) {
 // Whether the options use inner_lr, and that it is given where they do.
 void check_inner_lr(const Options& o) {
   const char* needed_by = o.estimator == "lookahead" ? "estimator 'lookahead'"
+                          : o.estimator == "jvp"     ? "estimator 'jvp'"
                           : o.scale == "t1t2"        ? "scale 't1t2'"
                                                      : nullptr;
   TORCH_CHECK_VALUE(needed_by || !o.inner_lr.has_value(),
@@ -161,11 +162,6 @@ EvoGrad::EvoGrad(const torch::jit::Module& model, std::vector<torch::Tensor> hyp
 void EvoGrad::validate() const {
   const auto& o = options_;
   detail::check_options(o);  // each option's rule, from options.def
-  // A deliberate difference (docs/design.md): forward-mode tangents on a
-  // module's own tensors are the Python step's for now.
-  TORCH_CHECK_VALUE(o.estimator != "jvp",
-                    "evograd: estimator 'jvp' is offered by the Python package only; the C++ "
-                    "step has 'evograd' and 'lookahead'");
   check_inner_lr(o);
   TORCH_CHECK_VALUE(!params_.empty(), "evograd: no tensor to perturb (a module's parameters, "
                     "or buffers with requires_grad, other than the hyperparameters)");
@@ -351,7 +347,9 @@ StepResult EvoGrad::step(const LossFn& train_loss, const LossFn& val_loss,
 // The C++ step's estimators; "jvp" is refused at construction (Python's).
 const std::vector<std::pair<std::string, EvoGrad::Unit>>& EvoGrad::units() {
   static const std::vector<std::pair<std::string, Unit>> table = {
-      {"evograd", &EvoGrad::paper_step}, {"lookahead", &EvoGrad::lookahead_step}};
+      {"evograd", &EvoGrad::paper_step},
+      {"lookahead", &EvoGrad::lookahead_step},
+      {"jvp", &EvoGrad::jvp_step}};
   return table;
 }
 
@@ -372,24 +370,6 @@ StepResult EvoGrad::paper_step(const LossFn& train_loss, const LossFn& val_loss,
   const auto ess = detail::collapse(candidates.reported, candidates.losses, weights, step_ - 1);
   return {validation.loss, candidates.reported, weights, seed, candidates.dropped,
           validation.tensor, ess.first, ess.second};
-}
-
-StepResult EvoGrad::lookahead_step(const LossFn& train_loss, const LossFn& val_loss,
-                                   int64_t seed) {
-  const double alpha = *options_.inner_lr;
-  const double step = options_.fd_step.has_value() ? *options_.fd_step
-                                                   : detail::default_fd_step(params_);
-  detail::Lookahead r;
-  {
-    Restorer restore(params_, buffers_, bystanders_);
-    RngSnapshot rng(params_);
-    r = detail::lookahead(params_, hyper_, restore, rng, train_loss, val_loss, alpha, step,
-                          options_.allow_unused);
-  }
-  detail::accumulate(hyper_, r.parts);
-  ++step_;
-  return {r.val_loss, torch::tensor(r.losses, torch::kDouble), torch::zeros({0}, torch::kDouble),
-          seed, 0, r.val_tensor};
 }
 
 }  // namespace evograd

@@ -1,7 +1,10 @@
-// The lookahead estimator's passes. With u = g'/|g'| and g' the validation
-// gradient at theta' = theta - alpha grad l_T(theta), T1-T2's hypergradient
-// -alpha (d/dlambda grad_theta l_T)^T g' is -alpha |g'| / (2 s) times
-// grad_lambda l_T(theta + s u) - grad_lambda l_T(theta - s u), up to O(s^2).
+// The passes of T1-T2's estimators. With g' the validation gradient at
+// theta' = theta - alpha grad l_T(theta), T1-T2's hypergradient is
+// -alpha (d/dlambda grad_theta l_T)^T g' (plus l_V's direct part):
+//  * lookahead: -alpha |g'| / (2 s) times grad_lambda l_T(theta + s u) -
+//    grad_lambda l_T(theta - s u), u = g'/|g'|, up to O(s^2);
+//  * jvp: -alpha grad_lambda (g' . grad_theta l_T(theta)) by double backward,
+//    exactly (Python takes the same derivative by forward mode).
 #include "lookahead.h"
 
 #include <algorithm>
@@ -39,6 +42,63 @@ torch::Tensor training_pass(const LossFn& train_loss, BaseValues& values) {
   return train_loss();
 }
 
+// -alpha grad_lambda (g . grad_theta l_T(theta)): the training pass at theta
+// again (theta put back, the first pass's detached values and random draws
+// replayed), its parameter gradient kept differentiable, one more backward.
+std::vector<torch::Tensor> double_backward(const std::vector<torch::Tensor>& params,
+                                           const std::vector<torch::Tensor>& hyper,
+                                           Restorer& restore, RngSnapshot& rng,
+                                           const LossFn& train_loss, BaseValues& values,
+                                           const std::vector<torch::Tensor>& g, double alpha,
+                                           bool allow_unused, std::vector<double>& losses) {
+  {
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < params.size(); ++i) restore.targets()[i].copy_(restore.saved()[i]);
+  }
+  restore.restore_buffers();
+  restore.set_requires_grad(true);
+  values.replay();
+  rng.replay();
+  auto loss = training_pass(train_loss, values);
+  losses.push_back(checked_loss(loss, "training"));
+  auto inner = torch::autograd::grad({loss.reshape({})}, params, {}, true, true, true);
+  loss = torch::Tensor();
+  restore.set_requires_grad(false);
+  torch::Tensor along;  // g . grad_theta l_T, a function of lambda
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (!inner[i].defined() || !inner[i].requires_grad()) continue;
+    auto term = (inner[i] * g[i]).sum();
+    along = along.defined() ? along + term : term;
+  }
+  inner.clear();
+  if (!along.defined()) return {};  // the loss does not move with theta here
+  auto parts = hyper_gradient(along, hyper, allow_unused);
+  torch::NoGradGuard no_grad;
+  for (auto& t : parts)
+    if (t.defined()) t = t * -alpha;
+  return parts;
+}
+
+// The part through theta' of each hyperparameter plus the direct part. A
+// step that did not differentiate in lambda (alpha = 0, g' = 0) gives exact
+// zeros to what the loss uses, as T1-T2 does; a g' that overflowed (a
+// float16 loss scale) gives NaN, as T1-T2's gradient would, so that a loss
+// scaler skips the step (Python's unrolled.combine does the same).
+Lookahead combine(const std::vector<torch::Tensor>& hyper, std::vector<torch::Tensor> parts,
+                  bool ran, const std::vector<torch::Tensor>& direct,
+                  const std::vector<bool>& used, double length, double alpha, Lookahead r) {
+  torch::NoGradGuard no_grad;
+  const bool overflow = !std::isfinite(length) && alpha > 0;
+  for (size_t j = 0; j < hyper.size(); ++j) {
+    torch::Tensor total = parts[j];
+    if (overflow && used[j]) total = torch::full_like(hyper[j], std::nan(""));
+    if (direct[j].defined()) total = total.defined() ? total + direct[j] : direct[j];
+    if (!total.defined() && !ran && used[j]) total = torch::zeros_like(hyper[j]);
+    r.parts.push_back(total);
+  }
+  return r;
+}
+
 }  // namespace
 
 double norm(const std::vector<torch::Tensor>& tensors) {
@@ -61,10 +121,10 @@ double default_fd_step(const std::vector<torch::Tensor>& params) {
   return std::sqrt(eps) * std::max(1.0, norm(params));
 }
 
-Lookahead lookahead(const std::vector<torch::Tensor>& params,
-                    const std::vector<torch::Tensor>& hyper, Restorer& restore,
-                    RngSnapshot& rng, const LossFn& train_loss, const LossFn& val_loss,
-                    double alpha, double step, bool allow_unused) {
+Lookahead unrolled(Through through, const std::vector<torch::Tensor>& params,
+                   const std::vector<torch::Tensor>& hyper, Restorer& restore,
+                   RngSnapshot& rng, const LossFn& train_loss, const LossFn& val_loss,
+                   double alpha, double step, bool allow_unused) {
   Lookahead r;
   BaseValues values;
 
@@ -78,7 +138,7 @@ Lookahead lookahead(const std::vector<torch::Tensor>& params,
   // The difference's rounding error is ~u / s relative: float32's sqrt(eps)
   // step keeps it ~1e-4; half precision's u (autocast) loses the difference.
   const auto narrowest = narrowest_float(loss);
-  TORCH_CHECK_VALUE(!narrowest, "evograd: estimator 'lookahead' differences two training "
+  TORCH_CHECK_VALUE(through != Through::kDifference || !narrowest, "evograd: estimator 'lookahead' differences two training "
                     "gradients ", step, " apart, and the training closure computes in ",
                     *narrowest == c10::ScalarType::BFloat16 ? "bfloat16" : "float16",
                     " (autocast): its rounding (~", unit_roundoff(*narrowest), " relative) divided "
@@ -124,6 +184,18 @@ Lookahead lookahead(const std::vector<torch::Tensor>& params,
   // that the passes run beside one saved copy of theta.
   restore.set_requires_grad(false);
   const bool differenced = length > 0 && alpha > 0 && std::isfinite(length);
+  std::vector<torch::Tensor> parts(hyper.size());  // through theta' (undefined: none)
+  if (through == Through::kDoubleBackward) {
+    bool ran = false;
+    if (differenced) {
+      auto got = double_backward(params, hyper, restore, rng, train_loss, values, g, alpha,
+                                 allow_unused, r.losses);
+      ran = !got.empty();
+      if (ran) parts = std::move(got);
+    }
+    g.clear();
+    return combine(hyper, std::move(parts), ran, direct, used, length, alpha, std::move(r));
+  }
   if (differenced) write(restore.targets(), restore.saved(), g, step / length);
   g.clear();
   std::vector<std::vector<torch::Tensor>> sides;
@@ -144,30 +216,49 @@ Lookahead lookahead(const std::vector<torch::Tensor>& params,
       sides.push_back(hyper_gradient(loss, hyper, allow_unused));
       loss = torch::Tensor();
     }
-  }
-  const double factor = -alpha * length / (2.0 * step);
-  torch::NoGradGuard no_grad;
-  // g' overflowed (a float16 loss scale): not finite, as T1-T2's gradient
-  // is, so that a loss scaler skips the step (Python's combine does the same).
-  const bool overflow = !std::isfinite(length) && alpha > 0;
-  for (size_t j = 0; j < hyper.size(); ++j) {
-    torch::Tensor total;
-    if (overflow && used[j]) total = torch::full_like(hyper[j], std::nan(""));
-    if (!sides.empty()) {
+    const double factor = -alpha * length / (2.0 * step);
+    torch::NoGradGuard no_grad;
+    for (size_t j = 0; j < hyper.size(); ++j) {
       const auto &plus = sides[0][j], &minus = sides[1][j];
       if (plus.defined() && minus.defined()) {
-        total = (plus - minus) * factor;
+        parts[j] = (plus - minus) * factor;
       } else if (plus.defined() || minus.defined()) {
-        total = (plus.defined() ? plus : -minus) * factor;
+        parts[j] = (plus.defined() ? plus : -minus) * factor;
       }
     }
-    if (direct[j].defined()) total = total.defined() ? total + direct[j] : direct[j];
-    // alpha = 0 or g' = 0: T1-T2 gives exactly 0 too, to what the loss uses.
-    if (!total.defined() && sides.empty() && used[j]) total = torch::zeros_like(hyper[j]);
-    r.parts.push_back(total);
   }
-  return r;
+  return combine(hyper, std::move(parts), differenced, direct, used, length, alpha, std::move(r));
 }
 
 }  // namespace detail
+
+// The EvoGrad units of T1-T2's two estimators (units() names them).
+StepResult EvoGrad::lookahead_step(const LossFn& train_loss, const LossFn& val_loss,
+                                   int64_t seed) {
+  const double step = options_.fd_step.has_value() ? *options_.fd_step
+                                                   : detail::default_fd_step(params_);
+  return unrolled_step(false, train_loss, val_loss, seed, step);
+}
+
+StepResult EvoGrad::jvp_step(const LossFn& train_loss, const LossFn& val_loss, int64_t seed) {
+  return unrolled_step(true, train_loss, val_loss, seed, 0.0);
+}
+
+StepResult EvoGrad::unrolled_step(bool exact, const LossFn& train_loss, const LossFn& val_loss,
+                                  int64_t seed, double fd_step) {
+  const double alpha = *options_.inner_lr;
+  const auto through = exact ? detail::Through::kDoubleBackward : detail::Through::kDifference;
+  detail::Lookahead r;
+  {
+    detail::Restorer restore(params_, buffers_, bystanders_);
+    detail::RngSnapshot rng(params_);
+    r = detail::unrolled(through, params_, hyper_, restore, rng, train_loss, val_loss, alpha,
+                         fd_step, options_.allow_unused);
+  }
+  detail::accumulate(hyper_, r.parts);
+  ++step_;
+  return {r.val_loss, torch::tensor(r.losses, torch::kDouble), torch::zeros({0}, torch::kDouble),
+          seed, 0, r.val_tensor};
+}
+
 }  // namespace evograd

@@ -1,7 +1,8 @@
-// The "lookahead" estimator in C++: T1-T2's one-step unrolled hypergradient
-// by a central finite difference along the validation gradient after the
-// inner step, the same passes and numbers as Python's evograd/lookahead.py
-// (whose docstring and docs/design.md derive it).
+// T1-T2's estimators in C++: the one-step unrolled hypergradient by a central
+// finite difference along the validation gradient after the inner step
+// ("lookahead": the same passes and numbers as Python's evograd/lookahead.py)
+// or exactly, by double backward at theta ("jvp": the derivative Python's
+// evograd/jvp.py takes by forward mode). docs/design.md derives both.
 #pragma once
 
 #include <vector>
@@ -26,12 +27,15 @@ double norm(const std::vector<torch::Tensor>& tensors);
 // sqrt(eps) * max(1, |theta|) for the parameters' dtype.
 double default_fd_step(const std::vector<torch::Tensor>& params);
 
+enum class Through { kDifference, kDoubleBackward };
+
 // Runs the estimator's passes on the restorer's parameters; `rng` is replayed
-// before each training pass, so the difference sees one draw of dropout.
-Lookahead lookahead(const std::vector<torch::Tensor>& params,
-                    const std::vector<torch::Tensor>& hyper, Restorer& restore,
-                    RngSnapshot& rng, const LossFn& train_loss, const LossFn& val_loss,
-                    double alpha, double step, bool allow_unused);
+// before each training pass, so that every pass sees one draw of dropout.
+// `step` is lookahead's difference length (unused by kDoubleBackward).
+Lookahead unrolled(Through through, const std::vector<torch::Tensor>& params,
+                   const std::vector<torch::Tensor>& hyper, Restorer& restore,
+                   RngSnapshot& rng, const LossFn& train_loss, const LossFn& val_loss,
+                   double alpha, double step, bool allow_unused);
 
 }  // namespace detail
 }  // namespace evograd
