@@ -15,11 +15,10 @@ import warnings
 
 import pytest
 import torch
-from torch import nn
-from torch.nn import functional as F
 
 import evograd
-from test_jvp import ALPHA, APPS, cos, jvp_step, metaxl, t1t2
+from test_jvp import ALPHA, APPS, cos, jvp_step, metaxl, t1t2  # also puts examples/ on the path
+from precision import autocast as autocast_example  # noqa: E402
 
 
 DEVICE = os.environ.get("EVOGRAD_TEST_DEVICE", "cpu")
@@ -111,19 +110,8 @@ def test_lookahead_refuses_half_precision_and_leaves_everything(dtype):
 
 
 def mlp_problem():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10)).to(DEVICE)
-    vnet = nn.Sequential(nn.Linear(1, 16), nn.ReLU(), nn.Linear(16, 1), nn.Sigmoid()).to(DEVICE)
-    x, y = torch.randn(128, 32).to(DEVICE), torch.randint(10, (128,)).to(DEVICE)
-    xv, yv = torch.randn(64, 32).to(DEVICE), torch.randint(10, (64,)).to(DEVICE)
-
-    def train():
-        cost = F.cross_entropy(model(x), y, reduction="none").float().reshape(-1, 1)
-        return (cost * vnet(cost.detach())).mean()
-
-    def val():
-        return F.cross_entropy(model(xv), yv)
-    return model, vnet, train, val
+    """examples/precision/autocast.py's MWN-style MLP and weighting net."""
+    return autocast_example.problem(DEVICE)
 
 
 def rounding_warnings(sigma, dtype, seed=0):
