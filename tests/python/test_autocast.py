@@ -254,3 +254,22 @@ def test_the_documented_float16_loop_trains():
     now = list(model.parameters()) + list(vnet.parameters())
     assert all(bool(torch.isfinite(p).all()) for p in now)
     assert all(not torch.equal(p, s) for p, s in zip(now, start))
+
+
+def test_jvp_says_once_that_half_precision_moves_the_hypergradient():
+    """autocast unset: one warning naming the precision and the way out;
+    autocast=True (meant) and float32 closures: none."""
+    model, vnet, train, val = mlp_problem()
+
+    def caught(dtype, steps=2, **options):
+        meta = evograd.EvoGrad(model, vnet, estimator="jvp", inner_lr=ALPHA, **options)
+        with warnings.catch_warnings(record=True) as got:
+            warnings.simplefilter("default")  # as a user's session shows them: once
+            for _ in range(steps):
+                meta.step(autocast(train, dtype) if dtype else train,
+                          autocast(val, dtype) if dtype else val)
+        return [str(w.message) for w in got if "autocast" in str(w.message)]
+    found = caught(torch.bfloat16)
+    assert len(found) == 1 and "bfloat16" in found[0] and "autocast=False" in found[0]
+    assert caught(torch.bfloat16, autocast=True) == []
+    assert caught(None) == []

@@ -23,7 +23,7 @@ from typing import List, Optional
 import torch
 from torch.autograd import forward_ad
 
-from . import closures, phases, second_order, tangents, unrolled
+from . import closures, phases, precision, second_order, tangents, unrolled
 from .result import StepResult
 from .snapshot import RngSnapshot
 
@@ -61,11 +61,23 @@ def _through(meta, setting, snap, rng, train_loss_fn, run, alpha: float):
     return [None if g is None else g * factor for g in grads], value
 
 
+def _warn_half_precision(meta, narrowest):
+    precision.warn_once(
+        meta, f"jvp {narrowest}",
+        f"evograd: the closures compute in {precision.name(narrowest)} (torch.autocast): "
+        "estimator='jvp' gives T1-T2's hypergradient under that autocast, which half "
+        "precision can move away from float32's (docs/results.md: MWN's norm 0.74x in "
+        "bfloat16, LFT's cosine 0.95). EvoGrad(..., autocast=False) runs the step in float32 "
+        "whatever the closures enter; autocast=True keeps autocast without this warning")
+
+
 def step(meta, setting, train_loss_fn, val_loss_fn, seed: int) -> StepResult:
     alpha = meta.inner_lr
     with setting.snapshot() as snap:
         rng = RngSnapshot(meta.params)
         run = unrolled.inner_and_validation(meta, snap, rng, train_loss_fn, val_loss_fn, alpha)
+        if run.narrowest is not None and meta.autocast is None:
+            _warn_half_precision(meta, run.narrowest)
         losses: List[float] = [run.base_loss]
         through: Optional[List[Optional[torch.Tensor]]] = None
         if unrolled.finite_direction(run, alpha):

@@ -16,7 +16,7 @@ def step(meta, setting, train_loss_fn, val_loss_fn, seed: int) -> StepResult:
                                          val_loss_fn, cand.losses, seed)
         phases.accumulate_hypergradient(meta, setting.exchange, cand, val, factor)
     weights = weights.detach()
-    phases.check_rounding(cand)
+    phases.check_rounding(meta, cand)
     ess, collapsed = phases.collapse(cand, weights, meta.steps_taken)
     return StepResult(val.loss, cand.reported, weights, seed, cand.dropped, val.aux,
                       val.tensor, ess, collapsed)

@@ -195,7 +195,7 @@ def accumulate(hyperparams, parts):
 COLLAPSE_ESS = options.CONSTANTS["collapse_ess"]
 
 
-def check_rounding(cand: Candidates):
+def check_rounding(meta, cand: Candidates):
     """Under autocast each candidate's loss is computed from half-precision
     values and carries their rounding, at least ~u |loss| (the last rounding
     of what it is computed from). Loss differences within that come from
@@ -206,13 +206,13 @@ def check_rounding(cand: Candidates):
     spread = float(kept.max() - kept.min())
     rounding = precision.UNIT_ROUNDOFF[cand.narrowest] * float(kept.abs().max())
     if 0 < spread < rounding:  # equal losses: collapse() warns
-        # One message per precision, so that Python's default filter shows it once
-        warnings.warn(
+        precision.warn_once(
+            meta, f"rounding {cand.narrowest}",
             f"evograd: the candidates' losses differ by less than {precision.name(cand.narrowest)}'s "
             "rounding of the loss (unit roundoff x |loss|; the training closure runs under "
             "torch.autocast): the weights come from rounding, not from the noise (the step's "
             "result.losses shows them). Raise sigma (docs/results.md measures what each "
-            "precision needs) or use estimator='jvp'", RuntimeWarning, stacklevel=3)
+            "precision needs) or use estimator='jvp'")
 
 
 def collapse(cand: Candidates, weights: torch.Tensor, step: int):

@@ -16,6 +16,7 @@ so it refuses to run; the paper's estimator warns when its candidates' loss
 differences are within the rounding (the weights then come from rounding).
 """
 import contextlib
+import warnings
 from typing import Optional
 
 import torch
@@ -62,6 +63,16 @@ class WithoutAutocast(TorchFunctionMode):
             for device in self.devices:
                 off.enter_context(torch.autocast(device, enabled=False))
             return func(*args, **(kwargs or {}))
+
+
+def warn_once(meta, key: str, message: str) -> None:
+    """A RuntimeWarning the first time ``key`` comes up for this EvoGrad.
+    (Python's own once-per-place filter forgets whenever any code changes
+    the filters, as torch's forward mode does on every step.)"""
+    said = meta.__dict__.setdefault("_said", set())
+    if key not in said:
+        said.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=5)
 
 
 def name(dtype: torch.dtype) -> str:

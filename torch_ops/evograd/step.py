@@ -97,13 +97,16 @@ class EvoGrad:
         check_replicas: with ``parallel``, each step first compares the
             exact bits of the parameters and lambda across ranks (one gather
             of 4 int64) and raises if replicas have drifted apart.
-        autocast: ``True``: the closures run as written, ``torch.autocast``
-            included (the hypergradient is then T1-T2's under that autocast).
-            ``False``: every torch function the step's passes call runs with
-            autocast disabled, in the tensors' own dtypes, whatever the
-            closures enter: float32's hypergradient at float32's cost.
-            "lookahead" refuses half precision; the paper's estimator warns
-            when its loss differences are within its rounding.
+        autocast: ``None`` (default) or ``True``: the closures run as
+            written, ``torch.autocast`` included, and the hypergradient is
+            T1-T2's under that autocast; with ``None`` "jvp" warns once when
+            they compute in half precision, since that can differ from
+            float32's (``True`` says it is meant). ``False``: every torch
+            function the step's passes call runs with autocast disabled, in
+            the tensors' own dtypes, whatever the closures enter: float32's
+            hypergradient at float32's cost. "lookahead" refuses half
+            precision; the paper's estimator warns when its loss differences
+            are within its rounding.
     """
 
     def __init__(self, params: TensorsLike, hyperparams: TensorsLike, population: int = 2,
@@ -116,7 +119,7 @@ class EvoGrad:
                  parallel: Optional[str] = None, process_group=None,
                  check_replicas: bool = False, allow_unused: bool = False,
                  estimator: str = "evograd", fd_step: Optional[float] = None,
-                 autocast: bool = True):
+                 autocast: Optional[bool] = None):
         args = locals()  # every row of options.def is a keyword here (tests/python/test_options.py)
         given = {name: args[name] for name in options.BY_NAME}
         self.estimator = options.check("estimator", estimator)
@@ -243,7 +246,7 @@ class EvoGrad:
         seed = step_seed(self.seed, self.steps_taken, self.seed_schedule)
         if self.check_replicas and self._exchange.collectives is not None:
             phases.check_replicas(self, self._layout, self._exchange)
-        with contextlib.nullcontext() if self.autocast else precision.WithoutAutocast():
+        with precision.WithoutAutocast() if self.autocast is False else contextlib.nullcontext():
             result = estimators.unit(self.estimator)(self, self._setting, train_loss_fn,
                                                      val_loss_fn, seed)
         self.steps_taken += 1
