@@ -76,13 +76,13 @@ def test_jvp_under_autocast_is_as_exact_as_t1t2_under_it(app, dtype):
 
 
 @pytest.mark.parametrize("dtype", PRECISIONS, ids=str)
-@pytest.mark.parametrize("app", ["mwn", "metaxl"])
-def test_jvp_under_autocast_meets_float32_where_the_network_is_smooth_in_lambda(app, dtype):
-    """Where lambda sits outside the network (MWN) or the network is smooth
-    (MetaXL): cosine >= 0.99 and norm within 5% of float32's T1-T2. (LFT's
-    FT layers inside ReLU/max-pool move T1-T2 itself under autocast:
-    docs/results.md.)"""
-    model, params, hyper, train, val = build(app)
+def test_jvp_under_autocast_meets_float32_where_half_precision_does_not_move_it(dtype):
+    """MetaXL's encoder with the RTN on a detached state: under autocast,
+    cosine >= 0.99 and norm within 5% of float32's T1-T2. Elsewhere half
+    precision moves T1-T2 itself (docs/results.md: MWN's ResNet-32 loses a
+    quarter of the norm in bfloat16, LFT's FT scales turn by cosine 0.95),
+    and autocast=False is the way to float32's (the test below)."""
+    model, params, hyper, train, val = build("metaxl")
     torch.manual_seed(5)
     want = t1t2(model, params, hyper, train, val)
     torch.manual_seed(5)
