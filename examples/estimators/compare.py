@@ -439,10 +439,14 @@ def main(argv=None):
     quality_rows = [dict(r, **made_by) for r in quality_rows]
     cost_rows = [dict(r, **made_by) for r in cost_rows]
     saved = out / "estimators.json"
-    if saved.exists():  # a part skipped this time keeps its recorded rows
+    if saved.exists():  # a part or an application not run this time keeps its recorded rows
         old = json.loads(saved.read_text())
-        quality_rows = quality_rows or old.get("quality", [])
-        cost_rows = cost_rows or old.get("cost", [])
+
+        def kept(part, new_rows):
+            if not new_rows:
+                return old.get(part, [])
+            return [r for r in old.get(part, []) if r["app"] not in args.apps] + new_rows
+        quality_rows, cost_rows = kept("quality", quality_rows), kept("cost", cost_rows)
     saved.write_text(json.dumps(dict(meta=meta, quality=quality_rows, cost=cost_rows), indent=1))
     apps = [a for a in APPS if any(r["app"] == a for r in quality_rows)]
     if not apps:  # --no-quality into a new folder: nothing to plot yet

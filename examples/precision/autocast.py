@@ -67,13 +67,28 @@ def hypergradient(model, vnet, train, val, sigma, tau, seed, dtype, device):
     return torch.cat([p.grad.flatten() for p in vnet.parameters()]), result.collapsed, rounding
 
 
+def supported(device):
+    """The precisions this torch's autocast has on the device (the CPU's
+    float16 came with torch 2)."""
+    out = {}
+    for name, dtype in DTYPES.items():
+        try:
+            with torch.autocast(device, dtype=dtype):
+                pass
+            out[name] = dtype
+        except RuntimeError as e:
+            print(f"{name}: not measured, {e}")
+    return out
+
+
 def main(argv=None):
     args = parse_args(argv)
     model, vnet, train, val = problem(args.device)
+    dtypes = supported(args.device)
     rows = []
-    bar = tqdm(total=len(args.sigmas) * len(DTYPES) * args.seeds, desc="steps")
+    bar = tqdm(total=len(args.sigmas) * len(dtypes) * args.seeds, desc="steps")
     for sigma in args.sigmas:
-        for name, dtype in DTYPES.items():
+        for name, dtype in dtypes.items():
             cosines, collapsed, warned = [], 0, 0
             for seed in range(args.seeds):
                 a, _, _ = hypergradient(model, vnet, train, val, sigma, args.temperature, seed, None,
