@@ -22,11 +22,16 @@ def _compare(out, *part):
     return done.stdout
 
 
+OTHER_APP = dict(app="mwn", method="plain", precision="float32", seconds=1.0, peak_bytes=1)
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """The two parts one after the other into one folder, as a user re-runs
-    one of them: the second keeps the first's rows."""
+    one of them: the second keeps the first's rows. The folder already holds
+    a row of another application, which both runs keep."""
     out = tmp_path_factory.mktemp("estimators")
+    (out / "estimators.json").write_text(json.dumps(dict(meta={}, quality=[], cost=[OTHER_APP])))
     stdout = _compare(out, "--no-quality", "--cost-precisions", "float32", "autocast-bfloat16")
     assert not (out / "estimators.png").exists() and "no quality rows to plot" in stdout
     stdout += _compare(out, "--no-cost", "--dtypes", "float64", "float32", "autocast-bfloat16")
@@ -72,6 +77,8 @@ def test_under_autocast_lookahead_refuses_and_jvp_follows_t1t2_under_it(run):
 def test_costs_beside_plain_training_with_and_without_the_hyperparameters(run):
     out, stdout, saved = run
     methods = ["plain", "plain+hyper", "t1t2", "evograd", "lookahead", "jvp"]
+    assert saved["cost"][0] == OTHER_APP  # an application not re-run keeps its rows
+    saved = dict(saved, cost=saved["cost"][1:])
     assert [(r["precision"], r["method"]) for r in saved["cost"]] == \
         [(p, m) for p in ("float32", "autocast-bfloat16") for m in methods]
     refused = [r for r in saved["cost"] if "refused" in r]
