@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """A/B benchmark of one MetaXL iteration at the XLM-R-base-like shape (12
 layers, hidden 768, 12 heads, FFN 3072, vocabulary 30k): joint training,
-T1-T2, EvoGrad perturbing the head (the paper's choice) and EvoGrad
-perturbing every encoder parameter. Each method in a fresh process; prints a
-table, writes JSON and a PNG.
+T1-T2, EvoGrad perturbing the head (the paper's choice), EvoGrad perturbing
+every encoder parameter, and estimator="jvp" (T1-T2's hypergradient over the
+whole encoder). The encoder's gradients are freed before each meta-step.
+Each method in a fresh process; prints a table, writes JSON and a PNG.
 
     .venv/bin/python examples/metaxl/bench.py --out results/metaxl_bench_cpu
 """
@@ -20,10 +21,12 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 
 from common import ab  # noqa: E402
 
-METHODS = ["jt", "t1t2", "evograd", "evograd-all"]
+METHODS = ["jt", "t1t2", "evograd", "evograd-all", "jvp"]
 LABELS = {"jt": "joint training\n(no RTN)", "t1t2": "MetaXL\nT1-T2",
-          "evograd": "MetaXL EvoGrad\n(head)", "evograd-all": "MetaXL EvoGrad\n(all params)"}
-COLORS = {"jt": "tab:gray", "t1t2": "tab:red", "evograd": "tab:green", "evograd-all": "tab:olive"}
+          "evograd": "MetaXL EvoGrad\n(head)", "evograd-all": "MetaXL EvoGrad\n(all params)",
+          "jvp": "MetaXL EvoGrad jvp\n(all params)"}
+COLORS = {"jt": "tab:gray", "t1t2": "tab:red", "evograd": "tab:green", "evograd-all": "tab:olive",
+          "jvp": "tab:blue"}
 
 
 def parse_args(argv=None):

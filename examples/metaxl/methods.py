@@ -1,7 +1,9 @@
 """One MetaXL iteration: the RTN (lambda) meta-learned on half of the target
-batch by T1-T2 or by EvoGrad, then the encoder trained on source examples
-passed through the RTN plus the other half of the target batch. `jt` (joint
-training) has no RTN and trains on source + all target examples."""
+batch by T1-T2 or by EvoGrad (`evograd`: the paper's estimator; `jvp`:
+T1-T2's hypergradient over the whole encoder, as the official step unrolls
+it), then the encoder trained on source examples passed through the RTN plus
+the other half of the target batch. `jt` (joint training) has no RTN and
+trains on source + all target examples."""
 import torch
 from torch.nn import functional as F
 
@@ -13,7 +15,7 @@ try:  # PyTorch 2.x
 except ImportError:  # PyTorch 1.13
     from torch.nn.utils.stateless import functional_call
 
-METHODS = ("jt", "t1t2", "evograd")
+METHODS = ("jt", "t1t2", "evograd", "jvp")
 
 
 def token_loss(logits, tags, mask):
@@ -46,6 +48,9 @@ class MetaXLTrainer:
                                         temperature=temperature, seed=seed,
                                         common_random_numbers=common_random_numbers,
                                         module=model if perturb == "head" else None)
+        elif method == "jvp":
+            # the inner step reads the encoder optimiser's learning rate, as T1-T2's does
+            self.meta = evograd.EvoGrad(model, rtn, estimator="jvp", inner_lr=self.opt)
 
     @property
     def lr(self):
@@ -59,7 +64,10 @@ class MetaXLTrainer:
     def meta_update(self, src, tgt_a, tgt_b):
         """The block MetaXL's official step does with T1-T2."""
         self.ropt.zero_grad()
-        if self.method == "evograd":
+        # The last update's gradients are spent: freed before the meta-step,
+        # they do not sit beside its passes (a parameter-sized copy each).
+        self.opt.zero_grad(set_to_none=True)
+        if self.method in ("evograd", "jvp"):
             # --- the EvoGrad swap ---
             result = self.meta.step(lambda: self.train_loss(self.model, src, tgt_a),
                                     lambda: token_loss(self.model(tgt_b[0], tgt_b[2]), tgt_b[1], tgt_b[2]))
