@@ -344,7 +344,7 @@ StepResult EvoGrad::step(const LossFn& train_loss, const LossFn& val_loss,
   return (this->*unit->second)(train_loss, val_loss, seed);
 }
 
-// The C++ step's estimators; "jvp" is refused at construction (Python's).
+// The C++ step's estimators (lookahead.cpp holds the two T1-T2 units).
 const std::vector<std::pair<std::string, EvoGrad::Unit>>& EvoGrad::units() {
   static const std::vector<std::pair<std::string, Unit>> table = {
       {"evograd", &EvoGrad::paper_step},

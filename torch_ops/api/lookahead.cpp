@@ -137,13 +137,15 @@ Lookahead unrolled(Through through, const std::vector<torch::Tensor>& params,
                     "parameters or hyperparameters");
   // The difference's rounding error is ~u / s relative: float32's sqrt(eps)
   // step keeps it ~1e-4; half precision's u (autocast) loses the difference.
-  const auto narrowest = narrowest_float(loss);
-  TORCH_CHECK_VALUE(through != Through::kDifference || !narrowest, "evograd: estimator 'lookahead' differences two training "
-                    "gradients ", step, " apart, and the training closure computes in ",
-                    *narrowest == c10::ScalarType::BFloat16 ? "bfloat16" : "float16",
-                    " (autocast): its rounding (~", unit_roundoff(*narrowest), " relative) divided "
-                    "by the step swamps the difference. Run the closures without autocast (the "
-                    "Python step's estimator 'jvp' takes no difference)");
+  if (through == Through::kDifference) {
+    const auto narrowest = narrowest_float(loss);
+    TORCH_CHECK_VALUE(!narrowest, "evograd: estimator 'lookahead' differences two training "
+                      "gradients ", step, " apart, and the training closure computes in ",
+                      narrowest == c10::ScalarType::BFloat16 ? "bfloat16" : "float16",
+                      " (autocast): its rounding (~", unit_roundoff(*narrowest), " relative) "
+                      "divided by the step swamps the difference. Use estimator 'jvp', which "
+                      "takes no difference, or run the closures without autocast");
+  }
   // With allow_unused, lambda's gradient comes from the same backward, so
   // that a step that never differentiates in lambda (alpha = 0) still knows
   // which hyperparameters the loss uses (they get zeros, as in T1-T2).

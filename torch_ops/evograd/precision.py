@@ -37,7 +37,7 @@ class Watch(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if self.narrowest is None or self.narrowest == torch.float16:
+        if self.narrowest != torch.bfloat16:  # nothing coarser to find
             self._note(out)
         return out
 
