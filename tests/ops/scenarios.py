@@ -87,6 +87,13 @@ TABLE = [
              expect="ValueError:does not depend on hyperparameter 2"),
     scenario("lookahead_refuses_population", estimator="lookahead", inner_lr=0.1, population=4,
              expect="ValueError:estimator 'lookahead' does not use population"),
+    scenario("lookahead_keeps_train_grad", estimator="lookahead", inner_lr=0.1,
+             keep_train_grad=True, dropout=True),
+    scenario("evograd_refuses_keep_train_grad", keep_train_grad=True,
+             expect="ValueError:estimator 'evograd' does not use keep_train_grad"),
+    scenario("lookahead_refuses_candidates", estimator="lookahead", inner_lr=0.1,
+             parallel="candidates",
+             expect="ValueError:has no candidates to share out among ranks"),
     scenario("lookahead_needs_inner_lr", estimator="lookahead",
              expect="ValueError:needs inner_lr"),
     scenario("inner_lr_unused", inner_lr=0.1, expect="ValueError:inner_lr is used only with"),
@@ -180,7 +187,10 @@ def run(s: Scenario, model_path: str, d: Dict[str, torch.Tensor]) -> Dict[str, t
            "grad_logits": logits.grad, "val": torch.tensor([r.val_loss], dtype=torch.float64),
            "val_tensor": r.val_loss_tensor, "dropped": torch.tensor([r.dropped]),
            "ess": torch.tensor([r.ess], dtype=torch.float64),
-           "collapsed": torch.tensor([int(r.collapsed)]), "seed": torch.tensor([r.seed])}
+           "collapsed": torch.tensor([int(r.collapsed)]), "seed": torch.tensor([r.seed]),
+           # the parameters' .grad after the step: none, unless keep_train_grad
+           "grad_params": torch.cat([p.grad.reshape(-1) for p in params if p.grad is not None]
+                                    or [torch.zeros(0, dtype=dtype)])}
     if s.unused:  # allowed: the unused hyperparameter keeps its (absent) .grad
         out["unused_has_grad"] = torch.tensor([int(hyper[1].grad is not None)])
     return out

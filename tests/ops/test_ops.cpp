@@ -505,6 +505,11 @@ TEST(CppApi, ScenarioTableMatchesPython) {
       expect_identical(torch::tensor({r.ess}, torch::kDouble), key("ess"), "ess");
       EXPECT_EQ(int64_t{r.collapsed}, key("collapsed").item<int64_t>());
       EXPECT_EQ(r.seed, key("seed").item<int64_t>());
+      std::vector<torch::Tensor> kept;
+      for (const auto& p : params)
+        if (p.grad().defined()) kept.push_back(p.grad().reshape({-1}));
+      expect_identical(kept.empty() ? torch::zeros({0}, dtype) : torch::cat(kept),
+                       key("grad_params"), "the parameters' .grad");
       if (s.flag("unused"))
         EXPECT_EQ(int64_t{hyper[2].grad().defined()}, key("unused_has_grad").item<int64_t>());
     }

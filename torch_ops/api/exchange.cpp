@@ -25,6 +25,20 @@ std::vector<torch::Tensor> Exchange::hypergradient(std::vector<torch::Tensor> pa
   return parts;
 }
 
+std::vector<torch::Tensor> Exchange::mean_gradient(std::vector<torch::Tensor> grads,
+                                                   const std::vector<torch::Tensor>&,
+                                                   std::exception_ptr own, const char*) {
+  if (own) std::rethrow_exception(own);
+  return grads;
+}
+
+std::pair<std::vector<torch::Tensor>, std::vector<double>> Exchange::mean_parts(
+    std::vector<torch::Tensor> parts, const std::vector<torch::Tensor>&,
+    std::vector<double> scalars, std::exception_ptr own) {
+  if (own) std::rethrow_exception(own);
+  return {std::move(parts), std::move(scalars)};
+}
+
 void Exchange::agree(const std::vector<std::pair<std::string, double>>&, std::exception_ptr own) {
   if (own) std::rethrow_exception(own);
 }
@@ -70,6 +84,7 @@ class Collective : public Exchange {
                                                    : torch::Device(torch::kCPU)) {}
   int64_t rank() const override { return group_->getRank(); }
   int64_t world() const override { return group_->getSize(); }
+  bool local() const override { return false; }
 
   void agree(const std::vector<std::pair<std::string, double>>& fields,
              std::exception_ptr own) override {
@@ -201,6 +216,84 @@ class DataParallel : public Collective {
   std::vector<torch::Tensor> hypergradient(std::vector<torch::Tensor> parts,
                                            std::exception_ptr own) override {
     return reduce_parts(parts, own, static_cast<double>(world()));
+  }
+
+  std::vector<torch::Tensor> mean_gradient(std::vector<torch::Tensor> grads,
+                                           const std::vector<torch::Tensor>& like,
+                                           std::exception_ptr own, const char* phase) override {
+    torch::NoGradGuard no_grad;
+    if (own) {
+      grads.clear();
+      for (const auto& p : like) grads.push_back(torch::zeros_like(p));
+    }
+    bool first = true;
+    size_t begin = 0;
+    while (begin < grads.size()) {
+      // One bucket: consecutive tensors of one dtype and device, at most
+      // kBucketBytes together (a larger tensor alone).
+      size_t end = begin + 1;
+      int64_t size = grads[begin].numel() * grads[begin].element_size();
+      while (end < grads.size() && grads[end].scalar_type() == grads[begin].scalar_type() &&
+             grads[end].device() == grads[begin].device() &&
+             size + grads[end].numel() * grads[end].element_size() <= kBucketBytes) {
+        size += grads[end].numel() * grads[end].element_size();
+        ++end;
+      }
+      std::vector<torch::Tensor> pieces;
+      for (size_t i = begin; i < end; ++i) pieces.push_back(grads[i].reshape({-1}));
+      if (first) pieces.push_back(torch::full({1}, own ? 1.0 : 0.0, grads[begin].options()));
+      std::vector<torch::Tensor> flat{torch::cat(pieces).to(device_)};
+      pieces.clear();
+      count(flat[0]);
+      group_->allreduce(flat)->wait();
+      auto total = flat[0].to(grads[begin].device());
+      if (first) {
+        const int64_t n = total.numel() - 1;
+        const double failed = total[n].item<double>() - (own ? 1.0 : 0.0);
+        if (own) std::rethrow_exception(own);
+        if (failed > 0) peers_failed(failed, phase);
+        first = false;
+      }
+      total.div_(static_cast<double>(world()));
+      int64_t at = 0;
+      for (size_t i = begin; i < end; ++i) {
+        grads[i].copy_(total.narrow(0, at, grads[i].numel()).view(grads[i].sizes()));
+        at += grads[i].numel();
+      }
+      begin = end;
+    }
+    return grads;
+  }
+
+  std::pair<std::vector<torch::Tensor>, std::vector<double>> mean_parts(
+      std::vector<torch::Tensor> parts, const std::vector<torch::Tensor>& like,
+      std::vector<double> scalars, std::exception_ptr own) override {
+    std::vector<torch::Tensor> flat;
+    std::vector<double> tail;
+    for (size_t j = 0; j < like.size(); ++j) {
+      const bool defined = !own && parts[j].defined();
+      flat.push_back(defined ? parts[j].detach().reshape({-1}).to(torch::kDouble).cpu()
+                             : torch::zeros({like[j].numel()}, torch::kDouble));
+      tail.push_back(defined ? 1.0 : 0.0);
+    }
+    for (double v : scalars) tail.push_back(own ? 0.0 : v);
+    flat.push_back(torch::tensor(tail, torch::kDouble));
+    auto total = reduce(torch::cat(flat), own, "the lambda-gradient") / world();
+    const auto sum = total.accessor<double, 1>();
+    int64_t at = 0;
+    const int64_t counts = total.numel() - static_cast<int64_t>(like.size() + scalars.size());
+    std::vector<torch::Tensor> out;
+    for (size_t j = 0; j < like.size(); ++j) {
+      out.push_back(sum[counts + static_cast<int64_t>(j)] == 0
+                        ? torch::Tensor()
+                        : total.narrow(0, at, like[j].numel()).reshape(like[j].sizes())
+                              .to(like[j].options()));
+      at += like[j].numel();
+    }
+    std::vector<double> mean(scalars.size());
+    for (size_t i = 0; i < scalars.size(); ++i)
+      mean[i] = sum[counts + static_cast<int64_t>(like.size() + i)];
+    return {std::move(out), std::move(mean)};
   }
 };
 

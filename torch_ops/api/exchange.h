@@ -31,6 +31,8 @@ class Exchange {
   virtual ~Exchange() = default;
   virtual int64_t rank() const { return 0; }
   virtual int64_t world() const { return 1; }
+  // Whether this is one process (no collectives).
+  virtual bool local() const { return true; }
   // Whether this rank evaluates candidate k.
   virtual bool owns(int64_t k) const { return true; }
   // Whether this rank adds the validation loss's direct lambda-gradient.
@@ -43,6 +45,19 @@ class Exchange {
                                                        std::exception_ptr own);
   virtual std::vector<torch::Tensor> hypergradient(std::vector<torch::Tensor> parts,
                                                    std::exception_ptr own);
+
+  // T1-T2's estimators ("data" only): the ranks' mean of a parameter-sized
+  // gradient, in its own dtype and in place, in buckets of at most
+  // kBucketBytes (DDP's default), the first carrying the failure count; a
+  // failed rank sends zeros shaped like `like`.
+  virtual std::vector<torch::Tensor> mean_gradient(std::vector<torch::Tensor> grads,
+                                                   const std::vector<torch::Tensor>& like,
+                                                   std::exception_ptr own, const char* phase);
+  // The ranks' mean of the lambda-gradient parts (undefined: no part on any
+  // rank) and of a few scalars, in one float64 exchange.
+  virtual std::pair<std::vector<torch::Tensor>, std::vector<double>> mean_parts(
+      std::vector<torch::Tensor> parts, const std::vector<torch::Tensor>& like,
+      std::vector<double> scalars, std::exception_ptr own);
 
   // Construction: every rank's fields must be equal (a ValueError naming the
   // field and each rank's value otherwise); rank 0's seed is everyone's.
@@ -61,6 +76,8 @@ class Exchange {
  protected:
   int64_t bytes_ = 0;
 };
+
+constexpr int64_t kBucketBytes = int64_t{25} << 20;
 
 // The exchange options.parallel names ("" for one process); a ValueError for
 // an unknown name or a missing process group.

@@ -124,112 +124,143 @@ double default_fd_step(const std::vector<torch::Tensor>& params) {
 Lookahead unrolled(Through through, const std::vector<torch::Tensor>& params,
                    const std::vector<torch::Tensor>& hyper, Restorer& restore,
                    RngSnapshot& rng, const LossFn& train_loss, const LossFn& val_loss,
-                   double alpha, double step, bool allow_unused) {
+                   double alpha, double step, bool allow_unused, Exchange& exchange,
+                   bool keep_inner) {
   Lookahead r;
   BaseValues values;
+  std::exception_ptr own;
 
   // 1. The inner gradient at theta; evograd::detached records its values.
-  restore.set_requires_grad(true);
-  rng.replay();
-  auto loss = training_pass(train_loss, values);
-  r.losses.push_back(checked_loss(loss, "training"));
-  TORCH_CHECK_VALUE(loss.requires_grad(), "evograd: the training loss does not depend on the "
-                    "parameters or hyperparameters");
-  // The difference's rounding error is ~u / s relative: float32's sqrt(eps)
-  // step keeps it ~1e-4; half precision's u (autocast) loses the difference.
-  if (through == Through::kDifference) {
-    const auto narrowest = narrowest_float(loss);
-    TORCH_CHECK_VALUE(!narrowest, "evograd: estimator 'lookahead' differences two training "
-                      "gradients ", step, " apart, and the training closure computes in ",
-                      narrowest == c10::ScalarType::BFloat16 ? "bfloat16" : "float16",
-                      " (autocast): its rounding (~", unit_roundoff(*narrowest), " relative) "
-                      "divided by the step swamps the difference. Use estimator 'jvp', which "
-                      "takes no difference, or run the closures without autocast");
-  }
   // With allow_unused, lambda's gradient comes from the same backward, so
   // that a step that never differentiates in lambda (alpha = 0) still knows
   // which hyperparameters the loss uses (they get zeros, as in T1-T2).
-  std::vector<torch::Tensor> wrt = params;
-  if (allow_unused) wrt.insert(wrt.end(), hyper.begin(), hyper.end());
-  auto first = torch::autograd::grad({loss.reshape({})}, wrt, {}, false, false, true);
   std::vector<bool> used(hyper.size(), true);
-  for (size_t j = 0; allow_unused && j < hyper.size(); ++j)
-    used[j] = first[params.size() + j].defined();
-  auto inner = zeros_for_undefined({first.begin(), first.begin() + params.size()}, params);
-  first.clear();
-  loss = torch::Tensor();
+  std::vector<torch::Tensor> inner;
+  try {
+    restore.set_requires_grad(true);
+    rng.replay();
+    auto loss = training_pass(train_loss, values);
+    r.losses.push_back(checked_loss(loss, "training"));
+    TORCH_CHECK_VALUE(loss.requires_grad(), "evograd: the training loss does not depend on the "
+                      "parameters or hyperparameters");
+    // The difference's rounding error is ~u / s relative: float32's sqrt(eps)
+    // step keeps it ~1e-4; half precision's u (autocast) loses the difference.
+    if (through == Through::kDifference) {
+      const auto narrowest = narrowest_float(loss);
+      TORCH_CHECK_VALUE(!narrowest, "evograd: estimator 'lookahead' differences two training "
+                        "gradients ", step, " apart, and the training closure computes in ",
+                        narrowest == c10::ScalarType::BFloat16 ? "bfloat16" : "float16",
+                        " (autocast): its rounding (~", unit_roundoff(*narrowest), " relative) "
+                        "divided by the step swamps the difference. Use estimator 'jvp', which "
+                        "takes no difference, or run the closures without autocast");
+    }
+    std::vector<torch::Tensor> wrt = params;
+    if (allow_unused) wrt.insert(wrt.end(), hyper.begin(), hyper.end());
+    auto first = torch::autograd::grad({loss.reshape({})}, wrt, {}, false, false, true);
+    for (size_t j = 0; allow_unused && j < hyper.size(); ++j)
+      used[j] = first[params.size() + j].defined();
+    inner = zeros_for_undefined({first.begin(), first.begin() + params.size()}, params);
+  } catch (...) {
+    own = std::current_exception();
+  }
+  inner = exchange.mean_gradient(std::move(inner), params, own, "the inner gradient");
 
   // 2. theta' = theta - alpha * inner; the validation gradient there.
-  write(restore.targets(), restore.saved(), inner, -alpha);
-  inner.clear();
-  restore.restore_buffers();
-  torch::Tensor val;
-  {
-    ActiveValues paused(nullptr);
-    val = val_loss();
+  std::vector<torch::Tensor> g, direct(hyper.size());
+  try {
+    write(restore.targets(), restore.saved(), inner, -alpha);
+    if (keep_inner) r.inner = inner;
+    inner.clear();
+    restore.restore_buffers();
+    torch::Tensor val;
+    {
+      ActiveValues paused(nullptr);
+      val = val_loss();
+    }
+    r.val_loss = checked_loss(val, "validation");
+    TORCH_CHECK_VALUE(val.requires_grad(),
+                      "evograd: the validation loss does not depend on the parameters");
+    std::vector<torch::Tensor> inputs = params;
+    inputs.insert(inputs.end(), hyper.begin(), hyper.end());
+    auto grads = torch::autograd::grad({val.reshape({})}, inputs, {}, false, false, true);
+    r.val_tensor = val.detach();
+    g = zeros_for_undefined({grads.begin(), grads.begin() + params.size()}, params);
+    direct.assign(grads.begin() + params.size(), grads.end());
+  } catch (...) {
+    own = std::current_exception();
   }
-  r.val_loss = checked_loss(val, "validation");
-  TORCH_CHECK_VALUE(val.requires_grad(),
-                    "evograd: the validation loss does not depend on the parameters");
-  std::vector<torch::Tensor> inputs = params;
-  inputs.insert(inputs.end(), hyper.begin(), hyper.end());
-  auto grads = torch::autograd::grad({val.reshape({})}, inputs, {}, false, false, true);
-  r.val_tensor = val.detach();
-  val = torch::Tensor();
-  auto g = zeros_for_undefined({grads.begin(), grads.begin() + params.size()}, params);
-  const std::vector<torch::Tensor> direct(grads.begin() + params.size(), grads.end());
-  grads.clear();
+  g = exchange.mean_gradient(std::move(g), params, own, "the validation gradient");
   const double length = norm(g);
 
-  // 3. The central difference of grad_lambda l_T along u = g / |g|, written
-  // as theta + s u at once (g freed) and then reflected through theta, so
-  // that the passes run beside one saved copy of theta.
-  restore.set_requires_grad(false);
+  // 3. The part through theta' (its extra passes), then the ranks' mean.
   const bool differenced = length > 0 && alpha > 0 && std::isfinite(length);
   std::vector<torch::Tensor> parts(hyper.size());  // through theta' (undefined: none)
-  if (through == Through::kDoubleBackward) {
-    bool ran = false;
-    if (differenced) {
-      auto got = double_backward(params, hyper, restore, rng, train_loss, values, g, alpha,
-                                 allow_unused, r.losses);
-      ran = !got.empty();
-      if (ran) parts = std::move(got);
-    }
-    g.clear();
-    return combine(hyper, std::move(parts), ran, direct, used, length, alpha, std::move(r));
-  }
-  if (differenced) write(restore.targets(), restore.saved(), g, step / length);
-  g.clear();
-  std::vector<std::vector<torch::Tensor>> sides;
-  if (differenced) {
-    for (const double sign : {1.0, -1.0}) {
-      restore.restore_buffers();
-      if (sign < 0) {
-        torch::NoGradGuard no_grad;
-        for (size_t i = 0; i < params.size(); ++i) {
-          auto t = restore.targets()[i];
-          t.sub_(restore.saved()[i]).neg_().add_(restore.saved()[i]);
+  bool ran = differenced;
+  try {
+    restore.set_requires_grad(false);
+    if (through == Through::kDoubleBackward) {
+      ran = false;
+      if (differenced) {
+        auto got = double_backward(params, hyper, restore, rng, train_loss, values, g, alpha,
+                                   allow_unused, r.losses);
+        ran = !got.empty();
+        if (ran) parts = std::move(got);
+      }
+      g.clear();
+    } else {
+      // The central difference of grad_lambda l_T along u = g / |g|, written
+      // as theta + s u at once (g freed) and then reflected through theta, so
+      // that the passes run beside one saved copy of theta.
+      if (differenced) write(restore.targets(), restore.saved(), g, step / length);
+      g.clear();
+      std::vector<std::vector<torch::Tensor>> sides;
+      for (const double sign : {1.0, -1.0}) {
+        if (!differenced) break;
+        restore.restore_buffers();
+        if (sign < 0) {
+          torch::NoGradGuard no_grad;
+          for (size_t i = 0; i < params.size(); ++i) {
+            auto t = restore.targets()[i];
+            t.sub_(restore.saved()[i]).neg_().add_(restore.saved()[i]);
+          }
+        }
+        values.replay();
+        rng.replay();
+        auto loss = training_pass(train_loss, values);
+        r.losses.push_back(checked_loss(loss, "training"));
+        sides.push_back(hyper_gradient(loss, hyper, allow_unused));
+      }
+      const double factor = -alpha * length / (2.0 * step);
+      torch::NoGradGuard no_grad;
+      for (size_t j = 0; differenced && j < hyper.size(); ++j) {
+        const auto &plus = sides[0][j], &minus = sides[1][j];
+        if (plus.defined() && minus.defined()) {
+          parts[j] = (plus - minus) * factor;
+        } else if (plus.defined() || minus.defined()) {
+          parts[j] = (plus.defined() ? plus : -minus) * factor;
         }
       }
-      values.replay();
-      rng.replay();
-      loss = training_pass(train_loss, values);
-      r.losses.push_back(checked_loss(loss, "training"));
-      sides.push_back(hyper_gradient(loss, hyper, allow_unused));
-      loss = torch::Tensor();
     }
-    const double factor = -alpha * length / (2.0 * step);
-    torch::NoGradGuard no_grad;
-    for (size_t j = 0; j < hyper.size(); ++j) {
-      const auto &plus = sides[0][j], &minus = sides[1][j];
-      if (plus.defined() && minus.defined()) {
-        parts[j] = (plus - minus) * factor;
-      } else if (plus.defined() || minus.defined()) {
-        parts[j] = (plus.defined() ? plus : -minus) * factor;
-      }
+    if (!own) {
+      auto combined = combine(hyper, std::move(parts), ran, direct, used, length, alpha, Lookahead());
+      parts = std::move(combined.parts);
     }
+  } catch (...) {
+    own = std::current_exception();
   }
-  return combine(hyper, std::move(parts), differenced, direct, used, length, alpha, std::move(r));
+  // Every rank reports as many losses (the count depends on g', the ranks' mean).
+  const size_t count = differenced ? (through == Through::kDoubleBackward ? 2 : 3) : 1;
+  std::vector<double> scalars = r.losses;
+  if (own || scalars.size() != count) scalars.assign(count, 0.0);
+  scalars.push_back(r.val_loss);
+  auto mean = exchange.mean_parts(std::move(parts), hyper, std::move(scalars), own);
+  r.parts = std::move(mean.first);
+  r.val_loss = mean.second.back();
+  mean.second.pop_back();
+  r.losses = std::move(mean.second);
+  if (r.val_tensor.defined() && !exchange.local())  // the ranks' mean
+    r.val_tensor = torch::full({}, r.val_loss, r.val_tensor.options());
+  return r;
 }
 
 }  // namespace detail
@@ -255,7 +286,18 @@ StepResult EvoGrad::unrolled_step(bool exact, const LossFn& train_loss, const Lo
     detail::Restorer restore(params_, buffers_, bystanders_);
     detail::RngSnapshot rng(params_);
     r = detail::unrolled(through, params_, hyper_, restore, rng, train_loss, val_loss, alpha,
-                         fd_step, options_.allow_unused);
+                         fd_step, options_.allow_unused, *exchange_, options_.keep_train_grad);
+  }
+  // keep_train_grad: the inner pass's gradient (the ranks' mean) goes to the
+  // parameters' .grad, accumulated as backward() does, for the model's optimiser.
+  for (size_t i = 0; i < r.inner.size(); ++i) {
+    auto& grad = params_[i].mutable_grad();
+    if (grad.defined()) {
+      torch::NoGradGuard no_grad;
+      grad.add_(r.inner[i]);
+    } else {
+      grad = r.inner[i];
+    }
   }
   detail::accumulate(hyper_, r.parts);
   ++step_;

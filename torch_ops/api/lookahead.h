@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "evograd/evograd.hpp"
+#include "exchange.h"
 #include "restorer.h"
 
 namespace evograd {
@@ -18,6 +19,7 @@ struct Lookahead {
   std::vector<double> losses;        // training losses at theta, theta + s u, theta - s u
   double val_loss = 0.0;             // at theta'
   torch::Tensor val_tensor;          // the same, as the closure's tensor, detached
+  std::vector<torch::Tensor> inner;  // grad_theta l_T(theta), when kept (keep_train_grad)
 };
 
 // The 2-norm of a list of tensors, summed in float64 a million elements at a
@@ -31,11 +33,15 @@ enum class Through { kDifference, kDoubleBackward };
 
 // Runs the estimator's passes on the restorer's parameters; `rng` is replayed
 // before each training pass, so that every pass sees one draw of dropout.
-// `step` is lookahead's difference length (unused by kDoubleBackward).
+// `step` is lookahead's difference length (unused by kDoubleBackward). With
+// parallel "data" the exchange makes the inner and the validation gradient
+// and then the parts and losses the ranks' means; an error on one rank is
+// one on all (every rank reaches the same exchanges).
 Lookahead unrolled(Through through, const std::vector<torch::Tensor>& params,
                    const std::vector<torch::Tensor>& hyper, Restorer& restore,
                    RngSnapshot& rng, const LossFn& train_loss, const LossFn& val_loss,
-                   double alpha, double step, bool allow_unused);
+                   double alpha, double step, bool allow_unused, Exchange& exchange,
+                   bool keep_inner);
 
 }  // namespace detail
 }  // namespace evograd

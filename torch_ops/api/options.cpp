@@ -130,6 +130,9 @@ void check_options(const Options& o) {
                                        "' does not use " #name "; it uses: ", uses);)
 #include "evograd/options.def"
 #undef EVOGRAD_OPTION
+  TORCH_CHECK_VALUE(o.estimator == "evograd" || o.parallel != "candidates", "evograd: estimator '",
+                    o.estimator, "' has no candidates to share out among ranks: use parallel "
+                    "\"data\"");
 }
 
 namespace {

@@ -75,17 +75,23 @@ def step(meta, setting, train_loss_fn, val_loss_fn, seed: int) -> StepResult:
     alpha = meta.inner_lr
     with setting.snapshot() as snap:
         rng = RngSnapshot(meta.params)
-        run = unrolled.inner_and_validation(meta, snap, rng, train_loss_fn, val_loss_fn, alpha)
+        run = unrolled.inner_and_validation(meta, snap, rng, train_loss_fn, val_loss_fn, alpha,
+                                            setting.exchange, meta.keep_train_grad)
         if run.narrowest is not None and meta.autocast is None:
             _warn_half_precision(meta, run.narrowest)
         losses: List[float] = [run.base_loss]
         through: Optional[List[Optional[torch.Tensor]]] = None
-        if unrolled.finite_direction(run, alpha):
-            through, value = _through(meta, setting, snap, rng, train_loss_fn, run, alpha)
-            losses.append(value)
-        parts = unrolled.combine(meta, through or [None] * len(meta.hyperparams), run,
-                                 through is not None)
+        ran, own = unrolled.finite_direction(run, alpha), None
+        if ran:
+            try:
+                through, value = _through(meta, setting, snap, rng, train_loss_fn, run, alpha)
+                losses.append(value)
+            except Exception as e:  # noqa: BLE001  (re-raised on this rank by the exchange)
+                own = e
+        parts, reported, value, tensor = unrolled.finish(
+            meta, setting.exchange, through or [None] * len(meta.hyperparams), run,
+            through is not None, losses, 2 if ran else 1, own)
+    unrolled.leave_inner(meta, run.inner)
     phases.accumulate(meta.hyperparams, [None if t is None else t.detach() for t in parts])
-    return StepResult(run.value, torch.tensor(losses, dtype=torch.float64),
-                      torch.zeros(0, dtype=torch.float64), seed, 0, run.aux, run.tensor,
-                      float("nan"), False)
+    return StepResult(value, reported, torch.zeros(0, dtype=torch.float64), seed, 0, run.aux,
+                      tensor, float("nan"), False)

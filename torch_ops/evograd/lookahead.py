@@ -79,26 +79,30 @@ def _check_precision(narrowest, fd: float):
 def step(meta, setting, train_loss_fn, val_loss_fn, seed: int) -> StepResult:
     alpha = meta.inner_lr
     fd = meta.fd_step if meta.fd_step is not None else default_step(meta.params)
-    losses: List[float] = []
     with setting.snapshot() as snap:
         rng = RngSnapshot(meta.params)
-        run = unrolled.inner_and_validation(meta, snap, rng, train_loss_fn, val_loss_fn, alpha)
-        _check_precision(run.narrowest, fd)
-        losses.append(run.base_loss)
-        snap.set_requires_grad(False)
-        ran = unrolled.finite_direction(run, alpha)
+        run = unrolled.inner_and_validation(meta, snap, rng, train_loss_fn, val_loss_fn, alpha,
+                                            setting.exchange, meta.keep_train_grad)
+        losses: List[float] = [run.base_loss]
+        ran, own = unrolled.finite_direction(run, alpha), None
         through: List[Optional[torch.Tensor]] = [None] * len(meta.hyperparams)
-        if ran:
-            sides, more = _difference(meta, snap, rng, train_loss_fn, run, fd)
-            losses += more
-            factor = -alpha * run.length / (2.0 * fd)
-            for j, (plus, minus) in enumerate(zip(*sides)):
-                if plus is not None and minus is not None:
-                    through[j] = (plus - minus) * factor
-                elif plus is not None or minus is not None:
-                    through[j] = (plus if plus is not None else -minus) * factor
-        parts = unrolled.combine(meta, through, run, ran)
+        try:
+            _check_precision(run.narrowest, fd)
+            snap.set_requires_grad(False)
+            if ran:
+                sides, more = _difference(meta, snap, rng, train_loss_fn, run, fd)
+                losses += more
+                factor = -alpha * run.length / (2.0 * fd)
+                for j, (plus, minus) in enumerate(zip(*sides)):
+                    if plus is not None and minus is not None:
+                        through[j] = (plus - minus) * factor
+                    elif plus is not None or minus is not None:
+                        through[j] = (plus if plus is not None else -minus) * factor
+        except Exception as e:  # noqa: BLE001  (re-raised on this rank by the exchange)
+            own = e
+        parts, reported, value, tensor = unrolled.finish(meta, setting.exchange, through, run,
+                                                         ran, losses, 3 if ran else 1, own)
+    unrolled.leave_inner(meta, run.inner)
     phases.accumulate(meta.hyperparams, [None if t is None else t.detach() for t in parts])
-    return StepResult(run.value, torch.tensor(losses, dtype=torch.float64),
-                      torch.zeros(0, dtype=torch.float64), seed, 0, run.aux, run.tensor,
-                      float("nan"), False)
+    return StepResult(value, reported, torch.zeros(0, dtype=torch.float64), seed, 0, run.aux,
+                      tensor, float("nan"), False)

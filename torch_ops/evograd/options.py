@@ -164,7 +164,8 @@ def agreed(values: Dict[str, Any]) -> Dict[str, float]:
     for o in OPTIONS:
         if o.agreed:
             v = values[o.name]
-            out[o.name] = float(o.choices.index(v) if o.choices else v)
+            out[o.name] = (float("nan") if v is None and not o.choices else
+                           float(o.choices.index(v) if o.choices else v))
     return out
 
 

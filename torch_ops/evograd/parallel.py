@@ -64,6 +64,15 @@ class Collectives:
         self.dist.all_reduce(t, op=self.dist.ReduceOp.SUM, group=self.group)
         return t.cpu()
 
+    def all_reduce_sum_(self, values: torch.Tensor) -> None:
+        """Sums ``values`` over ranks in place, in its own dtype (as DDP
+        reduces gradients): no float64 copy of anything parameter-sized."""
+        t = values if values.device == self.device else values.to(self.device)
+        self._count(t)
+        self.dist.all_reduce(t, op=self.dist.ReduceOp.SUM, group=self.group)
+        if t is not values:
+            values.copy_(t)
+
     def all_gather(self, values: torch.Tensor) -> torch.Tensor:
         """[world, n]: every rank's vector, in rank order."""
         t = values.to(self.device).contiguous()
@@ -117,6 +126,23 @@ class Local:
     def adds_direct_term(self) -> bool:
         return True
 
+    def mean_gradient(self, grads: Optional[List[torch.Tensor]], like: Sequence[torch.Tensor],
+                      own: Optional[BaseException], phase: str) -> List[torch.Tensor]:
+        """The ranks' mean of a parameter-sized gradient (T1-T2's estimators:
+        the inner gradient, the validation gradient), in place."""
+        if own is not None:
+            raise own
+        return grads
+
+    def mean_parts(self, parts: List[Optional[torch.Tensor]], like: Sequence[torch.Tensor],
+                   scalars: List[float], own: Optional[BaseException]
+                   ) -> Tuple[List[Optional[torch.Tensor]], List[float]]:
+        """The ranks' mean of the lambda-gradient parts (None: no part on any
+        rank) and of a few scalars (the losses a step reports)."""
+        if own is not None:
+            raise own
+        return parts, scalars
+
     def resolution(self, counts: Tuple[int, int], own: Optional[BaseException]
                    ) -> Tuple[int, int]:
         """(unchanged, total) elements for sigma's resolution check, over the
@@ -149,6 +175,48 @@ class _Exchanging(Local):
 
     def _divisor(self) -> int:
         raise NotImplementedError
+
+    def mean_gradient(self, grads, like, own, phase):
+        # DDP's buckets: the gradient goes out in pieces of at most BUCKET_BYTES,
+        # each one all-reduce in the parameters' dtype, so that the copy
+        # beside the gradient is one bucket, not the model. The first piece
+        # also carries the failure count: a failed rank sends zeros, and
+        # every rank stops after that piece alike.
+        out = grads if own is None else [torch.zeros_like(p) for p in like]
+        first = True
+        for bucket in _buckets(out):
+            pieces = [g.reshape(-1) for g in bucket]
+            if first:
+                pieces.append(torch.tensor([0.0 if own is None else 1.0],
+                                           dtype=bucket[0].dtype, device=bucket[0].device))
+            flat = torch.cat(pieces)
+            del pieces
+            self.collectives.all_reduce_sum_(flat)
+            if first:
+                _raise_if_failed(flat[-1].item() - (0 if own is None else 1), own, phase)
+                first = False
+            flat /= self.world
+            at = 0
+            for g in bucket:
+                g.copy_(flat[at:at + g.numel()].view_as(g))
+                at += g.numel()
+        return out
+
+    def mean_parts(self, parts, like, scalars, own):
+        n = [h.numel() for h in like]
+        if own is None:
+            flat = [torch.zeros(k, dtype=torch.float64) if p is None else
+                    p.detach().reshape(-1).to(torch.float64).cpu() for p, k in zip(parts, n)]
+            defined = [0.0 if p is None else 1.0 for p in parts]
+            local = torch.cat(flat + [torch.tensor(defined + list(scalars), dtype=torch.float64)])
+        else:
+            local = torch.zeros(sum(n) + len(n) + len(scalars), dtype=torch.float64)
+        total = self._reduce(local, own, "the lambda-gradient") / self.world
+        values = torch.split(total[:sum(n)], n)
+        counts = total[sum(n):sum(n) + len(n)]
+        out = [None if counts[j] == 0 else v.reshape(h.shape).to(device=h.device, dtype=h.dtype)
+               for j, (v, h) in enumerate(zip(values, like))]
+        return out, total[sum(n) + len(n):].tolist()
 
 
 class DataParallel(_Exchanging):
@@ -216,6 +284,26 @@ class CandidateParallel(_Exchanging):
 
     def adds_direct_term(self):
         return self.rank == 0  # the validation term is the same on every rank: add it once
+
+
+# DDP's default bucket_cap_mb.
+BUCKET_BYTES = 25 << 20
+
+
+def _buckets(tensors: Sequence[torch.Tensor]):
+    """Consecutive runs of tensors of one dtype and device, each run at most
+    BUCKET_BYTES (a larger tensor is a run of its own)."""
+    run, size = [], 0
+    for t in tensors:
+        nbytes = t.numel() * t.element_size()
+        if run and (size + nbytes > BUCKET_BYTES or t.dtype != run[0].dtype
+                    or t.device != run[0].device):
+            yield run
+            run, size = [], 0
+        run.append(t)
+        size += nbytes
+    if run:
+        yield run
 
 
 def make(parallel: Optional[str], group=None) -> Local:

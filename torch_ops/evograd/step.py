@@ -82,21 +82,35 @@ class EvoGrad:
             at theta should use ``evograd.detached``; ``fd_step=None``:
             ``sqrt(eps) * max(1, |theta|)`` for the parameters' dtype).
             options.def lists the options each one uses; setting another
-            raises. Both T1-T2 estimators run in one process.
+            raises. Both T1-T2 estimators run in one process or with
+            ``parallel="data"`` (not on an FSDP-sharded model).
         allow_unused: as in ``torch.autograd.grad``: a hyperparameter no loss
             depends on keeps its ``.grad`` instead of raising.
         nonfinite: a candidate with a NaN/inf training loss ``"raise"``s
             (the model restored) or is ``"drop"``ped (weight exactly 0).
         parallel: ``None``, ``"data"`` (each rank's closures see its shard;
             the objective is the mean over ranks; FSDP2-sharded models take
-            this) or ``"candidates"`` (rank r evaluates k = r, r + world, ...).
-            Every rank builds alike (checked) and steps together; a step sends
-            O(K + N) float64 values whatever the model's size (each exchange
-            is listed in docs/api.md, "Many processes").
+            this with the paper's estimator) or ``"candidates"`` (rank r
+            evaluates k = r, r + world, ...; the paper's estimator only).
+            Every rank builds alike (checked) and steps together. The paper's
+            estimator sends O(K + N) float64 values whatever the model's size;
+            "jvp" and "lookahead" reduce the inner and the validation
+            gradient, two all-reduces of the parameters' size that a DDP
+            training step makes too (each exchange is listed in docs/api.md,
+            "Many processes").
             See ``evograd.parallel``. ``process_group``: default the world.
         check_replicas: with ``parallel``, each step first compares the
             exact bits of the parameters and lambda across ranks (one gather
             of 4 int64) and raises if replicas have drifted apart.
+        keep_train_grad: "jvp" and "lookahead": the inner pass's gradient
+            of the training loss at the current weights and lambda (the ranks'
+            mean with ``parallel="data"``) is accumulated into the
+            parameters' ``.grad``, as ``backward()`` would, so that the
+            model's optimiser steps on it and the loop skips its own forward
+            and backward: one training pass per iteration instead of two,
+            with the model's update seeing lambda from before this step's
+            update (a one-step delay). Off (default): the model is left
+            exactly as it was found.
         autocast: ``None`` (default) or ``True``: the closures run as
             written, ``torch.autocast`` included, and the hypergradient is
             T1-T2's under that autocast; with ``None`` "jvp" warns once when
@@ -119,11 +133,14 @@ class EvoGrad:
                  parallel: Optional[str] = None, process_group=None,
                  check_replicas: bool = False, allow_unused: bool = False,
                  estimator: str = "evograd", fd_step: Optional[float] = None,
-                 autocast: Optional[bool] = None):
+                 keep_train_grad: bool = False, autocast: Optional[bool] = None):
         args = locals()  # every row of options.def is a keyword here (tests/python/test_options.py)
         given = {name: args[name] for name in options.BY_NAME}
         self.estimator = options.check("estimator", estimator)
         options.check_uses(estimator, given)
+        if estimator != "evograd" and parallel == "candidates":
+            raise ValueError(f"estimator '{estimator}' has no candidates to share out among "
+                             "ranks: use parallel='data'")
         self.fd_step = options.check("fd_step", fd_step)
         self._exchange = parallel_.make(options.check("parallel", parallel), process_group)
         self.parallel = parallel
@@ -200,6 +217,11 @@ class EvoGrad:
             raise ValueError("evograd: an FSDP-sharded model runs every forward on all ranks "
                              "together, so ranks cannot evaluate different candidates; use "
                              "parallel='data'")
+        if self.estimator != "evograd" and any(shards.is_sharded(p) for p in self.params):
+            raise ValueError(f"evograd: estimator '{self.estimator}' does not run on an "
+                             "FSDP-sharded model: its passes need whole parameters, which FSDP "
+                             "gathers only inside its own forward; wrap the model in DDP, or "
+                             "use estimator='evograd', which runs on FSDP shards")
         owner = params if isinstance(params, nn.Module) else module
         self._layout = layout.for_parameters(
             self.params, self._exchange.world if self.parallel == "data" else None, owner)

@@ -62,13 +62,19 @@ class Lookahead:
     aux: Any
     base_values: BaseValues               # what evograd.detached returned at theta
     narrowest: Optional[torch.dtype]      # the training pass's narrowest float (autocast)
+    inner: Optional[List[torch.Tensor]]   # grad_theta l_T(theta), when kept (keep_train_grad)
 
 
-def inner_and_validation(meta, snap, rng, train_loss_fn, val_loss_fn, alpha: float) -> Lookahead:
+def inner_and_validation(meta, snap, rng, train_loss_fn, val_loss_fn, alpha: float,
+                         exchange, keep_inner: bool = False) -> Lookahead:
     """Pass 1 at theta, pass 2 at theta'; the parameters are left at theta'.
     ``rng`` is replayed before the training pass: the estimator's own pass
     at theta replays it again, so that both see one draw of dropout or FT
-    noise, the one T1-T2 differentiates."""
+    noise, the one T1-T2 differentiates. With parallel="data" each rank's
+    gradients are its shard's, and the exchange makes both the ranks' mean
+    (a failure on any rank is an error on all: every rank reaches the same
+    exchanges). ``keep_inner``: the inner gradient is returned in
+    ``Lookahead.inner`` instead of freed."""
     params, hyper = meta.params, meta.hyperparams
     n = len(params)
     base_values = BaseValues()
@@ -77,36 +83,50 @@ def inner_and_validation(meta, snap, rng, train_loss_fn, val_loss_fn, alpha: flo
     # With allow_unused, lambda's gradient is taken in the same backward so
     # that a step that never differentiates in lambda (alpha = 0) still
     # knows which hyperparameters the loss uses.
-    snap.set_requires_grad(True)
-    rng.replay()
-    with base_values, Watch() as watch:
-        loss = train_loss_fn()
-    base_loss = closures.check_loss(loss, "training")
-    if not loss.requires_grad:
-        raise ValueError("the training loss does not depend on the parameters or hyperparameters")
-    wrt = list(params) + (list(hyper) if meta.allow_unused else [])
-    grads = torch.autograd.grad(loss.reshape(()), wrt, allow_unused=True)
-    del loss
-    used = [g is not None for g in grads[n:]] if meta.allow_unused else None
-    inner = zeros_for_none(grads[:n], params)
-    del grads
+    own, inner, base_loss, used, narrowest = None, None, 0.0, None, None
+    try:
+        snap.set_requires_grad(True)
+        rng.replay()
+        with base_values, Watch() as watch:
+            loss = train_loss_fn()
+        narrowest = watch.narrowest
+        base_loss = closures.check_loss(loss, "training")
+        if not loss.requires_grad:
+            raise ValueError("the training loss does not depend on the parameters or "
+                             "hyperparameters")
+        wrt = list(params) + (list(hyper) if meta.allow_unused else [])
+        grads = torch.autograd.grad(loss.reshape(()), wrt, allow_unused=True)
+        del loss
+        used = [g is not None for g in grads[n:]] if meta.allow_unused else None
+        inner = zeros_for_none(grads[:n], params)
+        del grads
+    except Exception as e:  # noqa: BLE001  (re-raised on this rank by the exchange)
+        own = e
+    inner = exchange.mean_gradient(inner, params, own, "the inner gradient")
 
     # 2. theta' = theta - alpha * inner; the validation gradient there.
-    write(snap, snap.saved, inner, -alpha)
-    del inner
-    snap.restore_buffers()
-    val, aux = closures.split_aux(val_loss_fn())  # recording ended with the block above
-    value = closures.check_loss(val, "validation")
-    if not val.requires_grad:
-        raise ValueError("the validation loss does not depend on the parameters")
-    grads = torch.autograd.grad(val.reshape(()), list(params) + list(hyper), allow_unused=True)
-    tensor = val.detach()
-    del val
-    g = zeros_for_none(grads[:n], params)
-    direct = list(grads[n:])
-    del grads
+    own, g, direct, value, tensor, aux = None, None, [None] * len(hyper), 0.0, None, None
+    try:
+        write(snap, snap.saved, inner, -alpha)
+        if not keep_inner:
+            inner = None
+        snap.restore_buffers()
+        val, aux = closures.split_aux(val_loss_fn())  # recording ended with the block above
+        value = closures.check_loss(val, "validation")
+        if not val.requires_grad:
+            raise ValueError("the validation loss does not depend on the parameters")
+        grads = torch.autograd.grad(val.reshape(()), list(params) + list(hyper),
+                                    allow_unused=True)
+        tensor = val.detach()
+        del val
+        g = zeros_for_none(grads[:n], params)
+        direct = list(grads[n:])
+        del grads
+    except Exception as e:  # noqa: BLE001
+        own = e
+    g = exchange.mean_gradient(g, params, own, "the validation gradient")
     return Lookahead(base_loss, g, norm(g), direct, used, value, tensor, aux, base_values,
-                     watch.narrowest)
+                     narrowest, inner)
 
 
 def combine(meta, through: List[Optional[torch.Tensor]], run: Lookahead, ran: bool):
@@ -129,6 +149,44 @@ def combine(meta, through: List[Optional[torch.Tensor]], run: Lookahead, ran: bo
             total = torch.zeros_like(h)
         parts.append(total)
     return parts
+
+
+def finish(meta, exchange, through, run: Lookahead, ran: bool, losses: List[float],
+           count: int, own: Optional[BaseException]):
+    """combine(), then the ranks' mean of the parts and of the ``count``
+    losses reported (one exchange of the N lambda-gradient values; the
+    identity in one process). ``count`` is the same on every rank (it
+    depends on g', their mean). Returns the parts and the StepResult's
+    fields."""
+    parts = [None] * len(meta.hyperparams)
+    if own is None:
+        try:
+            parts = combine(meta, through, run, ran)
+        except Exception as e:  # noqa: BLE001
+            own = e
+    mine = losses if own is None and len(losses) == count else [0.0] * count
+    parts, scalars = exchange.mean_parts(parts, meta.hyperparams, mine + [run.value], own)
+    value = scalars[-1]
+    tensor = run.tensor
+    if tensor is not None and exchange.collectives is not None:
+        tensor = torch.tensor(value, dtype=tensor.dtype, device=tensor.device)  # the ranks' mean
+    reported = scalars[:-1] if exchange.collectives is not None else losses
+    return parts, torch.tensor(reported, dtype=torch.float64), value, tensor
+
+
+def leave_inner(meta, inner: Optional[List[torch.Tensor]]):
+    """keep_train_grad: grad_theta l_T(theta, lambda), the ranks' mean with
+    parallel="data", accumulated into the parameters' .grad as backward()
+    would, for the model's optimiser to step on (the model's own forward and
+    backward are then skipped)."""
+    if inner is None:
+        return
+    with torch.no_grad():
+        for p, g in zip(meta.params, inner):
+            if p.grad is None:
+                p.grad = g
+            else:
+                p.grad.add_(g)
 
 
 def finite_direction(run: Lookahead, alpha: float) -> bool:
