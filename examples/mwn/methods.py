@@ -54,7 +54,8 @@ class MWNTrainer:
     def __init__(self, model, vnet, method, lr=0.1, momentum=0.9, weight_decay=5e-4,
                  vnet_lr=1e-3, vnet_weight_decay=1e-4, vnet_optimizer="adam", population=2, sigma=1e-3,
                  temperature=0.05, noise="sign", seed=0, scale="t1t2",
-                 seed_schedule="mixed", vnet_input="own", meta_weights="mean", parallel=None):
+                 seed_schedule="mixed", vnet_input="own", meta_weights="mean", parallel=None,
+                 one_step=False):
         """vnet_input, what the weighting net is fed in the meta-step's training loss:
         'own' (the official code, and the default): the losses at the parameters
         being evaluated, detached; T1-T2 then differentiates only the cost
@@ -70,16 +71,32 @@ class MWNTrainer:
         ('mean' or 'sum', see weigh).
         parallel="data": `model` is a DistributedDataParallel module and each
         rank passes its share of every batch; EvoGrad's meta-step averages over
-        ranks (evograd.EvoGrad's parallel="data")."""
+        ranks (evograd.EvoGrad's parallel="data").
+        one_step (jvp, lookahead): one training pass per iteration instead of
+        two. The meta-step's inner pass already computes the classifier's
+        gradient of the weighted loss on this batch; keep_train_grad leaves
+        it in .grad and the classifier's optimiser steps on it, skipping the
+        iteration's own forward and backward. The update then weighs the
+        batch with V from before this iteration's meta-update (a one-step
+        delay). Needs meta_weights='sum', where the meta-step's training
+        loss is the update's loss (V normalised by its sum)."""
         if meta_weights not in ("mean", "sum"):
             raise ValueError(f"unknown meta_weights {meta_weights!r}; choose 'mean' or 'sum'")
         self.meta_weights = meta_weights
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
-        if parallel is not None and method not in ("evograd", "baseline"):
+        if parallel is not None and method not in ("evograd", "baseline", "jvp", "lookahead"):
             raise ValueError(f"{method} does not run data-parallel here: T1-T2 would need a double "
                              "backward through DDP's gradient all-reduce (examples/mwn/ranks.py "
                              "has the exact T1-T2 on several ranks)")
+        if one_step and method not in ("jvp", "lookahead"):
+            raise ValueError(f"one_step needs the inner gradient of a T1-T2 estimator: method "
+                             f"'jvp' or 'lookahead', not {method!r}")
+        if one_step and meta_weights != "sum":
+            raise ValueError("one_step updates the classifier on the meta-step's training loss, "
+                             "which is the update's loss only with meta_weights='sum' (V "
+                             "normalised by its sum); 'mean' would scale it by sum(V)/n")
+        self.one_step = one_step
         if vnet_input not in VNET_INPUTS:
             raise ValueError(f"unknown vnet_input {vnet_input!r}; choose from {VNET_INPUTS}")
         self.vnet_input = vnet_input
@@ -112,10 +129,11 @@ class MWNTrainer:
             # scale): the official meta-optimiser settings apply as they are;
             # the inner learning rate follows the model optimiser's schedule.
             self.meta = evograd.EvoGrad(model, vnet, estimator="lookahead", inner_lr=self.opt,
-                                        seed=seed)
+                                        seed=seed, parallel=parallel, keep_train_grad=one_step)
         elif method == "jvp":
             # T1-T2's hypergradient exactly (forward mode), same settings
-            self.meta = evograd.EvoGrad(model, vnet, estimator="jvp", inner_lr=self.opt, seed=seed)
+            self.meta = evograd.EvoGrad(model, vnet, estimator="jvp", inner_lr=self.opt, seed=seed,
+                                        parallel=parallel, keep_train_grad=one_step)
 
     @property
     def lr(self):
@@ -141,10 +159,24 @@ class MWNTrainer:
             with torch.no_grad():
                 cost0 = F.cross_entropy(self.model(x), y, reduction="none").reshape(-1, 1)
         if self.method in ("evograd", "lookahead", "jvp"):
+            seen = []
+
+            def train():
+                logits = self.model(x)
+                if not seen:  # the first pass is at the current weights (one_step logs it)
+                    seen.append(logits.detach())
+                return self._train_loss(logits, y, cost0)
+            if self.one_step:
+                self.opt.zero_grad()  # the step accumulates the classifier's gradient here
             # --- the EvoGrad swap: one call instead of the T1-T2 block ---
-            result = self.meta.step(lambda: self._train_loss(self.model(x), y, cost0),
-                                    lambda: F.cross_entropy(self.model(xm), ym))
+            result = self.meta.step(train, lambda: F.cross_entropy(self.model(xm), ym))
             val = result.val_loss
+            if self.one_step:
+                with torch.no_grad():
+                    cost = F.cross_entropy(seen[0], y, reduction="none")
+                    v = self.vnet(cost.reshape(-1, 1)).flatten()
+                self.last = dict(cost=cost, v=v, predicted=seen[0].argmax(1))
+                self.one_step_loss = float(result.losses[0])
         else:
             params = list(self.model.parameters())
             train_fn = lambda Q: self._train_loss(self._functional(Q, x), y, cost0)
@@ -169,6 +201,9 @@ class MWNTrainer:
         meta_loss = None
         if self.method != "baseline":
             meta_loss = self.meta_update(x, y, xm, ym)
+        if self.one_step:  # .grad holds the update's gradient already (see __init__)
+            self.opt.step()
+            return self.one_step_loss, meta_loss
         logits = self.model(x)
         cost = F.cross_entropy(logits, y, reduction="none")
         if self.method == "baseline":

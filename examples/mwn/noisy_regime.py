@@ -41,11 +41,13 @@ from tqdm import tqdm  # noqa: E402
 import train  # noqa: E402
 from common.grid import mean_sd  # noqa: E402
 
-METHODS = ("baseline", "t1t2", "evograd", "lookahead", "jvp")
+# "jvp-onestep": jvp with train.py --one-step (one training pass per iteration)
+METHODS = ("baseline", "t1t2", "evograd", "lookahead", "jvp", "jvp-onestep")
 LABELS = {"baseline": "baseline", "t1t2": "MWN, T1-T2", "evograd": "MWN, EvoGrad",
-          "lookahead": "MWN, EvoGrad lookahead", "jvp": "MWN, EvoGrad jvp"}
+          "lookahead": "MWN, EvoGrad lookahead", "jvp": "MWN, EvoGrad jvp",
+          "jvp-onestep": "MWN, EvoGrad jvp, one training pass"}
 COLOURS = {"baseline": "tab:gray", "t1t2": "tab:blue", "evograd": "tab:red",
-           "lookahead": "tab:green", "jvp": "tab:cyan"}
+           "lookahead": "tab:green", "jvp": "tab:cyan", "jvp-onestep": "tab:pink"}
 # investigation rows, by how they differ from the three
 VARIANT_COLOURS = (("through", "tab:purple"), ("K", "tab:olive"), ("fixed", "tab:orange"))
 
@@ -63,7 +65,8 @@ def variant_name(method, population=2, vnet_input="own"):
 
 
 def variant(r):
-    return variant_name(r["method"], r.get("population"), r.get("vnet_input"))
+    method = r["method"] + ("-onestep" if r.get("one_step") else "")
+    return variant_name(method, r.get("population"), r.get("vnet_input"))
 
 
 def label(v):
@@ -97,7 +100,8 @@ COST_FACTOR = 1 + 3.5 + 3.0
 
 def common_argv(args, train_size, epochs, rate, seed, method):
     iterations = epochs * train_size // args.batch_size
-    return ["--method", method, "--model", args.model, "--noise-rate", str(rate), "--seed", str(seed),
+    one_step = ["--one-step"] if method == "jvp-onestep" else []
+    return one_step + ["--method", method.replace("-onestep", ""), "--model", args.model, "--noise-rate", str(rate), "--seed", str(seed),
             "--train-size", str(train_size), "--iterations", str(iterations),
             "--batch-size", str(args.batch_size), "--meta-batch-size", str(args.batch_size),
             "--eval-every", str(max(1, train_size // args.batch_size)),  # once an epoch

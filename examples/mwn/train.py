@@ -100,6 +100,9 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint-every", type=int, default=100, help="iterations between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint when it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--one-step", action="store_true",
+                   help="jvp/lookahead: one training pass per iteration (the meta-step leaves the "
+                        "classifier's gradient in .grad: keep_train_grad; needs --meta-weights sum)")
     args = p.parse_args(argv)
     if args.fsdp and not args.distributed:
         p.error("--fsdp shards the model over the processes of --distributed")
@@ -255,7 +258,8 @@ def run(args):
                          population=args.population, sigma=args.sigma,
                          temperature=args.temperature, noise=args.noise, seed=args.seed,
                          scale=args.scale, seed_schedule=args.seed_schedule,
-                         vnet_input=args.vnet_input, meta_weights=args.meta_weights, parallel="data" if args.distributed else None)
+                         vnet_input=args.vnet_input, meta_weights=args.meta_weights, parallel="data" if args.distributed else None,
+                         one_step=args.one_step)
     sched = torch.optim.lr_scheduler.MultiStepLR(
         trainer.opt, [int(0.8 * args.iterations), int(0.9 * args.iterations)], 0.1)
     batches = data.Batches(*ds["train"], args.batch_size, args.seed)
@@ -359,7 +363,7 @@ def run(args):
         "vnet_hidden": args.vnet_hidden, "vnet_lr": args.vnet_lr, "meta_weights": args.meta_weights,
         "median_grad_to_decay": median(trainer.grad_to_decay) if trainer.grad_to_decay else None,
         "processes": world, "resumed_at": start if args.resume else None,
-        "parameters_sha256": sha256, "sharded": args.fsdp,
+        "parameters_sha256": sha256, "sharded": args.fsdp, "one_step": args.one_step,
     }
     return result
 

@@ -19,6 +19,7 @@ import evograd  # noqa: E402
 import methods  # noqa: E402
 import train  # noqa: E402
 from evograd.baselines import reference_evograd_step, reference_noise  # noqa: E402
+import models  # noqa: E402
 from models import ResNet32, WeightingNet, count  # noqa: E402
 
 
@@ -197,3 +198,37 @@ def test_evograd_equals_paper_step_on_resnet32():
                            K, sigma, tau, noise=reference_noise(params, evograd.step_seed(seed, 0), K, sigma))
     for a, p in zip(ours, vnet.parameters()):
         assert torch.allclose(a, p.grad, rtol=0, atol=1e-9 * p.grad.abs().max())
+
+
+@pytest.mark.parametrize("method", ["jvp", "lookahead"])
+def test_one_training_pass_equals_two_when_v_stands_still(method):
+    """one_step updates the classifier on the gradient the meta-step's inner
+    pass computed, with V from before its update. With V's learning rate 0
+    (V never moves) that is the two-pass loop's update: the same
+    classifier after a few iterations, and the same weights logged."""
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 784), torch.randint(0, 10, (16,))
+    xm, ym = torch.randn(16, 784), torch.randint(0, 10, (16,))
+    runs = []
+    for one_step in (False, True):
+        torch.manual_seed(1)
+        model, vnet = models.classifier("mlp"), WeightingNet(20)
+        trainer = methods.MWNTrainer(model, vnet, method, vnet_lr=0.0, vnet_weight_decay=0.0,
+                                     meta_weights="sum", one_step=one_step)
+        losses = [trainer.iteration(x, y, xm, ym)[0] for _ in range(3)]
+        runs.append((list(model.parameters()), losses, trainer.last["v"]))
+    (pa, la, va), (pb, lb, vb) = runs
+    for a, b in zip(pa, pb):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6)
+    assert la == pytest.approx(lb, rel=1e-6) and torch.allclose(va, vb, rtol=0, atol=1e-7)
+    torch.manual_seed(1)
+    start = list(models.classifier("mlp").parameters())
+    assert not torch.equal(pa[0], start[0])  # the classifier did move
+
+
+def test_one_step_is_refused_where_it_would_change_the_update():
+    model, vnet = models.classifier("mlp"), WeightingNet(20)
+    with pytest.raises(ValueError, match="meta_weights='sum'"):
+        methods.MWNTrainer(model, vnet, "jvp", one_step=True)
+    with pytest.raises(ValueError, match="needs the inner gradient of a T1-T2 estimator"):
+        methods.MWNTrainer(model, vnet, "t1t2", meta_weights="sum", one_step=True)

@@ -96,14 +96,25 @@ def kill_after_first_checkpoint(world, args, ckpt):
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read()[-3000:]  # killed, not finished
 
 
-@pytest.mark.parametrize("world", [1, 2])
-def test_killed_run_resumes_bit_for_bit(world, tmp_path):
+# The paper's estimator, and T1-T2's exact one with one training pass per
+# iteration or two (the data-parallel jvp: inner and validation gradients
+# all-reduced by EvoGrad, DDP's own reduction in the classifier's update).
+VARIANTS = {"evograd": [], "jvp": ["--method", "jvp"],
+            "jvp-onestep": ["--method", "jvp", "--one-step", "--meta-weights", "sum"]}
+
+
+@pytest.mark.parametrize("world, variant", [(1, "evograd"), (2, "evograd"), (2, "jvp"),
+                                            (2, "jvp-onestep")])
+def test_killed_run_resumes_bit_for_bit(world, variant, tmp_path):
     whole, resumed, ckpt = tmp_path / "whole.json", tmp_path / "resumed.json", tmp_path / "state.pt"
-    run(world, SMALL + ["--json", str(whole)])
-    kill_after_first_checkpoint(world, SMALL + ["--checkpoint", str(ckpt), "--checkpoint-every", "4"], ckpt)
-    run(world, SMALL + ["--checkpoint", str(ckpt), "--checkpoint-every", "4", "--resume",
+    small = SMALL + VARIANTS[variant]  # a later --method wins
+    run(world, small + ["--json", str(whole)])
+    kill_after_first_checkpoint(world, small + ["--checkpoint", str(ckpt), "--checkpoint-every", "4"], ckpt)
+    run(world, small + ["--checkpoint", str(ckpt), "--checkpoint-every", "4", "--resume",
                         "--json", str(resumed)])
     a, b = json.loads(whole.read_text()), json.loads(resumed.read_text())
+    assert a["method"] == b["method"] == variant.split("-")[0]
+    assert a["one_step"] == b["one_step"] == variant.endswith("onestep")
     assert b["resumed_at"] is not None and 4 <= b["resumed_at"] < 24  # really resumed mid-run
     assert a["processes"] == b["processes"] == world
     assert_same_end(a, b)

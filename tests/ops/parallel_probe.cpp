@@ -12,15 +12,23 @@
 
 namespace {
 
-// The lambda-gradient, then the bytes this rank sent (construction and step).
-// drift is added to the first weight on rank 1 after construction (a replica
-// that drifted apart, for check_replicas to catch).
+// The lambda-gradient, the parameters' .grad (T1-T2's estimators, which
+// keep the inner gradient there), then the bytes this rank sent
+// (construction and step). drift is added to the first weight on rank 1
+// after construction (a replica that drifted apart, for check_replicas).
 torch::Tensor step(const std::string& parallel, const std::string& group, int64_t population,
                    const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& xv,
-                   const torch::Tensor& yv, bool check_replicas, double drift) {
+                   const torch::Tensor& yv, bool check_replicas, double drift,
+                   const std::string& estimator) {
   evograd_test::Problem p(16);
   evograd::Options o;
-  o.population = population;
+  o.estimator = estimator;
+  if (estimator == "evograd") {
+    o.population = population;
+  } else {
+    o.inner_lr = 0.1;
+    o.keep_train_grad = true;
+  }
   o.seed = 11;
   o.parallel = parallel;
   o.check_replicas = check_replicas;
@@ -31,13 +39,17 @@ torch::Tensor step(const std::string& parallel, const std::string& group, int64_
     p.model->parameters()[0].view({-1})[0] += drift;
   }
   meta.step([&] { return p.train_loss(x, y); }, [&] { return p.val_loss(xv, yv); });
-  return torch::cat({p.hypergradient(),
-                     torch::tensor({static_cast<double>(meta.bytes_sent())}, torch::kDouble)});
+  std::vector<torch::Tensor> out{p.hypergradient()};
+  for (const auto& t : p.model->parameters())
+    if (t.grad().defined()) out.push_back(t.grad().reshape({-1}));
+  out.push_back(torch::tensor({static_cast<double>(meta.bytes_sent())}, torch::kDouble));
+  return torch::cat(out);
 }
 
 }  // namespace
 
 TORCH_LIBRARY(evograd_probe, m) {
   m.def("step(str parallel, str group, int population, Tensor x, Tensor y, Tensor xv, "
-        "Tensor yv, bool check_replicas=False, float drift=0.0) -> Tensor", &step);
+        "Tensor yv, bool check_replicas=False, float drift=0.0, str estimator=\"evograd\") -> Tensor",
+        &step);
 }

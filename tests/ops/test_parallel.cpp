@@ -110,6 +110,58 @@ TEST_P(DataParallel, StepEqualsOneStepOnTheWholeBatch) {
 
 INSTANTIATE_TEST_SUITE_P(Ranks, DataParallel, ::testing::Values(2, 3));
 
+// T1-T2's exact estimator on the ranks' shards: lambda's gradient and the
+// inner gradient it leaves in .grad (keep_train_grad) equal the one-process
+// step on the whole batch.
+class JvpDataParallel : public ::testing::TestWithParam<int64_t> {};
+
+evograd::Options jvp_options(const std::string& parallel = "") {
+  evograd::Options o;
+  o.estimator = "jvp";
+  o.inner_lr = 0.1;
+  o.keep_train_grad = true;
+  o.parallel = parallel;
+  return o;
+}
+
+torch::Tensor kept(const Problem& p) {
+  std::vector<torch::Tensor> grads;
+  for (const auto& t : p.model->parameters()) grads.push_back(t.grad().reshape({-1}));
+  return torch::cat(grads);
+}
+
+double relative(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a - b).norm().item<double>() / b.norm().item<double>();
+}
+
+TEST_P(JvpDataParallel, StepEqualsOneStepOnTheWholeBatch) {
+  const int64_t world = GetParam();
+  Problem whole(16);
+  evograd::EvoGrad reference(*whole.model, whole.hyper(), jvp_options());
+  reference.step([&] { return whole.train_loss(kTrain.x, kTrain.y); },
+                 [&] { return whole.val_loss(kVal.x, kVal.y); });
+  std::vector<torch::Tensor> got(world), grads(world);
+  auto errors = on_ranks(world, [&](int64_t r, c10::intrusive_ptr<c10d::ProcessGroup> group) {
+    Problem p(16);
+    auto o = jvp_options("data");
+    o.process_group = group;
+    evograd::EvoGrad meta(*p.model, p.hyper(), o);
+    const auto train = kTrain.rows(r, world), val = kVal.rows(r, world);
+    meta.step([&] { return p.train_loss(train.x, train.y); },
+              [&] { return p.val_loss(val.x, val.y); });
+    got[r] = p.hypergradient();
+    grads[r] = kept(p);
+  });
+  for (int64_t r = 0; r < world; ++r) {
+    ASSERT_EQ(errors[r], "") << "rank " << r;
+    EXPECT_LT(relative(got[r], whole.hypergradient()), 1e-6) << got[r];
+    EXPECT_LT(relative(grads[r], kept(whole)), 1e-6);
+    EXPECT_TRUE(torch::equal(got[r], got[0]));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Ranks, JvpDataParallel, ::testing::Values(2, 4));
+
 TEST(CandidateParallel, EqualsTheSingleProcessStep) {
   const int64_t world = 2, population = 4;
   const auto want = single_process(population);

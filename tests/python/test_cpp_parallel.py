@@ -16,7 +16,8 @@ import torch.distributed as dist
 from ranks import run_ranks
 
 ROOT = Path(__file__).resolve().parents[2]
-N_HYPER, AGREED_FIELDS = 4, 15
+N_HYPER, AGREED_FIELDS = 4, 18
+P = 6 * 16 + 16 + 16 * 3 + 3  # parallel_problem.h's classifier, hidden 16
 
 
 def probe_library():
@@ -43,7 +44,8 @@ def rows(t, rank, world):
     return t[rank * n:(rank + 1) * n]
 
 
-def step(parallel, population, rank=0, world=1, check_replicas=False, drift=0.0):
+def step(parallel, population, rank=0, world=1, check_replicas=False, drift=0.0,
+         estimator="evograd"):
     if not hasattr(torch.ops.evograd_probe, "step"):
         torch.ops.load_library(str(probe_library()))
     group = dist.group.WORLD.group_name if parallel else ""
@@ -51,12 +53,20 @@ def step(parallel, population, rank=0, world=1, check_replicas=False, drift=0.0)
     if parallel == "data":
         x, y, xv, yv = (rows(t, rank, world) for t in (x, y, xv, yv))
     out = torch.ops.evograd_probe.step(parallel, group, population, x, y, xv, yv,
-                                       check_replicas, drift)
+                                       check_replicas, drift, estimator)
     return out[:-1], int(out[-1])
 
 
 def job_data_3(rank, world):
     return step("data", 3, rank, world)
+
+
+def job_jvp(rank, world):
+    return step("data", 0, rank, world, estimator="jvp")
+
+
+def job_lookahead(rank, world):
+    return step("data", 0, rank, world, estimator="lookahead")
 
 
 def job_candidates_4(rank, world):
@@ -108,3 +118,24 @@ def test_cpp_check_replicas_catches_a_drifted_replica(tmp_path):
         torch.testing.assert_close(grad, want, rtol=0, atol=1e-10)
         assert sent == bytes_expected(3) + 8 * 4  # the fingerprints: 4 int64 gathered
         assert "the replicas have drifted apart" in drifted, drifted
+
+
+@pytest.mark.parametrize("world", [2, 4])
+@pytest.mark.parametrize("estimator", ["jvp", "lookahead"])
+def test_cpp_unrolled_data_parallel_equals_one_process_on_the_whole_batch(estimator, world,
+                                                                            tmp_path):
+    """lambda's gradient and the kept inner gradient (keep_train_grad) of the
+    ranks' step against C++'s one-process step on the whole batch; a step
+    sends the inner and the validation gradient (P values and a failure
+    count each) and one exchange of lambda's N values, a defined-flag per
+    hyperparameter tensor, the losses, the validation loss and a failure
+    count."""
+    want, _ = step("", 0, estimator=estimator)
+    assert want.numel() == N_HYPER + P
+    ranks = run_ranks(f"test_cpp_parallel.job_{estimator}", world, tmp_path)
+    losses = 2 if estimator == "jvp" else 3
+    for got, sent in ranks:
+        for part in (slice(0, N_HYPER), slice(N_HYPER, None)):
+            assert float((got[part] - want[part]).norm() / want[part].norm()) < 1e-6
+        assert torch.equal(got, ranks[0][0])
+        assert sent == 8 * (AGREED_FIELDS + 1) + 8 + 8 * (2 * (P + 1) + N_HYPER + 2 + losses + 2)
