@@ -33,8 +33,12 @@ fresh processes): median time per step, and peak memory growth with large
 blocks mmapped so that RSS follows the live tensors, beside a
 plain training step, the same step with the gradient of lambda too (the
 least any method that learns lambda computes: for rotation it runs back
-through the whole network to the input) and T1-T2. Prints tables, writes
-JSON and a plot.
+through the whole network to the input) and T1-T2. --iteration-cost: the
+same measures for a whole training iteration, the meta-step and the model's
+update (forward, backward, SGD step): plain training, T1-T2, jvp, and jvp
+with keep_train_grad, whose update steps on the gradient the meta-step left
+in .grad instead of running its own forward and backward. Prints tables,
+writes JSON and plots.
 
     .venv/bin/python examples/estimators/compare.py --out results/estimators_cpu
 """
@@ -73,6 +77,7 @@ ESTIMATORS = {  # name -> EvoGrad options (each on T1-T2's scale)
 DTYPES = {"float64": ("float64", None), "float32": ("float32", None),
           "autocast-bfloat16": ("float32", "bfloat16"), "autocast-float16": ("float32", "float16")}
 COST_METHODS = ("plain", "plain+hyper", "t1t2", "evograd", "lookahead", "jvp")
+ITERATION_METHODS = ("plain", "t1t2", "jvp", "jvp-onestep")
 ALPHA = 0.1
 
 
@@ -84,6 +89,9 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=20, help="timed steps per method (cost part; their median)")
     p.add_argument("--no-cost", action="store_true", help="skip the time and memory part")
     p.add_argument("--no-quality", action="store_true", help="skip the quality part")
+    p.add_argument("--iteration-cost", action="store_true",
+                   help="also measure whole iterations (meta-step + model update): plain, T1-T2, "
+                        "jvp, jvp with keep_train_grad")
     p.add_argument("--dtypes", nargs="+", default=["float64", "float32"], choices=DTYPES,
                    help="dtypes the estimators run in for the quality part")
     p.add_argument("--cost-precisions", nargs="+", default=["float32"],
@@ -318,8 +326,26 @@ def _row(app, dtype_name, name, args, S, reference, kinds, sizes, collapsed, n, 
                 kinds=by_kind, collapsed=collapsed / n, steps=n)
 
 
+def iteration(meta_step, params, train, optimizer, one_step):
+    """A whole training iteration: the meta-step, then the model's update on
+    the training loss (its own forward and backward, unless one_step: the
+    meta-step left that gradient in .grad)."""
+    def fn():
+        optimizer.zero_grad(set_to_none=True)
+        if meta_step is not None:
+            meta_step()
+        if not one_step:
+            train().backward(inputs=list(params))
+        optimizer.step()
+    return fn
+
+
 def worker(app, method, measure, precision, repeats):
-    """One method's peak memory growth ("memory") or median time ("time")."""
+    """One method's peak memory growth ("memory") or median time ("time");
+    "iteration:<method>": a whole training iteration (see iteration())."""
+    whole = method.startswith("iteration:")
+    method = method.split(":")[-1]
+    one_step = method == "jvp-onestep"
     dtype, cast = dtypes_of(precision)
     model, kinds, train, val, params = build(app, dtype)
     train, val = under_autocast(train, cast), under_autocast(val, cast)
@@ -346,10 +372,15 @@ def worker(app, method, measure, precision, repeats):
                 return f()
         fn = lambda: t1t2_step(params, hyper, lambda Q: at(Q, train), lambda Q: at(Q, val), ALPHA)  # noqa: E731
     else:
-        options = dict(ESTIMATORS[method])
+        options = dict(ESTIMATORS["jvp" if one_step else method], keep_train_grad=one_step)
         meta = evograd.EvoGrad(params if partial else model, hyper, inner_lr=ALPHA, seed=0,
                                module=model if partial else None, **options)
         fn = lambda: meta.step(train, val)  # noqa: E731
+    if whole:
+        # plain SGD keeps no state: the methods differ only in what they hold
+        sgd = torch.optim.SGD(params, lr=1e-8)
+        fn = iteration(None if method == "plain" else fn, params, train, sgd, one_step)
+        method = f"iteration:{method}"
     warnings.simplefilter("ignore")
     # A warm-up step first: the first backward of a process also starts
     # autograd's threads and torch's lazily built state (40 MiB of MetaXL's
@@ -375,8 +406,11 @@ def cost(app, args):
                               "--repeats", str(args.repeats), "--threads", str(args.threads)],
                              capture_output=True, text=True, check=True, env={**os.environ, **env})
         return json.loads(out.stdout.strip().splitlines()[-1])
+    methods = list(COST_METHODS) if not args.no_cost else []
+    if args.iteration_cost:
+        methods += [f"iteration:{m}" for m in ITERATION_METHODS]
     return [{**run(method, "time", precision, {}), **run(method, "memory", precision, EXACT_RSS_ENV)}
-            for precision in args.cost_precisions for method in COST_METHODS]
+            for precision in args.cost_precisions for method in methods]
 
 
 def main(argv=None):
@@ -389,43 +423,16 @@ def main(argv=None):
     for app in tqdm(args.apps, desc="applications"):
         if not args.no_quality:
             quality_rows += quality(app, args)
-        if not args.no_cost:
+        if not args.no_cost or args.iteration_cost:
             cost_rows += cost(app, args)
-    print(f"\nQuality at fixed weights against exact T1-T2 (float64 reference, alpha={ALPHA}; "
-          "official .detach()/.data; per kind: one step's cos / norm ratio):")
-    print(f"{'app':9} {'dtype':17} {'estimator':19} {'1-step cos':>14} {'cos mean10':>10} "
-          f"{'cos mean' + str(args.steps):>11} {'norm ratio':>10} {'collapsed':>9} "
-          f"{'cos same-precision T1-T2':>24}  per kind")
-    for r in quality_rows:
-        if "refused" in r:
-            print(f"{r['app']:9} {r['dtype']:17} {r['estimator']:19} refused: {r['refused'][:90]}")
-            continue
-        kinds = "  ".join(f"{k} {v['cos']:.4f}/{v['norm_ratio']:.3f}" for k, v in r["kinds"].items())
-        print(f"{r['app']:9} {r['dtype']:17} {r['estimator']:19} {r['single_cos']:7.3f} "
-              f"±{r['single_cos_sd']:5.3f} {r['mean10_cos']:10.3f} {r['mean_cos']:11.3f} "
-              f"{r['norm_ratio']:10.3f} {r['collapsed']:9.2f} "
-              f"{r['same_precision_t1t2_cos']:24.4f}  {kinds}")
-    if cost_rows:
-        print(f"\nCost per meta-step ({args.threads} threads; memory: peak growth over a "
-              f"warmed-up process; x plain: against plain training in the same precision; "
-              f"extra: over plain, in copies of the parameters):")
-        print(f"{'app':9} {'precision':17} {'method':11} {'seconds':>8} {'x plain':>8} {'MiB':>8} "
-              f"{'x plain':>8} {'x plain+hyper':>13} {'extra':>6}")
-        for r in cost_rows:
-            precision = r.get("precision", "float32")
-            if "refused" in r:
-                print(f"{r['app']:9} {precision:17} {r['method']:11} refused")
-                continue
-
-            def base(method):
-                return next(b for b in cost_rows if b["app"] == r["app"] and b["method"] == method
-                            and b.get("precision", "float32") == precision)
-            plain = base("plain")
-            print(f"{r['app']:9} {precision:17} {r['method']:11} {r['seconds']:8.3f} "
-                  f"{r['seconds'] / plain['seconds']:8.2f} "
-                  f"{r['peak_bytes'] / 2**20:8.1f} {r['peak_bytes'] / max(plain['peak_bytes'], 1):8.2f} "
-                  f"{r['peak_bytes'] / max(base('plain+hyper')['peak_bytes'], 1):13.2f} "
-                  f"{(r['peak_bytes'] - plain['peak_bytes']) / r['parameter_bytes']:6.2f}")
+    if quality_rows:
+        print_quality(quality_rows, args.steps)
+    step_rows = [r for r in cost_rows if not r["method"].startswith("iteration:")]
+    if step_rows:
+        print_steps(step_rows, args.threads)
+    whole = [r for r in cost_rows if r["method"].startswith("iteration:")]
+    if whole:
+        print_iterations(whole, args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = dict(torch=torch.__version__, machine=platform.processor() or platform.machine(),
@@ -448,6 +455,9 @@ def main(argv=None):
             return [r for r in old.get(part, []) if r["app"] not in args.apps] + new_rows
         quality_rows, cost_rows = kept("quality", quality_rows), kept("cost", cost_rows)
     saved.write_text(json.dumps(dict(meta=meta, quality=quality_rows, cost=cost_rows), indent=1))
+    if any(r["method"].startswith("iteration:") for r in cost_rows):
+        plot_iterations([r for r in cost_rows if r["method"].startswith("iteration:")],
+                        out / "iteration_cost.png")
     apps = [a for a in APPS if any(r["app"] == a for r in quality_rows)]
     if not apps:  # --no-quality into a new folder: nothing to plot yet
         print(f"wrote {saved} (no quality rows to plot)")
@@ -473,6 +483,90 @@ def main(argv=None):
     fig.tight_layout()
     fig.savefig(out / "estimators.png", dpi=120)
     print(f"wrote {saved} and {out / 'estimators.png'}")
+
+
+def print_quality(quality_rows, steps):
+    print(f"\nQuality at fixed weights against exact T1-T2 (float64 reference, alpha={ALPHA}; "
+          "official .detach()/.data; per kind: one step's cos / norm ratio):")
+    print(f"{'app':9} {'dtype':17} {'estimator':19} {'1-step cos':>14} {'cos mean10':>10} "
+          f"{'cos mean' + str(steps):>11} {'norm ratio':>10} {'collapsed':>9} "
+          f"{'cos same-precision T1-T2':>24}  per kind")
+    for r in quality_rows:
+        if "refused" in r:
+            print(f"{r['app']:9} {r['dtype']:17} {r['estimator']:19} refused: {r['refused'][:90]}")
+            continue
+        kinds = "  ".join(f"{k} {v['cos']:.4f}/{v['norm_ratio']:.3f}" for k, v in r["kinds"].items())
+        print(f"{r['app']:9} {r['dtype']:17} {r['estimator']:19} {r['single_cos']:7.3f} "
+              f"±{r['single_cos_sd']:5.3f} {r['mean10_cos']:10.3f} {r['mean_cos']:11.3f} "
+              f"{r['norm_ratio']:10.3f} {r['collapsed']:9.2f} "
+              f"{r['same_precision_t1t2_cos']:24.4f}  {kinds}")
+
+
+def print_steps(cost_rows, threads):
+    print(f"\nCost per meta-step ({threads} threads; memory: peak growth over a "
+          f"warmed-up process; x plain: against plain training in the same precision; "
+          f"extra: over plain, in copies of the parameters):")
+    print(f"{'app':9} {'precision':17} {'method':11} {'seconds':>8} {'x plain':>8} {'MiB':>8} "
+          f"{'x plain':>8} {'x plain+hyper':>13} {'extra':>6}")
+    for r in cost_rows:
+        precision = r.get("precision", "float32")
+        if "refused" in r:
+            print(f"{r['app']:9} {precision:17} {r['method']:11} refused")
+            continue
+
+        def base(method):
+            return next(b for b in cost_rows if b["app"] == r["app"] and b["method"] == method
+                        and b.get("precision", "float32") == precision)
+        plain = base("plain")
+        print(f"{r['app']:9} {precision:17} {r['method']:11} {r['seconds']:8.3f} "
+              f"{r['seconds'] / plain['seconds']:8.2f} "
+              f"{r['peak_bytes'] / 2**20:8.1f} {r['peak_bytes'] / max(plain['peak_bytes'], 1):8.2f} "
+              f"{r['peak_bytes'] / max(base('plain+hyper')['peak_bytes'], 1):13.2f} "
+              f"{(r['peak_bytes'] - plain['peak_bytes']) / r['parameter_bytes']:6.2f}")
+
+
+def _against(rows, r, method):
+    return next(b for b in rows if b["app"] == r["app"] and b["method"] == f"iteration:{method}"
+                and b.get("precision") == r.get("precision"))
+
+
+def print_iterations(rows, threads):
+    print(f"\nCost per full iteration, meta-step + model update ({threads} threads; memory: "
+          "peak growth over a warmed-up process):")
+    print(f"{'app':9} {'precision':10} {'method':12} {'seconds':>8} {'x plain':>8} {'x T1-T2':>8} "
+          f"{'MiB':>8} {'x plain':>8}")
+    for r in rows:
+        plain, t1t2 = _against(rows, r, "plain"), _against(rows, r, "t1t2")
+        print(f"{r['app']:9} {r.get('precision', 'float32'):10} {r['method'][10:]:12} "
+              f"{r['seconds']:8.3f} {r['seconds'] / plain['seconds']:8.2f} "
+              f"{r['seconds'] / t1t2['seconds']:8.2f} {r['peak_bytes'] / 2**20:8.1f} "
+              f"{r['peak_bytes'] / max(plain['peak_bytes'], 1):8.2f}")
+
+
+def plot_iterations(rows, path):
+    """Time against T1-T2's and memory against plain training's, per app."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    apps = [a for a in APPS if any(r["app"] == a for r in rows)]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+    width = 0.8 / len(ITERATION_METHODS)
+    for i, m in enumerate(ITERATION_METHODS):
+        mine = [next(r for r in rows if r["app"] == a and r["method"] == f"iteration:{m}")
+                for a in apps]
+        xs = [j + i * width for j in range(len(apps))]
+        axes[0].bar(xs, [r["seconds"] / _against(rows, r, "t1t2")["seconds"] for r in mine],
+                    width, label=m)
+        axes[1].bar(xs, [r["peak_bytes"] / max(_against(rows, r, "plain")["peak_bytes"], 1)
+                         for r in mine], width, label=m)
+    for ax, title, target in ((axes[0], "time per iteration / T1-T2's", 0.5),
+                              (axes[1], "peak memory / plain training's", 1.25)):
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(apps))], apps)
+        ax.axhline(target, color="grey", lw=0.8, ls="--")
+        ax.set_title(f"{title} (torch {torch.__version__})", fontsize=9)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":
