@@ -72,6 +72,6 @@ inline Batch batch(int64_t n, double phase) {
           torch::remainder(torch::arange(n, torch::kLong) * 7 + 2, kClasses)};
 }
 
-inline const Batch kTrain = batch(12, 0.3), kVal = batch(6, 2.1);
+inline const Batch kTrain = batch(12, 0.3), kVal = batch(12, 2.1);
 
 }  // namespace evograd_test

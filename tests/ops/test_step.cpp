@@ -134,13 +134,20 @@ static std::string construction_error(const evograd::Options& o) {
   return "";
 }
 
-TEST(CppStep, LookaheadRefusesParallel) {
-  evograd::Options o;
-  o.estimator = "lookahead";
-  o.inner_lr = 0.1;
-  o.parallel = "data";
-  EXPECT_NE(construction_error(o).find("estimator 'lookahead' does not use parallel"),
-            std::string::npos) << construction_error(o);
+// T1-T2's estimators run data-parallel (tests/ops/test_parallel.cpp and
+// tests/python/test_cpp_parallel.py), but have no candidates to share out.
+TEST(CppStep, UnrolledEstimatorsRefuseCandidateParallel) {
+  for (const char* estimator : {"lookahead", "jvp"}) {
+    evograd::Options o;
+    o.estimator = estimator;
+    o.inner_lr = 0.1;
+    o.parallel = "candidates";
+    EXPECT_NE(construction_error(o).find("has no candidates to share out among ranks"),
+              std::string::npos) << construction_error(o);
+    o.parallel = "data";  // accepted; a process group is what is missing here
+    EXPECT_NE(construction_error(o).find("needs a process group"), std::string::npos)
+        << construction_error(o);
+  }
 }
 
 // jvp takes T1-T2's derivative itself (double backward at theta, no step):

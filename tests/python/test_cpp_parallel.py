@@ -34,8 +34,8 @@ pytestmark = pytest.mark.skipif(
 
 def data():
     g = torch.Generator().manual_seed(3)
-    x, xv = (torch.randn(n, 6, generator=g, dtype=torch.float64) for n in (12, 6))
-    y, yv = (torch.randint(0, 3, (n,), generator=g) for n in (12, 6))
+    x, xv = (torch.randn(n, 6, generator=g, dtype=torch.float64) for n in (12, 12))
+    y, yv = (torch.randint(0, 3, (n,), generator=g) for n in (12, 12))
     return x, y, xv, yv
 
 
