@@ -12,6 +12,11 @@ would have to all-reduce that P-sized inner gradient with a differentiable
 collective, as done here (`_MeanOverRanks`), and the hypergradient's
 backward then all-reduces another P-sized tensor, plus the N-element
 lambda-gradient. EvoGrad sends 2K + N + 4 values (docs/api.md lists them).
+T1-T2's exact estimator in EvoGrad ("jvp", parallel="data") all-reduces the
+inner and the validation gradient, each the reduction a DDP update makes,
+and lambda's N values; with keep_train_grad ("jvp-onestep") the inner
+gradient is the update's too, so the iteration makes no DDP update of its
+own: two P-sized reductions per iteration where T1-T2's loop makes three.
 
 Bytes are the payloads this process hands to collectives per meta-step,
 counted in the wrappers the meta-steps call (EvoGrad's own counter;
@@ -30,7 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, ".."))
 
-METHODS = ("t1t2", "evograd")
+METHODS = ("t1t2", "evograd", "jvp", "jvp-onestep")
 
 
 def _free_port():
@@ -113,12 +118,15 @@ def _worker(rank, world, port, cfg, out_dir):
         meta = evograd.EvoGrad(ddp, vnet, population=cfg["population"], sigma=1e-3,
                                temperature=0.05, seed=0, scale="t1t2", inner_lr=0.1,
                                parallel="data")
+    elif method != "t1t2":
+        meta = evograd.EvoGrad(ddp, vnet, estimator="jvp", inner_lr=0.1, seed=0, parallel="data",
+                               keep_train_grad=method == "jvp-onestep")
 
     def meta_step():
         """One meta-step; returns the payload bytes it handed to collectives."""
         for p in vnet.parameters():
             p.grad = None
-        if method == "evograd":
+        if method != "t1t2":
             before = meta.exchange.collectives.bytes_sent
             meta.step(lambda: weighted_loss(ddp(x), y, vnet), lambda: F.cross_entropy(ddp(xm), ym))
             return meta.exchange.collectives.bytes_sent - before
@@ -147,27 +155,31 @@ def _worker(rank, world, port, cfg, out_dir):
             torch.cuda.synchronize(device)
         dist.barrier()
 
-    times, sent, update_bytes = [], [], []
+    times, update_times, sent, update_bytes = [], [], [], []
     for i in range(cfg["warmup"] + cfg["repeats"]):
+        opt.zero_grad()
         sync()
         t0 = time.perf_counter()
         b = meta_step()
         sync()
-        dt = time.perf_counter() - t0
+        t1 = time.perf_counter()
         before = ddp_bytes["n"]
-        opt.zero_grad()
-        F.cross_entropy(ddp(x), y).backward()  # the ordinary DDP update
+        if method != "jvp-onestep":  # there the meta-step left the update's gradient in .grad
+            F.cross_entropy(ddp(x), y).backward()  # the ordinary DDP update
         opt.step()
+        sync()
         if i >= cfg["warmup"]:
-            times.append(dt)
+            times.append(t1 - t0)
+            update_times.append(time.perf_counter() - t1)
             sent.append(b)
             update_bytes.append(ddp_bytes["n"] - before)
-    # The slowest rank sets the pace: gather each rank's median.
-    t = torch.tensor([sorted(times)[len(times) // 2]], dtype=torch.float64, device=device)
+    # The slowest rank sets the pace: gather each rank's medians.
+    t = torch.tensor([sorted(times)[len(times) // 2], sorted(update_times)[len(times) // 2]],
+                     dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    result = {**cfg, "ranks": world, "median_s": t.item(), "bytes_per_meta_step": max(sent),
-              "ddp_update_bytes": max(update_bytes), "params": count(model),
-              "hyperparams": count(vnet)}
+    result = {**cfg, "ranks": world, "median_s": t[0].item(), "update_median_s": t[1].item(),
+              "bytes_per_meta_step": max(sent), "ddp_update_bytes": max(update_bytes),
+              "params": count(model), "hyperparams": count(vnet)}
     if rank == 0:
         torch.save(result, os.path.join(out_dir, "result.pt"))
     dist.destroy_process_group()
@@ -187,13 +199,17 @@ def run(cfg, ranks):
 
 
 def table(rows):
-    lines = ["| ranks | method | params | time per meta-step | bytes sent per meta-step "
-             "(per rank) | DDP update bytes (both methods) |",
-             "|---:|---|---:|---:|---:|---:|"]
+    lines = ["| ranks | method | params | time per meta-step | time per iteration "
+             "(meta-step + update) | bytes sent per meta-step (per rank) | DDP update bytes | "
+             "bytes per iteration |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
+        update_s = r.get("update_median_s")
         lines.append(f"| {r['ranks']} | {r['method']} | {r['params'] / 1e6:.2f}M | "
-                     f"{r['median_s']:.3f} s | {r['bytes_per_meta_step']:,} | "
-                     f"{r['ddp_update_bytes']:,} |")
+                     f"{r['median_s']:.3f} s | "
+                     + (f"{r['median_s'] + update_s:.3f} s" if update_s is not None else "–")
+                     + f" | {r['bytes_per_meta_step']:,} | {r['ddp_update_bytes']:,} | "
+                     f"{r['bytes_per_meta_step'] + r['ddp_update_bytes']:,} |")
     return "\n".join(lines)
 
 
@@ -205,9 +221,11 @@ def plot(rows, path):
     from common import ab
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    colors = {"t1t2": "tab:red", "evograd": "tab:green"}
-    labels = {"t1t2": "T1-T2 (exact, differentiable all-reduce)", "evograd": "EvoGrad, parallel='data'"}
-    ab.plot_vs_size(axes, rows, METHODS, ("bytes_per_meta_step", "median_s"), colors, labels)
+    colors = {"t1t2": "tab:red", "evograd": "tab:green", "jvp": "tab:cyan", "jvp-onestep": "tab:pink"}
+    labels = {"t1t2": "T1-T2 (exact, differentiable all-reduce)", "evograd": "EvoGrad, parallel='data'",
+              "jvp": "EvoGrad jvp, parallel='data'", "jvp-onestep": "jvp + keep_train_grad"}
+    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    ab.plot_vs_size(axes, rows, methods, ("bytes_per_meta_step", "median_s"), colors, labels)
     axes[0].set_yscale("log")
     axes[0].set_ylabel("bytes sent per meta-step, per rank (log)")
     axes[1].set_ylabel("time per meta-step (s)")
