@@ -505,7 +505,10 @@ def parse_args(argv=None):
     p.add_argument("--train-size", type=int, default=0, help="table: override the pilot's choice")
     p.add_argument("--noise-rates", type=float, nargs="+", default=None,
                    help="pilot default: 0 0.2 0.4; table default: 0.4")
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--methods", nargs="+", choices=METHODS,
+                   default=[m for m in METHODS if m != "jvp-onestep"],
+                   help="jvp-onestep (train.py --one-step) needs --vnet-config paper, whose "
+                        "meta-step loss is the update's")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--scale", choices=["t1t2", "none"], default="t1t2", help="EvoGrad's hypergradient scale")
     p.add_argument("--population", type=int, default=2,

@@ -166,18 +166,20 @@ def test_noisy_regime_quick(tmp_path, one_thread):
     assert summary["rule"] == noisy_regime.RULE and summary["chosen"]["train_size"] in (200, 400)
     pilot = json.loads((tmp_path / "pilot.json").read_text())
     assert {r["method"] for r in pilot["runs"]} == {"baseline"} and len(pilot["runs"]) == 6
-    noisy_regime.main(["table", "--quick", "--out", str(tmp_path)])
+    every = ["--vnet-config", "paper", "--methods", *noisy_regime.METHODS]  # jvp-onestep needs paper's
+    noisy_regime.main(["table", "--quick", "--out", str(tmp_path), *every])
     runs = sorted((tmp_path / "runs").glob("*.json"))
     assert len(runs) == 2 * len(noisy_regime.METHODS)  # methods x 2 seeds
     for path in runs:
         r = json.loads(path.read_text())
         assert r["curve"][-1]["iteration"] == r["iterations"] and len(r["curve"]) == 2  # once an epoch
         assert (r["weighting_function"] is None) == (r["method"] == "baseline")
+        assert r["one_step"] == ("jvp-onestep" in path.name)
     table = (tmp_path / "table.md").read_text()
     for label in noisy_regime.LABELS.values():
         assert f"| {label} |" in table
     for name in ("pilot.png", "curves.png", "weighting.png", "pilot.md"):
         assert (tmp_path / name).stat().st_size > 0
-    timing = noisy_regime.main(["timing", "--quick", "--out", str(tmp_path)])
+    timing = noisy_regime.main(["timing", "--quick", "--out", str(tmp_path), *every])
     assert set(timing["methods"]) == set(noisy_regime.METHODS)
     assert all(v["median_s"] > 0 for v in timing["methods"].values())

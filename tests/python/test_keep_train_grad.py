@@ -58,3 +58,14 @@ def test_the_paper_estimator_refuses_it():
     model, lam, _, _, _ = small()
     with pytest.raises(ValueError, match="estimator 'evograd' does not use keep_train_grad"):
         evograd.EvoGrad(model, [lam], keep_train_grad=True)
+
+
+def test_a_parameter_the_loss_does_not_use_keeps_its_grad():
+    """As after backward(): no .grad appears where the loss has no path (an
+    optimiser with weight decay would otherwise move it)."""
+    model, lam, _, train, val = small()
+    spare = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    model.register_parameter("spare", spare)
+    step(model, lam, train, val, 3, estimator="jvp", keep_train_grad=True)
+    assert spare.grad is None
+    assert all(p.grad is not None for n, p in model.named_parameters() if n != "spare")

@@ -134,7 +134,7 @@ Lookahead unrolled(Through through, const std::vector<torch::Tensor>& params,
   // With allow_unused, lambda's gradient comes from the same backward, so
   // that a step that never differentiates in lambda (alpha = 0) still knows
   // which hyperparameters the loss uses (they get zeros, as in T1-T2).
-  std::vector<bool> used(hyper.size(), true);
+  std::vector<bool> used(hyper.size(), true), unused(params.size(), false);
   std::vector<torch::Tensor> inner;
   try {
     restore.set_requires_grad(true);
@@ -159,6 +159,7 @@ Lookahead unrolled(Through through, const std::vector<torch::Tensor>& params,
     auto first = torch::autograd::grad({loss.reshape({})}, wrt, {}, false, false, true);
     for (size_t j = 0; allow_unused && j < hyper.size(); ++j)
       used[j] = first[params.size() + j].defined();
+    for (size_t i = 0; i < params.size(); ++i) unused[i] = !first[i].defined();
     inner = zeros_for_undefined({first.begin(), first.begin() + params.size()}, params);
   } catch (...) {
     own = std::current_exception();
@@ -169,7 +170,13 @@ Lookahead unrolled(Through through, const std::vector<torch::Tensor>& params,
   std::vector<torch::Tensor> g, direct(hyper.size());
   try {
     write(restore.targets(), restore.saved(), inner, -alpha);
-    if (keep_inner) r.inner = inner;
+    if (keep_inner) {
+      // a parameter the loss does not use keeps its .grad, as after backward()
+      // (in one process; with ranks the mean is everyone's)
+      r.inner = inner;
+      for (size_t i = 0; i < params.size(); ++i)
+        if (unused[i] && exchange.local()) r.inner[i] = torch::Tensor();
+    }
     inner.clear();
     restore.restore_buffers();
     torch::Tensor val;
@@ -291,6 +298,7 @@ StepResult EvoGrad::unrolled_step(bool exact, const LossFn& train_loss, const Lo
   // keep_train_grad: the inner pass's gradient (the ranks' mean) goes to the
   // parameters' .grad, accumulated as backward() does, for the model's optimiser.
   for (size_t i = 0; i < r.inner.size(); ++i) {
+    if (!r.inner[i].defined()) continue;
     auto& grad = params_[i].mutable_grad();
     if (grad.defined()) {
       torch::NoGradGuard no_grad;

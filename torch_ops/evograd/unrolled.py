@@ -83,7 +83,7 @@ def inner_and_validation(meta, snap, rng, train_loss_fn, val_loss_fn, alpha: flo
     # With allow_unused, lambda's gradient is taken in the same backward so
     # that a step that never differentiates in lambda (alpha = 0) still
     # knows which hyperparameters the loss uses.
-    own, inner, base_loss, used, narrowest = None, None, 0.0, None, None
+    own, inner, base_loss, used, narrowest, unused = None, None, 0.0, None, None, []
     try:
         snap.set_requires_grad(True)
         rng.replay()
@@ -98,6 +98,7 @@ def inner_and_validation(meta, snap, rng, train_loss_fn, val_loss_fn, alpha: flo
         grads = torch.autograd.grad(loss.reshape(()), wrt, allow_unused=True)
         del loss
         used = [g is not None for g in grads[n:]] if meta.allow_unused else None
+        unused = [g is None for g in grads[:n]]
         inner = zeros_for_none(grads[:n], params)
         del grads
     except Exception as e:  # noqa: BLE001  (re-raised on this rank by the exchange)
@@ -108,8 +109,10 @@ def inner_and_validation(meta, snap, rng, train_loss_fn, val_loss_fn, alpha: flo
     own, g, direct, value, tensor, aux = None, None, [None] * len(hyper), 0.0, None, None
     try:
         write(snap, snap.saved, inner, -alpha)
-        if not keep_inner:
-            inner = None
+        # kept: a parameter the loss does not use keeps its .grad, as after
+        # backward() (in one process; with ranks the mean is everyone's)
+        inner = None if not keep_inner else [
+            None if u and exchange.collectives is None else t for t, u in zip(inner, unused)]
         snap.restore_buffers()
         val, aux = closures.split_aux(val_loss_fn())  # recording ended with the block above
         value = closures.check_loss(val, "validation")
@@ -183,6 +186,8 @@ def leave_inner(meta, inner: Optional[List[torch.Tensor]]):
         return
     with torch.no_grad():
         for p, g in zip(meta.params, inner):
+            if g is None:
+                continue
             if p.grad is None:
                 p.grad = g
             else:
