@@ -194,16 +194,22 @@ def job_failures(rank, world):
 
     # A replica that drifted by one ulp in one weight: caught before the step.
     meta = evograd.EvoGrad(model, hyper, parallel="data", check_replicas=True, seed=3)
+    out["drift"] = step_after_drift(meta, model, hyper, rank, (x, y), (xv, yv))
+    return out
+
+
+def step_after_drift(meta, model, hyper, rank, batch, val_batch) -> str:
+    """Moves one weight by one ulp on rank 1, then steps: the error each rank
+    reports ("no error" if none)."""
     if rank == 1:
         with torch.no_grad():
             w = model[0].weight
             w[0, 0] = torch.nextafter(w[0, 0], torch.tensor(2.0, dtype=w.dtype))
     try:
-        meta.step(lambda: train_loss(model, hyper, x, y), lambda: val_loss(model, hyper, xv, yv))
-        out["drift"] = "no error"
-    except RuntimeError as e:
-        out["drift"] = f"{type(e).__name__}: {e}"
-    return out
+        meta.step(lambda: train_loss(model, hyper, *batch), lambda: val_loss(model, hyper, *val_batch))
+        return "no error"
+    except RuntimeError as e:  # PeerFailed too
+        return f"{type(e).__name__}: {e}"
 
 
 def job_sharded_list(rank, world):

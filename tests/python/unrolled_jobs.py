@@ -7,9 +7,8 @@ import torch.distributed as dist
 from torch import nn
 
 import evograd
-from distributed_jobs import (Hyper, counting_hook, make_data, make_model, model_update, shard,
+from distributed_jobs import (Hyper, counting_hook, make_data, make_model, shard, step_after_drift,
                               train_loss, val_loss)
-from evograd.parallel import PeerFailed
 
 ESTIMATORS = ("jvp", "lookahead")
 LR = 0.1
@@ -141,14 +140,6 @@ def job_unrolled_failures(rank, world):
         out["shapes"] = f"ValueError: {err}"
     meta = evograd.EvoGrad(model, hyper, estimator="jvp", inner_lr=LR, parallel="data",
                            check_replicas=True)
-    if rank == 1:
-        with torch.no_grad():
-            w = model[0].weight
-            w[0, 0] = torch.nextafter(w[0, 0], torch.tensor(2.0, dtype=w.dtype))
-    try:
-        meta.step(lambda: train_loss(model, hyper, x, y), lambda: val_loss(model, hyper, xv, yv))
-        out["drift"] = "no error"
-    except (RuntimeError, PeerFailed) as err:
-        out["drift"] = f"{type(err).__name__}: {err}"
+    out["drift"] = step_after_drift(meta, model, hyper, rank, (x, y), (xv, yv))
     dist.barrier()
     return out
