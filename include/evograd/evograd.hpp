@@ -50,14 +50,17 @@ namespace evograd {
 // replayed for every candidate), nonfinite ("raise" or "drop"), parallel
 // ("", "data" or "candidates": every rank builds alike, checked at
 // construction, and steps together; a step sends O(K + N) float64 values
-// whatever the model's size, each exchange listed in docs/api.md), estimator ("evograd", the paper's, or
+// whatever the model's size, each exchange listed in docs/api.md), estimator ("evograd", the paper's;
 // "lookahead": T1-T2's hypergradient by a central finite difference of
 // length fd_step, unset: sqrt(eps) * max(1, |theta|), along the validation
-// gradient after the inner step; needs inner_lr), allow_unused (a
-// hyperparameter no loss uses keeps its .grad instead of raising),
-// check_replicas (with parallel: each step first compares the exact bits of
-// the parameters and lambda across ranks, 4 int64 gathered, and throws if
-// they differ). Their meaning is documented once, in Python's
+// gradient after the inner step; "jvp": the same exactly, by double
+// backward; both need inner_lr and take parallel "data" only, reducing the
+// inner and the validation gradient), allow_unused (a hyperparameter no
+// loss uses keeps its .grad instead of raising), check_replicas (with
+// parallel: each step first compares the exact bits of the parameters and
+// lambda across ranks, 4 int64 gathered, and throws if they differ),
+// keep_train_grad ("lookahead", "jvp": the inner gradient, the ranks' mean,
+// is accumulated into the parameters' .grad for the model's optimiser). Their meaning is documented once, in Python's
 // evograd.EvoGrad; a row marked PYTHON there would be an option this API
 // does not offer (there is none).
 #define EVOGRAD_MEMBER_BOTH(type, name, value) type name = value;
