@@ -120,8 +120,7 @@ def test_cpp_check_replicas_catches_a_drifted_replica(tmp_path):
         assert "the replicas have drifted apart" in drifted, drifted
 
 
-@pytest.mark.parametrize("world", [2, 4])
-@pytest.mark.parametrize("estimator", ["jvp", "lookahead"])
+@pytest.mark.parametrize("estimator, world", [("jvp", 2), ("jvp", 4), ("lookahead", 2)])
 def test_cpp_unrolled_data_parallel_equals_one_process_on_the_whole_batch(estimator, world,
                                                                             tmp_path):
     """lambda's gradient and the kept inner gradient (keep_train_grad) of the
