@@ -12,7 +12,7 @@ import torch.distributed as dist
 import evograd
 from distributed_jobs import Hyper, make_model
 from ranks import run_ranks
-from unrolled_jobs import ESTIMATORS, estimators_on, reference
+from unrolled_jobs import ESTIMATORS, Shifted, estimators_on, reference, step_on, whole_batches
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                                 reason="torch.distributed with gloo is not available")
@@ -86,3 +86,12 @@ def test_candidates_are_refused(estimator):
     with pytest.raises(ValueError, match="has no candidates to share out among ranks"):
         evograd.EvoGrad(make_model(), Hyper(), estimator=estimator, inner_lr=0.1,
                         parallel="candidates")
+
+
+def test_a_gradient_autograd_returns_expanded(tmp_path):
+    """A parameter used only through its sum has an expanded gradient; the
+    ranks' mean is built beside it, not written into it."""
+    want, _ = step_on(Shifted(), Hyper(), whole_batches(2), estimator="jvp", keep_train_grad=True)
+    for got in run_ranks("unrolled_jobs.job_expanded_gradient", 2, tmp_path):
+        assert relative(got["grad"], want["grad"]) < 1e-6
+        assert relative(got["kept"], want["kept"]) < 1e-6

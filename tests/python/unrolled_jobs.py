@@ -148,3 +148,25 @@ def job_unrolled_failures(rank, world):
     out["drift"] = step_after_drift(meta, model, hyper, rank, (x, y), (xv, yv))
     dist.barrier()
     return out
+
+
+class Shifted(nn.Module):
+    """A parameter that enters the loss only through its sum: autograd
+    returns its gradient expanded (stride 0), which cannot be written into."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = make_model()
+        self.shift = nn.Parameter(torch.tensor([0.1, -0.2, 0.3], dtype=torch.float64))
+
+    def forward(self, x):
+        return self.net(x) + self.shift.sum()
+
+
+def job_expanded_gradient(rank, world):
+    (x, y), (xv, yv) = whole_batches(world)
+    mine = ((shard(x, rank, world), shard(y, rank, world)),
+            (shard(xv, rank, world), shard(yv, rank, world)))
+    got, _ = step_on(Shifted(), Hyper(), mine, estimator="jvp", parallel="data",
+                     keep_train_grad=True)
+    return got

@@ -255,10 +255,13 @@ class DataParallel : public Collective {
         first = false;
       }
       total.div_(static_cast<double>(world()));
+      // Views of the reduced bucket, not writes into the gradients: autograd
+      // may return one expanded (stride 0), which cannot be written in place.
       int64_t at = 0;
       for (size_t i = begin; i < end; ++i) {
-        grads[i].copy_(total.narrow(0, at, grads[i].numel()).view(grads[i].sizes()));
-        at += grads[i].numel();
+        const int64_t n = grads[i].numel();
+        grads[i] = total.narrow(0, at, n).view(grads[i].sizes());
+        at += n;
       }
       begin = end;
     }

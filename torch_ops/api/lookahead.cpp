@@ -299,6 +299,8 @@ StepResult EvoGrad::unrolled_step(bool exact, const LossFn& train_loss, const Lo
   // parameters' .grad, accumulated as backward() does, for the model's optimiser.
   for (size_t i = 0; i < r.inner.size(); ++i) {
     if (!r.inner[i].defined()) continue;
+    if (r.inner[i].strides() != params_[i].strides())  // e.g. expanded: the parameter's layout
+      r.inner[i] = torch::empty_like(params_[i]).copy_(r.inner[i]);
     auto& grad = params_[i].mutable_grad();
     if (grad.defined()) {
       torch::NoGradGuard no_grad;

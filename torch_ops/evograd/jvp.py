@@ -42,8 +42,9 @@ def _through(meta, setting, snap, rng, train_loss_fn, run, alpha: float):
     snap.set_requires_grad(False)
     direction = run.g
     run.g = None
-    for d in direction:
-        d.div_(run.length)
+    for i, d in enumerate(direction):  # not in place: autograd may return a gradient expanded
+        direction[i] = d / run.length
+        del d
     run.base_values.replay()
     rng.replay()
     with forward_ad.dual_level():

@@ -182,9 +182,12 @@ class _Exchanging(Local):
         # beside the gradient is one bucket, not the model. The first piece
         # also carries the failure count: a failed rank sends zeros, and
         # every rank stops after that piece alike.
-        out = grads if own is None else [torch.zeros_like(p) for p in like]
-        first = True
-        for bucket in _buckets(out):
+        # The result is views of the reduced buckets, not writes into the
+        # gradients: autograd may return one expanded (p.sum()'s is ones
+        # with stride 0), which cannot be written in place.
+        out = list(grads) if own is None else [torch.zeros_like(p) for p in like]
+        first, start = True, 0
+        for bucket in list(_buckets(out)):
             pieces = [g.reshape(-1) for g in bucket]
             if first:
                 pieces.append(torch.tensor([0.0 if own is None else 1.0],
@@ -197,9 +200,10 @@ class _Exchanging(Local):
                 first = False
             flat /= self.world
             at = 0
-            for g in bucket:
-                g.copy_(flat[at:at + g.numel()].view_as(g))
+            for i, g in enumerate(bucket, start):
+                out[i] = flat[at:at + g.numel()].view(g.shape)
                 at += g.numel()
+            start += len(bucket)
         return out
 
     def mean_parts(self, parts, like, scalars, own):

@@ -188,6 +188,8 @@ def leave_inner(meta, inner: Optional[List[torch.Tensor]]):
         for p, g in zip(meta.params, inner):
             if g is None:
                 continue
+            if g.stride() != p.stride():  # e.g. expanded: .grad gets the parameter's layout
+                g = torch.empty_like(p).copy_(g)
             if p.grad is None:
                 p.grad = g
             else:
