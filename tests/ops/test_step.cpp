@@ -171,6 +171,42 @@ TEST(CppStep, JvpEqualsExactT1T2) {
       << construction_error(o);
 }
 
+// keep_train_grad: the parameters' .grad is the training loss's gradient at
+// theta, bit for bit as autograd gives it; a parameter that enters the loss
+// only through its sum (autograd returns its gradient expanded, stride 0)
+// gets it in the parameter's own layout; lambda's gradient does not change.
+TEST(CppStep, KeepTrainGradLeavesTheInnerGradient) {
+  torch::manual_seed(3);
+  auto w = torch::randn({3, 2}, torch::kFloat64).requires_grad_(true);
+  auto shift = torch::zeros({4}, torch::kFloat64).requires_grad_(true);
+  auto lam = torch::tensor({0.3}, torch::kFloat64).requires_grad_(true);
+  auto x = torch::randn({5, 2}, torch::kFloat64);
+  auto out = [&] { return torch::tanh(x.matmul(w.t()) + shift.sum()); };
+  auto train = [&] { return out().pow(2).mean() * torch::exp(lam).sum(); };
+  auto val = [&] { return (out() - 0.5).pow(2).mean(); };
+  const auto want = torch::autograd::grad({train()}, {w, shift});
+  ASSERT_EQ(want[1].stride(0), 0);  // the case this test is about
+  std::vector<torch::Tensor> hyper_grads;
+  for (const bool keep : {false, true}) {
+    evograd::Options o;
+    o.estimator = "jvp";
+    o.inner_lr = 0.1;
+    o.keep_train_grad = keep;
+    evograd::EvoGrad meta({w, shift}, {lam}, o, std::vector<torch::Tensor>{});
+    lam.mutable_grad() = torch::Tensor();
+    meta.step(train, val);
+    hyper_grads.push_back(lam.grad().clone());
+    if (!keep) {
+      EXPECT_FALSE(w.grad().defined() || shift.grad().defined());  // off: as it was
+      continue;
+    }
+    EXPECT_TRUE(torch::equal(w.grad(), want[0]));
+    EXPECT_TRUE(torch::equal(shift.grad(), want[1]));
+    EXPECT_EQ(shift.grad().strides(), shift.strides());
+  }
+  EXPECT_TRUE(torch::equal(hyper_grads[0], hyper_grads[1]));
+}
+
 // LFT records its auxiliary loss before the meta block and backpropagates it
 // after: the step writes without bumping version counters and restores every
 // value, so that graph is valid and gives the gradient it would have without
