@@ -47,9 +47,9 @@ class Exchange {
                                                    std::exception_ptr own);
 
   // T1-T2's estimators ("data" only): the ranks' mean of a parameter-sized
-  // gradient, in its own dtype and in place, in buckets of at most
-  // kBucketBytes (DDP's default), the first carrying the failure count; a
-  // failed rank sends zeros shaped like `like`.
+  // gradient, in its own dtype, in buckets of at most kBucketBytes (DDP's
+  // default), the first carrying the failure count; a failed rank sends
+  // zeros shaped like `like`. Returns views of the reduced buckets.
   virtual std::vector<torch::Tensor> mean_gradient(std::vector<torch::Tensor> grads,
                                                    const std::vector<torch::Tensor>& like,
                                                    std::exception_ptr own, const char* phase);

@@ -84,9 +84,10 @@ std::vector<torch::Tensor> double_backward(const std::vector<torch::Tensor>& par
 // zeros to what the loss uses, as T1-T2 does; a g' that overflowed (a
 // float16 loss scale) gives NaN, as T1-T2's gradient would, so that a loss
 // scaler skips the step (Python's unrolled.combine does the same).
-Lookahead combine(const std::vector<torch::Tensor>& hyper, std::vector<torch::Tensor> parts,
-                  bool ran, const std::vector<torch::Tensor>& direct,
-                  const std::vector<bool>& used, double length, double alpha, Lookahead r) {
+std::vector<torch::Tensor> combine(const std::vector<torch::Tensor>& hyper,
+                                   std::vector<torch::Tensor> parts, bool ran,
+                                   const std::vector<torch::Tensor>& direct,
+                                   const std::vector<bool>& used, double length, double alpha) {
   torch::NoGradGuard no_grad;
   const bool overflow = !std::isfinite(length) && alpha > 0;
   for (size_t j = 0; j < hyper.size(); ++j) {
@@ -94,9 +95,9 @@ Lookahead combine(const std::vector<torch::Tensor>& hyper, std::vector<torch::Te
     if (overflow && used[j]) total = torch::full_like(hyper[j], std::nan(""));
     if (direct[j].defined()) total = total.defined() ? total + direct[j] : direct[j];
     if (!total.defined() && !ran && used[j]) total = torch::zeros_like(hyper[j]);
-    r.parts.push_back(total);
+    parts[j] = total;
   }
-  return r;
+  return parts;
 }
 
 }  // namespace
@@ -249,8 +250,7 @@ Lookahead unrolled(Through through, const std::vector<torch::Tensor>& params,
       }
     }
     if (!own) {
-      auto combined = combine(hyper, std::move(parts), ran, direct, used, length, alpha, Lookahead());
-      parts = std::move(combined.parts);
+      parts = combine(hyper, std::move(parts), ran, direct, used, length, alpha);
     }
   } catch (...) {
     own = std::current_exception();

@@ -44,7 +44,7 @@ def _through(meta, setting, snap, rng, train_loss_fn, run, alpha: float):
     run.g = None
     for i, d in enumerate(direction):  # not in place: autograd may return a gradient expanded
         direction[i] = d / run.length
-        del d
+        del d  # the undivided tensor goes now, not at the end of the pass
     run.base_values.replay()
     rng.replay()
     with forward_ad.dual_level():

@@ -129,7 +129,7 @@ class Local:
     def mean_gradient(self, grads: Optional[List[torch.Tensor]], like: Sequence[torch.Tensor],
                       own: Optional[BaseException], phase: str) -> List[torch.Tensor]:
         """The ranks' mean of a parameter-sized gradient (T1-T2's estimators:
-        the inner gradient, the validation gradient), in place."""
+        the inner gradient, the validation gradient)."""
         if own is not None:
             raise own
         return grads
