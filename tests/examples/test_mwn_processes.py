@@ -163,21 +163,33 @@ def _has_fsdp2():
         return False
 
 
+FSDP_METHODS = {"evograd": [], "jvp-onestep": ["--method", "jvp", "--one-step",
+                                              "--meta-weights", "sum"]}
+
+
 @pytest.mark.skipif(not _has_fsdp2(), reason="FSDP2 (fully_shard) is not in this torch")
-def test_fsdp_run_follows_the_ddp_run(tmp_path):
+@pytest.mark.parametrize("method", sorted(FSDP_METHODS))
+def test_fsdp_run_follows_the_ddp_run(method, tmp_path):
     """The same 2-process run with the classifier sharded by FSDP2 instead of
     replicated by DDP: the same data-parallel objective, so the same
     accuracy, V(loss) and losses; only the order of float32 gradient
     reductions differs (all-reduce vs reduce-scatter). Measured gap over 24
-    iterations: 4e-8 relative in the loss, none at V's 5 printed decimals."""
+    iterations: 4e-8 relative in the loss, none at V's 5 printed decimals
+    (the paper's estimator); none at all with jvp and one training pass,
+    whose update steps on the kept, sharded inner gradient."""
     ddp, fsdp = tmp_path / "ddp.json", tmp_path / "fsdp.json"
-    run(2, SMALL + ["--eval-every", "12", "--json", str(ddp)])
-    run(2, SMALL + ["--eval-every", "12", "--fsdp", "--json", str(fsdp)])
+    args = SMALL + ["--eval-every", "12"] + FSDP_METHODS[method]  # a later --method wins
+    run(2, args + ["--json", str(ddp)])
+    run(2, args + ["--fsdp", "--json", str(fsdp)])
     a, b = json.loads(ddp.read_text()), json.loads(fsdp.read_text())
     assert (a["sharded"], b["sharded"]) == (False, True)
     assert [e["test_accuracy"] for e in a["curve"]] == [e["test_accuracy"] for e in b["curve"]]
     assert b["final_train_loss"] == pytest.approx(a["final_train_loss"], rel=1e-5)
     assert max(abs(x - y) for x, y in zip(a["weighting_function"], b["weighting_function"])) <= 1e-4
+    assert a["one_step"] == b["one_step"] == (method == "jvp-onestep")
+
+
+def test_fsdp_needs_processes():
     out = subprocess.run([sys.executable, str(TRAIN), "--fsdp", *SMALL], env=env(),
                          capture_output=True, text=True)
     assert out.returncode != 0 and "--fsdp shards the model over the processes" in out.stderr

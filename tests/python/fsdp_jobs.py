@@ -203,3 +203,106 @@ def job_fsdp_errors(rank, world):
         out[name + " untouched"] = all(torch.equal(p.to_local(), b) for p, b in
                                        zip(model.parameters(), before))
     return out
+
+
+# ---- estimator="jvp" (T1-T2's hypergradient) on FSDP shards -------------
+
+JVP_LR = 0.1
+
+
+def jvp_batches():
+    """Whole batches that 2 and 4 ranks split evenly: the ranks' mean is then
+    the whole batch's mean."""
+    return make_data(24, 300), make_data(8, 400)
+
+
+def jvp_step(model, hyper, x, y, xv, yv, **options):
+    """One jvp meta-step after a forward of the caller's: lambda's gradient
+    (flat), the result, and the EvoGrad."""
+    meta = evograd.EvoGrad(model, hyper, estimator="jvp", inner_lr=JVP_LR, seed=3, **options)
+    grad, r = meta_step(model, hyper, meta, x, y, xv, yv)
+    return grad, r, meta
+
+
+def fsdp_settings(model):
+    """What the jvp pass changes in FSDP and must put back."""
+    return [(g.post_forward_mesh_info, g.reshard_after_backward)
+            for m in model.modules() if hasattr(m, "_get_fsdp_state")
+            for g in m._get_fsdp_state()._fsdp_param_groups]
+
+
+def job_fsdp_jvp(rank, world):
+    """Both placements of lambda; without and with keep_train_grad. Records
+    lambda's gradient, the losses, whether the default step left the rows,
+    their .grad and FSDP's settings as it found them, the kept gradient
+    gathered whole, and the rows after one FSDP training update that follows
+    the step (on the kept gradient with keep_train_grad)."""
+    (x, y), (xv, yv) = [(shard(a, rank, world), shard(b, rank, world))
+                        for a, b in jvp_batches()]
+    out = {}
+    for inside in (True, False):
+        for keep in (False, True):
+            model, hyper = sharded_model(world), FeatureHyper(inside)
+            model(x)  # FSDP settles its settings in its first forward,
+            model.reshard()  # and keeps the root gathered after it
+            before, settings = [p.to_local().clone() for p in model.parameters()], \
+                fsdp_settings(model)
+            grad, r, meta = jvp_step(model, hyper, x, y, xv, yv, parallel="data",
+                                     keep_train_grad=keep)
+            same = (all(torch.equal(p.to_local(), b) for p, b in zip(model.parameters(), before))
+                    and fsdp_settings(model) == settings)
+            kept = [None if p.grad is None else p.grad.full_tensor()
+                    for p in model.parameters()]
+            update(model, hyper, x, y, keep)
+            out[(inside, keep)] = {"grad": grad, "losses": r.losses, "val": r.val_loss,
+                                   "same": same, "kept": kept,
+                                   "after": [p.full_tensor() for p in model.parameters()]}
+    # A loss that is not finite on rank 1 only, in each of the step's passes:
+    # an error on every rank, none hangs in FSDP's collectives.
+    for phase, call in (("inner", 1), ("validation", 1), ("through", 2)):
+        model, hyper = sharded_model(world), FeatureHyper(True)
+        meta = evograd.EvoGrad(model, hyper, estimator="jvp", inner_lr=JVP_LR,
+                               parallel="data")
+        calls = {"train": 0, "val": 0}
+        which = "val" if phase == "validation" else "train"
+
+        def poisoned(kind, loss):
+            calls[kind] += 1
+            return loss * float("nan") if rank == 1 and kind == which and \
+                calls[kind] == call else loss
+        before = [p.to_local().clone() for p in model.parameters()]
+        out["nan " + phase] = _error(lambda: meta.step(
+            lambda: poisoned("train", train_loss(model, hyper, x, y)),
+            lambda: poisoned("val", val_loss(model, hyper, xv, yv))))
+        out["nan " + phase + " untouched"] = all(
+            torch.equal(p.to_local(), b) for p, b in zip(model.parameters(), before)) and \
+            all(p.grad is None for p in model.parameters())
+    model, hyper = sharded_model(world), FeatureHyper()
+    out["lookahead"] = _error(lambda: evograd.EvoGrad(model, hyper, estimator="lookahead",
+                                                      inner_lr=JVP_LR, parallel="data"))
+    return out
+
+
+def update(model, hyper, x, y, kept):
+    """The model's SGD step: on the kept gradient, or after its own backward."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    if not kept:
+        opt.zero_grad()
+        train_loss(model, hyper, x, y).backward()
+    opt.step()
+
+
+def reference_jvp():
+    """The same steps in one process on the unsharded model and whole batches."""
+    (x, y), (xv, yv) = jvp_batches()
+    out = {}
+    for inside in (True, False):
+        for keep in (False, True):
+            model, hyper = make_model(HIDDEN), FeatureHyper(inside)
+            grad, r, _ = jvp_step(model, hyper, x, y, xv, yv, keep_train_grad=keep)
+            kept = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
+            update(model, hyper, x, y, keep)
+            out[(inside, keep)] = {"grad": grad, "losses": r.losses, "val": r.val_loss,
+                                   "kept": kept,
+                                   "after": [p.detach().clone() for p in model.parameters()]}
+    return out

@@ -88,3 +88,42 @@ def test_misuse_is_an_error_on_every_rank(tmp_path):
     assert "validation loss is not finite" in ranks[1]["nan validation"]
     for name in ("nan candidate, raise", "nan validation"):
         assert ranks[0][name].startswith("PeerFailed"), ranks[0][name]
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_jvp_on_shards_is_one_step_on_the_whole_batch(world, tmp_path):
+    """estimator="jvp" with parallel="data" over FSDP shards (uneven rows:
+    7 over 2 and 4 ranks) gives one process's step on the whole batch, in
+    float64 to rounding, lambda inside the model or outside; the kept inner
+    gradient is the whole batch's and an FSDP update on it is the
+    unsharded one's."""
+    ranks = run_ranks("fsdp_jobs.job_fsdp_jvp", world, tmp_path)
+    want = fsdp_jobs.reference_jvp()
+    for key, w in want.items():
+        inside, keep = key
+        assert w["grad"].abs().max() > 1e-3  # a hypergradient there is to get wrong
+        for got in (r[key] for r in ranks):
+            g = got["grad"]
+            assert ((g - w["grad"]).norm() / w["grad"].norm()).item() < 1e-6, key
+            assert got["same"], "the step changed the rows or FSDP's settings"
+            torch.testing.assert_close(got["losses"], w["losses"], rtol=1e-12, atol=0)
+            assert got["val"] == pytest.approx(w["val"], rel=1e-12)
+            if keep:
+                for a, b in zip(got["kept"], w["kept"]):
+                    assert ((a - b).norm() / b.norm()).item() < 1e-6, key
+            else:
+                assert all(k is None for k in got["kept"]), "the default keeps no gradient"
+            for a, b in zip(got["after"], w["after"]):
+                torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+        assert all(torch.equal(r[key]["grad"], ranks[0][key]["grad"]) for r in ranks)
+
+
+def test_jvp_on_shards_errors_on_every_rank(tmp_path):
+    ranks = run_ranks("fsdp_jobs.job_fsdp_jvp", 2, tmp_path)
+    for phase in ("inner", "validation", "through"):
+        assert ranks[0]["nan " + phase].startswith("PeerFailed"), ranks[0]["nan " + phase]
+        assert "not finite" in ranks[1]["nan " + phase], ranks[1]["nan " + phase]
+        for got in ranks:
+            assert got["nan " + phase + " untouched"], phase
+    for got in ranks:
+        assert "estimator='jvp'" in got["lookahead"]

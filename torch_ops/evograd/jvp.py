@@ -47,17 +47,19 @@ def _through(meta, setting, snap, rng, train_loss_fn, run, alpha: float):
         del d  # the undivided tensor goes now, not at the end of the pass
     run.base_values.replay()
     rng.replay()
-    with forward_ad.dual_level():
-        with tangents.along(setting.owner, meta.params, direction), \
-                second_order.second_order_safe(meta.params), run.base_values:
-            loss = train_loss_fn()
-        value = closures.check_loss(loss, "training")
-        t = tangents.tangent(loss)
-        del loss
-    del direction
-    if t is None:  # the loss does not move with theta in this pass
-        return None, value
-    grads = closures.hyper_gradient(t, meta.hyperparams, meta.allow_unused)
+    # FSDP: the whole parameters stay gathered until lambda's gradient is taken
+    with setting.layout.whole(setting.owner, direction) as (held, whole):
+        del direction
+        with forward_ad.dual_level():
+            with tangents.along(setting.owner, held, whole), \
+                    second_order.second_order_safe(meta.params), run.base_values:
+                loss = train_loss_fn()
+            value = closures.check_loss(loss, "training")
+            t = tangents.tangent(loss)
+            del loss, whole
+        if t is None:  # the loss does not move with theta in this pass
+            return None, value
+        grads = closures.hyper_gradient(t, meta.hyperparams, meta.allow_unused)
     factor = -alpha * run.length
     return [None if g is None else g * factor for g in grads], value
 
@@ -92,7 +94,7 @@ def step(meta, setting, train_loss_fn, val_loss_fn, seed: int) -> StepResult:
         parts, reported, value, tensor = unrolled.finish(
             meta, setting.exchange, through or [None] * len(meta.hyperparams), run,
             through is not None, losses, 2 if ran else 1, own)
-    unrolled.leave_inner(meta, run.inner)
+    unrolled.leave_inner(meta, setting.layout, run.inner)
     phases.accumulate(meta.hyperparams, [None if t is None else t.detach() for t in parts])
     return StepResult(value, reported, torch.zeros(0, dtype=torch.float64), seed, 0, run.aux,
                       tensor, float("nan"), False)

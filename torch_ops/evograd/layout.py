@@ -12,6 +12,7 @@ before a step, which tensors are replicas, how the validation gradient is
 taken. A model of whole tensors (any module or tensor list) uses this class;
 FSDP2's row shards use ``shards.ShardedLayout``, which answers differently.
 """
+import contextlib
 from typing import List, Sequence, Tuple
 
 import torch
@@ -98,6 +99,16 @@ class NoiseLayout:
     def bystanders(self, owner, hyperparams) -> List[torch.Tensor]:
         """The owner's tensors a step freezes (``tensors.bystanders``)."""
         return tensors.bystanders(owner, self.owners, hyperparams)
+
+    def as_grad(self, i: int, local: torch.Tensor) -> torch.Tensor:
+        """A gradient of view i as ``.grad`` of parameter i."""
+        return local
+
+    @contextlib.contextmanager
+    def whole(self, owner, directions: Sequence[torch.Tensor]):
+        """The tensors the model's modules hold whole during a pass, and
+        ``directions`` for them (here: the parameters themselves)."""
+        yield self.owners, directions
 
     def gradient(self, val: torch.Tensor, hyperparams):
         """d val / d (views, lambda): one autograd.grad (zeros for an unused view)."""

@@ -134,6 +134,10 @@ class Local:
             raise own
         return grads
 
+    def total(self, value: float) -> float:
+        """The sum over ranks of a value each rank holds a part of (its rows)."""
+        return value
+
     def mean_parts(self, parts: List[Optional[torch.Tensor]], like: Sequence[torch.Tensor],
                    scalars: List[float], own: Optional[BaseException]
                    ) -> Tuple[List[Optional[torch.Tensor]], List[float]]:
@@ -251,6 +255,15 @@ class ShardedData(DataParallel):
 
     def _projections(self, summed):
         return summed  # each rank's is a part of one sum over rows
+
+    def mean_gradient(self, grads, like, own, phase):
+        # FSDP's reduce-scatter already left each rank its rows of the mean:
+        # only whether every rank got there is exchanged.
+        self._reduce(torch.zeros(0, dtype=torch.float64), own, phase)
+        return grads
+
+    def total(self, value):
+        return self._reduce(torch.tensor([value], dtype=torch.float64), None, "a norm")[0].item()
 
     def resolution(self, counts, own):
         local = torch.tensor(counts if own is None else (0, 0), dtype=torch.float64)

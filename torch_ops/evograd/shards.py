@@ -20,6 +20,7 @@ ranks, so the ranks' partial projections are summed, not averaged. Settings
 that change that meaning (a gradient divide factor, an all-reduce hook,
 gradient sync switched off, a gradient being accumulated) are refused.
 """
+import contextlib
 import functools
 import importlib
 from typing import List, Optional, Sequence
@@ -88,8 +89,8 @@ def _setting(obj, *names):
         if hasattr(obj, name):
             return getattr(obj, name)
     raise ValueError(f"evograd: cannot read FSDP's {names[0]} in torch {torch.__version__}, so "
-                     "cannot tell how its backward reduces gradients; sharded meta-steps are "
-                     "tested with torch 2.13's fully_shard")
+                     "cannot tell how its passes reduce gradients or keep parameters; sharded "
+                     "meta-steps are tested with torch 2.13's fully_shard")
 
 
 class ShardedLayout(NoiseLayout):
@@ -203,11 +204,47 @@ class ShardedLayout(NoiseLayout):
         try:
             val.reshape(()).backward()
             hyper = [h.grad for h in hyperparams]
+            local = self.local_gradients()
         finally:
             for h, g in zip(hyperparams, before):
                 h.grad = g
+            for p in self.owners:  # read: a later backward of the step starts from None
+                p.grad = None
             self.reshard()
-        return self.local_gradients(), hyper
+        return local, hyper
+
+    def as_grad(self, i: int, local: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of a gradient, as ``.grad`` of sharded parameter i."""
+        p = self.owners[i]
+        return type(p).from_local(local, p.device_mesh, p.placements, run_check=False,
+                                  shape=p.shape, stride=p.stride())
+
+    @contextlib.contextmanager
+    def whole(self, owner, directions: Sequence[torch.Tensor]):
+        """The parameters gathered whole, for a pass that puts tangents on
+        them (the "jvp" estimator): yields the tensors FSDP's modules hold
+        meanwhile and ``directions`` (this rank's rows) gathered whole. FSDP
+        keeps them gathered until the block ends, through the forward and
+        the backward to lambda, whose graph holds the whole parameters and
+        tangents: memory as FSDP without resharding (ZeRO-2) for that pass."""
+        names = _attribute_names(owner, self.owners)
+        saved = [_reshard_settings(m) for m in self.modules]
+        try:
+            for m in self.modules:
+                m.set_reshard_after_forward(False, recurse=False)
+                m.set_reshard_after_backward(False, recurse=False)
+            for m in self.modules:
+                m.unshard()
+            held = [getattr(module, "_parameters")[name] for module, name in names]
+            if any(is_sharded(t) for t in held):
+                raise ValueError("evograd: FSDP did not gather every parameter for the 'jvp' "
+                                 "pass; pass the module built with fully_shard as params")
+            gathered = [self.as_grad(i, d).full_tensor() for i, d in enumerate(directions)]
+            yield held, gathered
+        finally:
+            for m, settings in zip(self.modules, saved):
+                _put_reshard_settings(m, settings)
+            self.reshard()
 
     def local_gradients(self) -> List[torch.Tensor]:
         """After FSDP's backward: each view's gradient (zeros where unused)."""
@@ -217,6 +254,38 @@ class ShardedLayout(NoiseLayout):
             out.append(torch.zeros_like(v) if g is None else
                        (g.to_local() if is_sharded(g) else g))
         return out
+
+
+def _attribute_names(owner, owners: Sequence[torch.Tensor]):
+    """(module, name) of the attribute holding each of ``owners``, read while
+    sharded: FSDP swaps what those attributes hold when it gathers."""
+    index = {id(p): i for i, p in enumerate(owners)}
+    found = [None] * len(owners)
+    for module in owner.modules():
+        for name, t in module._parameters.items():
+            i = index.get(id(t)) if t is not None else None
+            if i is not None and found[i] is None:
+                found[i] = (module, name)
+    if any(f is None for f in found):
+        raise ValueError(f"evograd: parameter {found.index(None)} is not a parameter of the FSDP "
+                         "model's modules; pass the module built with fully_shard as params")
+    return found
+
+
+def _reshard_settings(module):
+    """What set_reshard_after_forward/backward change, to put back after the
+    step (FSDP has setters for them, no getters)."""
+    state = module._get_fsdp_state()
+    groups = _setting(state, "_fsdp_param_groups") or []
+    return ([(g, _setting(g, "post_forward_mesh_info"), _setting(g, "reshard_after_backward"))
+             for g in groups], _setting(state, "_auto_reshard_after_forward"))
+
+
+def _put_reshard_settings(module, settings):
+    groups, auto = settings
+    for g, forward, backward in groups:
+        g.post_forward_mesh_info, g.reshard_after_backward = forward, backward
+    module._get_fsdp_state()._auto_reshard_after_forward = auto
 
 
 def check_tiling(table: torch.Tensor, owners: Sequence[torch.Tensor]):

@@ -217,11 +217,14 @@ class EvoGrad:
             raise ValueError("evograd: an FSDP-sharded model runs every forward on all ranks "
                              "together, so ranks cannot evaluate different candidates; use "
                              "parallel='data'")
-        if self.estimator != "evograd" and any(shards.is_sharded(p) for p in self.params):
-            raise ValueError(f"evograd: estimator '{self.estimator}' does not run on an "
-                             "FSDP-sharded model: its passes need whole parameters, which FSDP "
-                             "gathers only inside its own forward; wrap the model in DDP, or "
-                             "use estimator='evograd', which runs on FSDP shards")
+        if self.estimator == "lookahead" and any(shards.is_sharded(p) for p in self.params):
+            raise ValueError("evograd: estimator 'lookahead' does not run on an FSDP-sharded "
+                             "model; use estimator='jvp' (T1-T2's hypergradient, exactly) or "
+                             "'evograd', which run on FSDP shards")
+        if any(shards.is_sharded(h) for h in self.hyperparams):
+            raise ValueError("evograd: a hyperparameter is FSDP-sharded; keep lambda out of "
+                             "fully_shard (its ignored_params=, or a module of its own) so that "
+                             "every rank holds it whole")
         owner = params if isinstance(params, nn.Module) else module
         self._layout = layout.for_parameters(
             self.params, self._exchange.world if self.parallel == "data" else None, owner)

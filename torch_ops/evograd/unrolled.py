@@ -90,17 +90,15 @@ def inner_and_validation(meta, snap, rng, train_loss_fn, val_loss_fn, alpha: flo
         with base_values, Watch() as watch:
             loss = train_loss_fn()
         narrowest = watch.narrowest
-        base_loss = closures.check_loss(loss, "training")
+        base_loss = closures.check_loss(loss, "training", allow_nonfinite=snap.layout.lockstep)
         if not loss.requires_grad:
             raise ValueError("the training loss does not depend on the parameters or "
                              "hyperparameters")
-        wrt = list(params) + (list(hyper) if meta.allow_unused else [])
-        grads = torch.autograd.grad(loss.reshape(()), wrt, allow_unused=True)
+        inner, unused, grads = _gradient(snap.layout, loss, params, hyper, meta.allow_unused)
         del loss
-        used = [g is not None for g in grads[n:]] if meta.allow_unused else None
-        unused = [g is None for g in grads[:n]]
-        inner = zeros_for_none(grads[:n], params)
+        used = [g is not None for g in grads] if meta.allow_unused else None
         del grads
+        _check_finite("training", base_loss)
     except Exception as e:  # noqa: BLE001  (re-raised on this rank by the exchange)
         own = e
     inner = exchange.mean_gradient(inner, params, own, "the inner gradient")
@@ -115,21 +113,40 @@ def inner_and_validation(meta, snap, rng, train_loss_fn, val_loss_fn, alpha: flo
             None if u and exchange.collectives is None else t for t, u in zip(inner, unused)]
         snap.restore_buffers()
         val, aux = closures.split_aux(val_loss_fn())  # recording ended with the block above
-        value = closures.check_loss(val, "validation")
+        value = closures.check_loss(val, "validation", allow_nonfinite=snap.layout.lockstep)
         if not val.requires_grad:
             raise ValueError("the validation loss does not depend on the parameters")
-        grads = torch.autograd.grad(val.reshape(()), list(params) + list(hyper),
-                                    allow_unused=True)
         tensor = val.detach()
+        g, _, direct = _gradient(snap.layout, val, params, hyper, True)
         del val
-        g = zeros_for_none(grads[:n], params)
-        direct = list(grads[n:])
-        del grads
+        _check_finite("validation", value)
     except Exception as e:  # noqa: BLE001
         own = e
     g = exchange.mean_gradient(g, params, own, "the validation gradient")
-    return Lookahead(base_loss, g, norm(g), direct, used, value, tensor, aux, base_values,
+    length = math.sqrt(exchange.total(norm(g) ** 2))  # FSDP: each rank holds some rows
+    return Lookahead(base_loss, g, length, direct, used, value, tensor, aux, base_values,
                      narrowest, inner)
+
+
+def _gradient(layout, loss, params, hyper, with_hyper: bool):
+    """d loss / d parameters (zeros where unused, with which were) and
+    d loss / d lambda (None where unused; asked for only ``with_hyper``).
+    An FSDP model's comes from FSDP's own backward: this rank's rows of the
+    ranks' mean."""
+    if layout.sharded:
+        grads, lam = layout.gradient(loss, hyper)
+        return grads, [False] * len(params), lam
+    wrt = list(params) + (list(hyper) if with_hyper else [])
+    grads = torch.autograd.grad(loss.reshape(()), wrt, allow_unused=True)
+    n = len(params)
+    return zeros_for_none(grads[:n], params), [g is None for g in grads[:n]], list(grads[n:])
+
+
+def _check_finite(what: str, value: float):
+    # reached with a loss that is not finite only in lockstep (FSDP), whose
+    # backward must run on every rank first
+    if not math.isfinite(value):
+        raise closures.not_finite(what, value)
 
 
 def combine(meta, through: List[Optional[torch.Tensor]], run: Lookahead, ran: bool):
@@ -177,7 +194,7 @@ def finish(meta, exchange, through, run: Lookahead, ran: bool, losses: List[floa
     return parts, torch.tensor(reported, dtype=torch.float64), value, tensor
 
 
-def leave_inner(meta, inner: Optional[List[torch.Tensor]]):
+def leave_inner(meta, layout, inner: Optional[List[torch.Tensor]]):
     """keep_train_grad: grad_theta l_T(theta, lambda), the ranks' mean with
     parallel="data", accumulated into the parameters' .grad as backward()
     would, for the model's optimiser to step on (the model's own forward and
@@ -185,11 +202,12 @@ def leave_inner(meta, inner: Optional[List[torch.Tensor]]):
     if inner is None:
         return
     with torch.no_grad():
-        for p, g in zip(meta.params, inner):
+        for i, (p, g) in enumerate(zip(meta.params, inner)):
             if g is None:
                 continue
-            if g.stride() != p.stride():  # e.g. expanded: .grad gets the parameter's layout
-                g = torch.empty_like(p).copy_(g)
+            if g.stride() != layout.views[i].stride():  # e.g. expanded: .grad gets p's layout
+                g = torch.empty_like(layout.views[i]).copy_(g)
+            g = layout.as_grad(i, g)
             if p.grad is None:
                 p.grad = g
             else:
