@@ -202,6 +202,30 @@ def job_fsdp_errors(rank, world):
             out[name + " grad"] = torch.cat([h.grad.reshape(-1) for h in hyper.parameters()])
         out[name + " untouched"] = all(torch.equal(p.to_local(), b) for p, b in
                                        zip(model.parameters(), before))
+    # estimator="jvp": a loss that is not finite on rank 1 only, in each of
+    # the step's passes, is an error on every rank; none hangs in FSDP's
+    # collectives.
+    for phase, call in (("inner", 1), ("validation", 1), ("through", 2)):
+        model, hyper = sharded_model(world), FeatureHyper(True)
+        meta = evograd.EvoGrad(model, hyper, estimator="jvp", inner_lr=JVP_LR,
+                               parallel="data")
+        calls = {"train": 0, "val": 0}
+        which = "val" if phase == "validation" else "train"
+
+        def poisoned(kind, loss):
+            calls[kind] += 1
+            return loss * float("nan") if rank == 1 and kind == which and \
+                calls[kind] == call else loss
+        before = [p.to_local().clone() for p in model.parameters()]
+        out["jvp nan " + phase] = _error(lambda: meta.step(
+            lambda: poisoned("train", train_loss(model, hyper, x, y)),
+            lambda: poisoned("val", val_loss(model, hyper, xv, yv))))
+        out["jvp nan " + phase + " untouched"] = all(
+            torch.equal(p.to_local(), b) for p, b in zip(model.parameters(), before)) and \
+            all(p.grad is None for p in model.parameters())
+    model, hyper = sharded_model(world), FeatureHyper()
+    out["jvp lookahead"] = _error(lambda: evograd.EvoGrad(model, hyper, estimator="lookahead",
+                                                      inner_lr=JVP_LR, parallel="data"))
     return out
 
 
@@ -218,10 +242,14 @@ def jvp_batches():
 
 def jvp_step(model, hyper, x, y, xv, yv, **options):
     """One jvp meta-step after a forward of the caller's: lambda's gradient
-    (flat), the result, and the EvoGrad."""
+    (flat), the result, and the bytes and calls the step's own exchanges
+    made (FSDP's collectives are not counted)."""
     meta = evograd.EvoGrad(model, hyper, estimator="jvp", inner_lr=JVP_LR, seed=3, **options)
+    coll = meta.exchange.collectives
+    before = (coll.bytes_sent, coll.calls) if coll else (0, 0)
     grad, r = meta_step(model, hyper, meta, x, y, xv, yv)
-    return grad, r, meta
+    sent = (coll.bytes_sent - before[0], coll.calls - before[1]) if coll else (0, 0)
+    return grad, r, sent
 
 
 def fsdp_settings(model):
@@ -247,7 +275,7 @@ def job_fsdp_jvp(rank, world):
             model.reshard()  # and keeps the root gathered after it
             before, settings = [p.to_local().clone() for p in model.parameters()], \
                 fsdp_settings(model)
-            grad, r, meta = jvp_step(model, hyper, x, y, xv, yv, parallel="data",
+            grad, r, sent = jvp_step(model, hyper, x, y, xv, yv, parallel="data",
                                      keep_train_grad=keep)
             same = (all(torch.equal(p.to_local(), b) for p, b in zip(model.parameters(), before))
                     and fsdp_settings(model) == settings)
@@ -255,31 +283,9 @@ def job_fsdp_jvp(rank, world):
                     for p in model.parameters()]
             update(model, hyper, x, y, keep)
             out[(inside, keep)] = {"grad": grad, "losses": r.losses, "val": r.val_loss,
-                                   "same": same, "kept": kept,
+                                   "same": same, "kept": kept, "sent": sent,
+                                   "rows": [p.to_local().numel() for p in model.parameters()],
                                    "after": [p.full_tensor() for p in model.parameters()]}
-    # A loss that is not finite on rank 1 only, in each of the step's passes:
-    # an error on every rank, none hangs in FSDP's collectives.
-    for phase, call in (("inner", 1), ("validation", 1), ("through", 2)):
-        model, hyper = sharded_model(world), FeatureHyper(True)
-        meta = evograd.EvoGrad(model, hyper, estimator="jvp", inner_lr=JVP_LR,
-                               parallel="data")
-        calls = {"train": 0, "val": 0}
-        which = "val" if phase == "validation" else "train"
-
-        def poisoned(kind, loss):
-            calls[kind] += 1
-            return loss * float("nan") if rank == 1 and kind == which and \
-                calls[kind] == call else loss
-        before = [p.to_local().clone() for p in model.parameters()]
-        out["nan " + phase] = _error(lambda: meta.step(
-            lambda: poisoned("train", train_loss(model, hyper, x, y)),
-            lambda: poisoned("val", val_loss(model, hyper, xv, yv))))
-        out["nan " + phase + " untouched"] = all(
-            torch.equal(p.to_local(), b) for p, b in zip(model.parameters(), before)) and \
-            all(p.grad is None for p in model.parameters())
-    model, hyper = sharded_model(world), FeatureHyper()
-    out["lookahead"] = _error(lambda: evograd.EvoGrad(model, hyper, estimator="lookahead",
-                                                      inner_lr=JVP_LR, parallel="data"))
     return out
 
 

@@ -74,12 +74,18 @@ class Collectives:
             values.copy_(t)
 
     def all_gather(self, values: torch.Tensor) -> torch.Tensor:
-        """[world, n]: every rank's vector, in rank order."""
+        """[world, n]: every rank's vector, in rank order (on the CPU)."""
+        return torch.stack([o.cpu() for o in self.all_gather_list(values)])
+
+    def all_gather_list(self, values: torch.Tensor) -> List[torch.Tensor]:
+        """Every rank's ``values`` (same shape and dtype on all), on the
+        backend's device, in rank order: for parameter-sized pieces, which
+        neither go through the CPU nor change dtype."""
         t = values.to(self.device).contiguous()
         out = [torch.empty_like(t) for _ in range(self.world)]
         self._count(t)
         self.dist.all_gather(out, t, group=self.group)
-        return torch.stack([o.cpu() for o in out])
+        return out
 
     def broadcast(self, values: torch.Tensor, src_rank: int = 0) -> torch.Tensor:
         t = values.to(self.device).clone()

@@ -182,7 +182,12 @@ class ShardedLayout(NoiseLayout):
         """Sharded rows make the ranks' projections parts of one sum rather
         than copies to average, and must tile every tensor."""
         extents = torch.tensor(self.extents(), dtype=torch.int64).reshape(-1)
-        check_tiling(plain.collectives.all_gather(extents), self.owners)
+        table = plain.collectives.all_gather(extents)
+        check_tiling(table, self.owners)
+        # each tensor's (start, count) per rank, to gather a whole one (whole())
+        self.spans = [[(int(table[r, 2 * i]), int(table[r, 2 * i + 1]))
+                       for r in range(table.shape[0])] for i in range(len(self.owners))]
+        self.collectives = plain.collectives
         return parallel.ShardedData(plain.collectives)
 
     def before_step(self):
@@ -239,12 +244,25 @@ class ShardedLayout(NoiseLayout):
             if any(is_sharded(t) for t in held):
                 raise ValueError("evograd: FSDP did not gather every parameter for the 'jvp' "
                                  "pass; pass the module built with fully_shard as params")
-            gathered = [self.as_grad(i, d).full_tensor() for i, d in enumerate(directions)]
+            gathered = [self._gathered(i, d) for i, d in enumerate(directions)]
             yield held, gathered
         finally:
             for m, settings in zip(self.modules, saved):
                 _put_reshard_settings(m, settings)
             self.reshard()
+
+    def _gathered(self, i: int, local: torch.Tensor) -> torch.Tensor:
+        """Tensor i whole from every rank's rows of it: one all-gather, each
+        rank's piece padded to the longest (FSDP's uneven rows)."""
+        spans = self.spans[i]
+        piece = local.reshape(-1)
+        width = max(count for _, count in spans)
+        if piece.numel() < width:
+            piece = torch.cat([piece, piece.new_zeros(width - piece.numel())])
+        pieces = self.collectives.all_gather_list(piece)
+        order = sorted(range(len(spans)), key=lambda r: spans[r][0])
+        whole = torch.cat([pieces[r][:spans[r][1]] for r in order])
+        return whole.view(self.owners[i].shape).to(local.device)
 
     def local_gradients(self) -> List[torch.Tensor]:
         """After FSDP's backward: each view's gradient (zeros where unused)."""

@@ -83,14 +83,14 @@ class EvoGrad:
             ``sqrt(eps) * max(1, |theta|)`` for the parameters' dtype).
             options.def lists the options each one uses; setting another
             raises. Both T1-T2 estimators run in one process or with
-            ``parallel="data"`` (not on an FSDP-sharded model).
+            ``parallel="data"``; "jvp" also on an FSDP2-sharded model.
         allow_unused: as in ``torch.autograd.grad``: a hyperparameter no loss
             depends on keeps its ``.grad`` instead of raising.
         nonfinite: a candidate with a NaN/inf training loss ``"raise"``s
             (the model restored) or is ``"drop"``ped (weight exactly 0).
         parallel: ``None``, ``"data"`` (each rank's closures see its shard;
             the objective is the mean over ranks; FSDP2-sharded models take
-            this with the paper's estimator) or ``"candidates"`` (rank r
+            this with the paper's estimator and "jvp") or ``"candidates"`` (rank r
             evaluates k = r, r + world, ...; the paper's estimator only).
             Every rank builds alike (checked) and steps together. The paper's
             estimator sends O(K + N) float64 values whatever the model's size;
