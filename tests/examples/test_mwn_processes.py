@@ -103,15 +103,33 @@ def kill_after_first_checkpoint(world, args, ckpt):
 VARIANTS = {"evograd": [], "jvp-onestep": ["--method", "jvp", "--one-step", "--meta-weights", "sum"]}
 
 
+def variant_args(variant):
+    return SMALL + ["--eval-every", "12"] + VARIANTS[variant]  # a later --method wins
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The uninterrupted run of (world, variant), once per module: the resume
+    tests and the FSDP comparison measure against the same one."""
+    runs = {}
+
+    def get(world, variant):
+        if (world, variant) not in runs:
+            out = tmp_path_factory.mktemp("whole") / "whole.json"
+            run(world, variant_args(variant) + ["--json", str(out)])
+            runs[world, variant] = json.loads(out.read_text())
+        return runs[world, variant]
+    return get
+
+
 @pytest.mark.parametrize("world, variant", [(1, "evograd"), (2, "evograd"), (2, "jvp-onestep")])
-def test_killed_run_resumes_bit_for_bit(world, variant, tmp_path):
-    whole, resumed, ckpt = tmp_path / "whole.json", tmp_path / "resumed.json", tmp_path / "state.pt"
-    small = SMALL + VARIANTS[variant]  # a later --method wins
-    run(world, small + ["--json", str(whole)])
+def test_killed_run_resumes_bit_for_bit(world, variant, uninterrupted, tmp_path):
+    resumed, ckpt = tmp_path / "resumed.json", tmp_path / "state.pt"
+    small = variant_args(variant)
     kill_after_first_checkpoint(world, small + ["--checkpoint", str(ckpt), "--checkpoint-every", "4"], ckpt)
     run(world, small + ["--checkpoint", str(ckpt), "--checkpoint-every", "4", "--resume",
                         "--json", str(resumed)])
-    a, b = json.loads(whole.read_text()), json.loads(resumed.read_text())
+    a, b = uninterrupted(world, variant), json.loads(resumed.read_text())
     assert a["method"] == b["method"] == variant.split("-")[0]
     assert a["one_step"] == b["one_step"] == variant.endswith("onestep")
     assert b["resumed_at"] is not None and 4 <= b["resumed_at"] < 24  # really resumed mid-run
@@ -163,13 +181,9 @@ def _has_fsdp2():
         return False
 
 
-FSDP_METHODS = {"evograd": [], "jvp-onestep": ["--method", "jvp", "--one-step",
-                                              "--meta-weights", "sum"]}
-
-
 @pytest.mark.skipif(not _has_fsdp2(), reason="FSDP2 (fully_shard) is not in this torch")
-@pytest.mark.parametrize("method", sorted(FSDP_METHODS))
-def test_fsdp_run_follows_the_ddp_run(method, tmp_path):
+@pytest.mark.parametrize("method", sorted(VARIANTS))
+def test_fsdp_run_follows_the_ddp_run(method, uninterrupted, tmp_path):
     """The same 2-process run with the classifier sharded by FSDP2 instead of
     replicated by DDP: the same data-parallel objective, so the same
     accuracy, V(loss) and losses; only the order of float32 gradient
@@ -177,11 +191,9 @@ def test_fsdp_run_follows_the_ddp_run(method, tmp_path):
     iterations: 4e-8 relative in the loss, none at V's 5 printed decimals
     (the paper's estimator); none at all with jvp and one training pass,
     whose update steps on the kept, sharded inner gradient."""
-    ddp, fsdp = tmp_path / "ddp.json", tmp_path / "fsdp.json"
-    args = SMALL + ["--eval-every", "12"] + FSDP_METHODS[method]  # a later --method wins
-    run(2, args + ["--json", str(ddp)])
-    run(2, args + ["--fsdp", "--json", str(fsdp)])
-    a, b = json.loads(ddp.read_text()), json.loads(fsdp.read_text())
+    fsdp = tmp_path / "fsdp.json"
+    run(2, variant_args(method) + ["--fsdp", "--json", str(fsdp)])
+    a, b = uninterrupted(2, method), json.loads(fsdp.read_text())
     assert (a["sharded"], b["sharded"]) == (False, True)
     assert [e["test_accuracy"] for e in a["curve"]] == [e["test_accuracy"] for e in b["curve"]]
     assert b["final_train_loss"] == pytest.approx(a["final_train_loss"], rel=1e-5)
