@@ -19,6 +19,11 @@ the reduce-scatter leaves each rank its rows of the gradient *averaged* over
 ranks, so the ranks' partial projections are summed, not averaged. Settings
 that change that meaning (a gradient divide factor, an all-reduce hook,
 gradient sync switched off, a gradient being accumulated) are refused.
+
+The "jvp" estimator's inner and validation gradients come from the same
+backward; its pass with tangents needs the whole parameters (forward mode
+puts a tangent on a tensor, not on rows of it), so ``whole`` gathers every
+FSDP module and keeps it gathered until lambda's gradient is taken.
 """
 import contextlib
 import functools
@@ -240,7 +245,7 @@ class ShardedLayout(NoiseLayout):
                 m.set_reshard_after_backward(False, recurse=False)
             for m in self.modules:
                 m.unshard()
-            held = [getattr(module, "_parameters")[name] for module, name in names]
+            held = [module._parameters[name] for module, name in names]
             if any(is_sharded(t) for t in held):
                 raise ValueError("evograd: FSDP did not gather every parameter for the 'jvp' "
                                  "pass; pass the module built with fully_shard as params")
