@@ -60,7 +60,8 @@ namespace evograd {
 // parallel: each step first compares the exact bits of the parameters and
 // lambda across ranks, 4 int64 gathered, and throws if they differ),
 // keep_train_grad ("lookahead", "jvp": the inner gradient, the ranks' mean,
-// is accumulated into the parameters' .grad for the model's optimiser). Their meaning is documented once, in Python's
+// is accumulated into the parameters' .grad for the model's optimiser, and
+// the buffers are left as that training forward left them). Their meaning is documented once, in Python's
 // evograd.EvoGrad; a row marked PYTHON there would be an option this API
 // does not offer (there is none).
 #define EVOGRAD_MEMBER_BOTH(type, name, value) type name = value;

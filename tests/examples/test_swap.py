@@ -7,8 +7,10 @@ Each guide must leave the model as it found it (parameters, buffers, .grad,
 training flags) and give T1-T2's hypergradient as the official step computes
 it, with the official closures' own .data and .detach(): double backward
 through the same closures, float64, to 1e-9 relative."""
+import copy
 import math
 import re
+import types
 import warnings
 from pathlib import Path
 
@@ -284,39 +286,69 @@ def test_lft_guide_in_the_official_loop():
     model = lft.model
     # the official auxiliary loss, recorded before the meta-step (eval mode)
     model.eval()
-    aux_loss_weighted = model.feature(torch.randn(4, 1, 6, 6, dtype=D)).pow(2).mean() * 0.9
+    x_aux = torch.randn(4, 1, 6, 6, dtype=D)
+    aux_loss_weighted = model.feature(x_aux).pow(2).mean() * 0.9
     aux_before = torch.autograd.grad(aux_loss_weighted, model.feature.conv.weight,
                                      retain_graph=True)[0]
     ns = dict(evograd=evograd, self=lft, x=x, x_new=x_new, aux_loss_weighted=aux_loss_weighted)
     model.feature.conv.weight.grad = torch.full_like(model.feature.conv.weight, 3.0)
     before_conv = model.feature.conv.weight.detach().clone()
+    official, at_step = copy.deepcopy(model), []
+
+    class Recording(evograd.EvoGrad):  # the random state the step's passes replay
+        def step(self, *args, **kwargs):
+            at_step.append(torch.get_rng_state())
+            return super().step(*args, **kwargs)
+    ns["evograd"] = types.SimpleNamespace(EvoGrad=Recording)
     exec(readme_block("lft"), ns)
+    # The official update's gradient, by the official sequence on a copy: the
+    # auxiliary loss recorded in eval mode, then the pseudo-seen episode at
+    # theta, FT on, with the draw of FT noise the step replayed (meta_grad;
+    # its forward updates BatchNorm's running statistics in place, a write
+    # torch does not count, so the auxiliary backward reads them), then the
+    # auxiliary backward.
+    official.eval()
+    official_aux = official.feature(x_aux).pow(2).mean() * 0.9
+    torch.set_rng_state(at_step[0])
+    official.train()
+    meta_grad = torch.autograd.grad(official.set_forward_loss(x)[1],
+                                    official.feature.conv.weight)[0]
+    aux_grad = torch.autograd.grad(official_aux, official.feature.conv.weight)[0]
     meta, hyper = lft.meta, lft.split_model_parameters()[1]
     assert [id(h) for h in meta.hyperparams] == [id(h) for h in hyper]
     assert {id(p) for p in meta.params} == {id(p) for p in lft.split_model_parameters()[0]}
     assert meta.inner_lr == lft.model_optim.param_groups[0]["lr"] == 1e-3
-    assert isinstance(ns["ft_loss"], torch.Tensor) and ns["model_loss"].requires_grad
+    assert isinstance(ns["ft_loss"], torch.Tensor)
     assert not torch.equal(model.feature.conv.weight, before_conv)  # the model update ran
-    # the update's gradient: the auxiliary loss's (as recorded) plus the episode's
-    assert model.feature.conv.weight.grad is not None and aux_before.abs().sum() > 0
+    # the update's gradient: the auxiliary loss's (as recorded) plus meta_grad,
+    # as the official update; the running statistics as its one forward left them
+    assert aux_before.abs().sum() > 0 and meta_grad.abs().sum() > 0
+    assert not torch.allclose(aux_grad, aux_before)  # the statistics moved under it
+    torch.testing.assert_close(model.feature.conv.weight.grad, aux_grad + meta_grad,
+                               rtol=1e-12, atol=1e-15)
+    for b, want in zip(model.buffers(), official.buffers()):
+        assert torch.equal(b, want)
     g = hyper_grad(hyper)
     assert torch.isfinite(g).all() and g.abs().sum() > 0
 
-    # The step alone restores everything but λ (the caller's .grad too).
+    # Without keep_train_grad the step alone restores everything but λ (the
+    # caller's .grad too).
     seen, unseen = (lambda: ns["episode_loss"](x, True)), (lambda: ns["episode_loss"](x_new, False))
     model.train()
     before = state_of(model)
-    meta.step(seen, unseen)
+    alone = evograd.EvoGrad(model, hyper, estimator="jvp", inner_lr=lft.model_optim)
+    alone.step(seen, unseen)
     model.train()
     assert_restored(model, before, hyper)
 
-    # The snippet's step is T1-T2 through the same closures, on one FT draw.
+    # The snippet's step is T1-T2 through the same closures, on one FT draw
+    # (λ's gradient does not depend on keep_train_grad: test_keep_train_grad.py).
     rng = torch.get_rng_state()
     for h in hyper:
         h.grad = None
-    meta.step(seen, unseen)
+    alone.step(seen, unseen)
     ours = hyper_grad(hyper)
-    reference = t1t2_reference(model, meta, hyper, [seen, unseen], meta.inner_lr, rng)
+    reference = t1t2_reference(model, alone, hyper, [seen, unseen], alone.inner_lr, rng)
     assert_equals_t1t2(ours, reference)
 
 

@@ -207,6 +207,72 @@ TEST(CppStep, KeepTrainGradLeavesTheInnerGradient) {
   EXPECT_TRUE(torch::equal(hyper_grads[0], hyper_grads[1]));
 }
 
+// The loop that skips its own forward still gets BatchNorm's running
+// statistics updated once, as that forward at theta would; without the
+// option, or when the step fails, they stay as they were.
+TEST(CppStep, KeepTrainGradLeavesTheBuffersOfTheSkippedForward) {
+  torch::manual_seed(4);
+  torch::nn::Sequential net(torch::nn::Linear(4, 6), torch::nn::BatchNorm1d(6),
+                            torch::nn::Functional(torch::relu), torch::nn::Linear(6, 3));
+  net->to(torch::kFloat64);
+  auto x = torch::randn({10, 4}, torch::kFloat64);
+  auto y = torch::randint(3, {10}, torch::kLong);
+  auto lam = torch::tensor({0.3}, torch::kFloat64).requires_grad_(true);
+  bool bad = false;
+  auto train = [&] {
+    net->train();
+    return torch::nn::functional::cross_entropy(net->forward(x * (1 + lam)), y);
+  };
+  auto val = [&] {
+    net->eval();
+    auto loss = torch::nn::functional::cross_entropy(net->forward(x.slice(0, 0, 5)), y.slice(0, 0, 5));
+    return bad ? loss * std::nan("") : loss;
+  };
+  auto values = [&] {
+    std::vector<torch::Tensor> out;
+    for (const auto& b : net->buffers()) out.push_back(b.clone());
+    return out;
+  };
+  auto same = [](const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+    for (size_t i = 0; i < a.size(); ++i)
+      if (!torch::equal(a[i], b[i])) return false;
+    return true;
+  };
+  auto put = [&](const std::vector<torch::Tensor>& v) {
+    torch::NoGradGuard no_grad;
+    auto buffers = net->buffers();
+    for (size_t i = 0; i < v.size(); ++i) buffers[i].copy_(v[i]);
+  };
+  const auto found = values();
+  train();  // the forward the one-pass loop skips
+  const auto after = values();
+  put(found);
+  ASSERT_FALSE(same(found, after));  // there is an update to lose
+  for (const std::string estimator : {"jvp", "lookahead"}) {
+    for (const bool keep : {false, true}) {
+      evograd::Options o;
+      o.estimator = estimator;
+      o.inner_lr = 0.1;
+      o.keep_train_grad = keep;
+      evograd::EvoGrad meta(*net, {lam}, o);
+      meta.step(train, val);
+      EXPECT_TRUE(same(values(), keep ? after : found)) << estimator << " " << keep;
+      put(found);
+      for (auto& p : net->parameters()) p.mutable_grad() = torch::Tensor();
+    }
+    evograd::Options o;
+    o.estimator = estimator;
+    o.inner_lr = 0.1;
+    o.keep_train_grad = true;
+    evograd::EvoGrad meta(*net, {lam}, o);
+    bad = true;
+    EXPECT_ANY_THROW(meta.step(train, val));
+    bad = false;
+    EXPECT_TRUE(same(values(), found)) << estimator << ": a failed step changed the buffers";
+    for (const auto& p : net->parameters()) EXPECT_FALSE(p.grad().defined());
+  }
+}
+
 // LFT records its auxiliary loss before the meta block and backpropagates it
 // after: the step writes without bumping version counters and restores every
 // value, so that graph is valid and gives the gradient it would have without

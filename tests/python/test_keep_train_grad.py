@@ -69,3 +69,47 @@ def test_a_parameter_the_loss_does_not_use_keeps_its_grad():
     step(model, lam, train, val, 3, estimator="jvp", keep_train_grad=True)
     assert spare.grad is None
     assert all(p.grad is not None for n, p in model.named_parameters() if n != "spare")
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_the_buffers_are_left_as_the_skipped_forward_leaves_them(estimator):
+    """BatchNorm's running statistics: the loop that skips its own forward
+    still sees them updated once, as that forward at theta would have, bit
+    for bit; without the option, or when the step fails, as they were."""
+    import copy
+    from torch import nn
+    from torch.nn import functional as F
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3)).double()
+    lam = torch.tensor([0.3], dtype=torch.float64, requires_grad=True)
+    x, y = torch.randn(10, 4, dtype=torch.float64), torch.randint(3, (10,))
+
+    def train(net):
+        net.train()
+        return F.cross_entropy(net(x * (1 + lam[0])), y)
+
+    def val(net, bad=False):
+        net.eval()
+        loss = F.cross_entropy(net(x[:5]), y[:5])
+        return loss * float("nan") if bad else loss
+    found = [b.clone() for b in model.buffers()]
+    reference = copy.deepcopy(model)
+    train(reference)  # the skipped forward
+    after = list(reference.buffers())
+    assert not torch.equal(after[0], found[0])  # there is an update to lose
+
+    def run(**options):
+        meta = evograd.EvoGrad(model, [lam], inner_lr=ALPHA, estimator=estimator, **options)
+        meta.step(lambda: train(model), lambda: val(model))
+    for keep, want in ((False, found), (True, after)):
+        run(keep_train_grad=keep)
+        assert all(torch.equal(b, w) for b, w in zip(model.buffers(), want)), keep
+        for b, f in zip(model.buffers(), found):
+            b.copy_(f)
+        for p in model.parameters():
+            p.grad = None
+    meta = evograd.EvoGrad(model, [lam], inner_lr=ALPHA, estimator=estimator, keep_train_grad=True)
+    with pytest.raises(ValueError, match="validation loss is not finite"):
+        meta.step(lambda: train(model), lambda: val(model, bad=True))
+    assert all(torch.equal(b, f) for b, f in zip(model.buffers(), found))
+    assert all(p.grad is None for p in model.parameters())

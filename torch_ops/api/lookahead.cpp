@@ -177,6 +177,8 @@ Lookahead unrolled(Through through, const std::vector<torch::Tensor>& params,
       r.inner = inner;
       for (size_t i = 0; i < params.size(); ++i)
         if (unused[i] && exchange.local()) r.inner[i] = torch::Tensor();
+      // as the loop's skipped forward would leave them (BatchNorm's statistics)
+      r.buffers = restore.buffer_values();
     }
     inner.clear();
     restore.restore_buffers();
@@ -296,7 +298,14 @@ StepResult EvoGrad::unrolled_step(bool exact, const LossFn& train_loss, const Lo
                          fd_step, options_.allow_unused, *exchange_, options_.keep_train_grad);
   }
   // keep_train_grad: the inner pass's gradient (the ranks' mean) goes to the
-  // parameters' .grad, accumulated as backward() does, for the model's optimiser.
+  // parameters' .grad, accumulated as backward() does, for the model's
+  // optimiser; the buffers as that training forward left them (the skipped
+  // forward would have updated BatchNorm's statistics so). Only after the
+  // step succeeded: a failed one leaves the model as it was.
+  {
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < r.buffers.size(); ++i) buffers_[i].variable_data().copy_(r.buffers[i]);
+  }
   for (size_t i = 0; i < r.inner.size(); ++i) {
     if (!r.inner[i].defined()) continue;
     if (r.inner[i].strides() != params_[i].strides())  // e.g. expanded: the parameter's layout

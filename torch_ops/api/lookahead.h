@@ -20,6 +20,7 @@ struct Lookahead {
   double val_loss = 0.0;             // at theta'
   torch::Tensor val_tensor;          // the same, as the closure's tensor, detached
   std::vector<torch::Tensor> inner;  // grad_theta l_T(theta), when kept (keep_train_grad)
+  std::vector<torch::Tensor> buffers;  // the buffers after the pass at theta, when kept
 };
 
 // The 2-norm of a list of tensors, summed in float64 a million elements at a

@@ -46,6 +46,14 @@ class Restorer {
   const std::vector<torch::Tensor>& saved() const { return saved_; }
   // Where the step writes the parameters' values.
   const std::vector<torch::Tensor>& targets() const { return targets_; }
+  // The buffers' values now, copied (keep_train_grad leaves those of the
+  // training forward at theta).
+  std::vector<torch::Tensor> buffer_values() const {
+    torch::NoGradGuard no_grad;
+    std::vector<torch::Tensor> out;
+    for (const auto& b : buffer_targets_) out.push_back(b.clone());
+    return out;
+  }
   void restore_buffers() {
     torch::NoGradGuard no_grad;
     for (size_t i = 0; i < buffers_.size(); ++i) buffer_targets_[i].copy_(saved_buffers_[i]);

@@ -109,8 +109,10 @@ class EvoGrad:
             model's optimiser steps on it and the loop skips its own forward
             and backward: one training pass per iteration instead of two,
             with the model's update seeing lambda from before this step's
-            update (a one-step delay). Off (default): the model is left
-            exactly as it was found.
+            update (a one-step delay). The buffers (BatchNorm's running
+            statistics) are left as that training forward left them, as
+            the skipped forward would have. Off (default): the model is
+            left exactly as it was found.
         autocast: ``None`` (default) or ``True``: the closures run as
             written, ``torch.autocast`` included, and the hypergradient is
             T1-T2's under that autocast; with ``None`` "jvp" warns once when

@@ -63,6 +63,7 @@ class Lookahead:
     base_values: BaseValues               # what evograd.detached returned at theta
     narrowest: Optional[torch.dtype]      # the training pass's narrowest float (autocast)
     inner: Optional[List[torch.Tensor]]   # grad_theta l_T(theta), when kept (keep_train_grad)
+    buffers: Optional[List[torch.Tensor]]  # the buffers after the pass at theta, when kept
 
 
 def inner_and_validation(meta, snap, rng, train_loss_fn, val_loss_fn, alpha: float,
@@ -105,12 +106,15 @@ def inner_and_validation(meta, snap, rng, train_loss_fn, val_loss_fn, alpha: flo
 
     # 2. theta' = theta - alpha * inner; the validation gradient there.
     own, g, direct, value, tensor, aux = None, None, [None] * len(hyper), 0.0, None, None
+    kept_buffers = None
     try:
         write(snap, snap.saved, inner, -alpha)
         # kept: a parameter the loss does not use keeps its .grad, as after
         # backward() (in one process; with ranks the mean is everyone's)
         inner = None if not keep_inner else [
             None if u and exchange.collectives is None else t for t, u in zip(inner, unused)]
+        if keep_inner:  # as the loop's skipped forward would leave them (BatchNorm's statistics)
+            kept_buffers = [b.detach().clone() for b in snap.buffer_targets]
         snap.restore_buffers()
         val, aux = closures.split_aux(val_loss_fn())  # recording ended with the block above
         value = closures.check_loss(val, "validation", allow_nonfinite=snap.layout.lockstep)
@@ -125,7 +129,7 @@ def inner_and_validation(meta, snap, rng, train_loss_fn, val_loss_fn, alpha: flo
     g = exchange.mean_gradient(g, params, own, "the validation gradient")
     length = math.sqrt(exchange.total(norm(g) ** 2))  # FSDP: each rank holds some rows
     return Lookahead(base_loss, g, length, direct, used, value, tensor, aux, base_values,
-                     narrowest, inner)
+                     narrowest, inner, kept_buffers)
 
 
 def _gradient(layout, loss, params, hyper, with_hyper: bool):
@@ -194,14 +198,20 @@ def finish(meta, exchange, through, run: Lookahead, ran: bool, losses: List[floa
     return parts, torch.tensor(reported, dtype=torch.float64), value, tensor
 
 
-def leave_inner(meta, layout, inner: Optional[List[torch.Tensor]]):
+def leave_inner(meta, setting, run: Lookahead):
     """keep_train_grad: grad_theta l_T(theta, lambda), the ranks' mean with
     parallel="data", accumulated into the parameters' .grad as backward()
     would, for the model's optimiser to step on (the model's own forward and
-    backward are then skipped)."""
+    backward are then skipped); and the buffers as that training forward
+    left them (BatchNorm's running statistics, which the skipped forward
+    would have updated), written as the snapshot writes them. After the
+    step only: a step that fails leaves the model as it found it."""
+    inner, layout = run.inner, setting.layout
     if inner is None:
         return
     with torch.no_grad():
+        for b, v in zip(setting.buffers, run.buffers):
+            b.data.copy_(v)
         for i, (p, g) in enumerate(zip(meta.params, inner)):
             if g is None:
                 continue
