@@ -75,9 +75,9 @@ def inner_and_validation(meta, snap, rng, train_loss_fn, val_loss_fn, alpha: flo
     gradients are its shard's, and the exchange makes both the ranks' mean
     (a failure on any rank is an error on all: every rank reaches the same
     exchanges). ``keep_inner``: the inner gradient is returned in
-    ``Lookahead.inner`` instead of freed."""
+    ``Lookahead.inner`` instead of freed, and the buffers as the training
+    forward left them in ``Lookahead.buffers``."""
     params, hyper = meta.params, meta.hyperparams
-    n = len(params)
     base_values = BaseValues()
 
     # 1. The inner gradient at theta; evograd.detached() records its values.
