@@ -94,7 +94,7 @@ def step(meta, setting, train_loss_fn, val_loss_fn, seed: int) -> StepResult:
         parts, reported, value, tensor = unrolled.finish(
             meta, setting.exchange, through or [None] * len(meta.hyperparams), run,
             through is not None, losses, 2 if ran else 1, own)
-    unrolled.leave_inner(meta, setting, run)
+    unrolled.leave_for_update(meta, setting, run)
     phases.accumulate(meta.hyperparams, [None if t is None else t.detach() for t in parts])
     return StepResult(value, reported, torch.zeros(0, dtype=torch.float64), seed, 0, run.aux,
                       tensor, float("nan"), False)

@@ -102,7 +102,7 @@ def step(meta, setting, train_loss_fn, val_loss_fn, seed: int) -> StepResult:
             own = e
         parts, reported, value, tensor = unrolled.finish(meta, setting.exchange, through, run,
                                                          ran, losses, 3 if ran else 1, own)
-    unrolled.leave_inner(meta, setting, run)
+    unrolled.leave_for_update(meta, setting, run)
     phases.accumulate(meta.hyperparams, [None if t is None else t.detach() for t in parts])
     return StepResult(value, reported, torch.zeros(0, dtype=torch.float64), seed, 0, run.aux,
                       tensor, float("nan"), False)

@@ -198,7 +198,7 @@ def finish(meta, exchange, through, run: Lookahead, ran: bool, losses: List[floa
     return parts, torch.tensor(reported, dtype=torch.float64), value, tensor
 
 
-def leave_inner(meta, setting, run: Lookahead):
+def leave_for_update(meta, setting, run: Lookahead):
     """keep_train_grad: grad_theta l_T(theta, lambda), the ranks' mean with
     parallel="data", accumulated into the parameters' .grad as backward()
     would, for the model's optimiser to step on (the model's own forward and
